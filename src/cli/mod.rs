@@ -1,0 +1,299 @@
+//! The command line: clap definitions, turning options into a `Sandbox` and a `Command`,
+//! printing, and exit codes (DESIGN.md §4).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Parser, Subcommand};
+use rsandbox::{defaults, Command, Net, Outcome, Sandbox, Status, Stdin};
+
+#[derive(Parser)]
+#[command(name = "rsandbox", version, about = "Run untrusted code in fresh Linux namespaces, without containers")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Run a script, Python code (-c) or any program (after --) in a fresh sandbox.
+    Run(RunArgs),
+    /// Show what this host supports and what would enforce each limit.
+    Check {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(format!("unknown size suffix in {s:?} (use K, M or G)")),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (e.g. 256M, 1G, 4096)"))?;
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(v > 0.0 && v < 1e9) {
+        return Err(format!("{s:?} must be a positive number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// `HOST[:INSIDE]`.
+fn parse_bind(s: &str) -> Result<(PathBuf, Option<PathBuf>), String> {
+    match s.split_once(':') {
+        Some((h, i)) if !h.is_empty() && !i.is_empty() => Ok((h.into(), Some(i.into()))),
+        None if !s.is_empty() => Ok((s.into(), None)),
+        _ => Err(format!("{s:?} is not HOST[:INSIDE]")),
+    }
+}
+
+/// `HOST:INSIDE`.
+fn parse_file(s: &str) -> Result<(PathBuf, String), String> {
+    match s.split_once(':') {
+        Some((h, i)) if !h.is_empty() && !i.is_empty() => Ok((h.into(), i.to_string())),
+        _ => Err(format!("{s:?} is not HOST:INSIDE (INSIDE is relative to the work dir)")),
+    }
+}
+
+#[derive(Args)]
+#[command(after_help = "Exit status: the program's own; 128+N when killed by signal N; 124 timeout; \
+125 the sandbox failed; 126 not executable; 127 not found.\n\nExamples:\n  rsandbox run script.py\n  \
+rsandbox run --timeout 5 --json -c 'print(1+1)'\n  rsandbox run --file data.csv:data.csv job.py\n  \
+rsandbox run -- /bin/sh -c 'ls /'")]
+pub struct RunArgs {
+    /// Python code to run (python -c CODE).
+    #[arg(short = 'c', value_name = "CODE", conflicts_with_all = ["script", "program"])]
+    code: Option<String>,
+    /// Wall-clock timeout in seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "30")]
+    timeout: Duration,
+    /// Size of /tmp (K, M, G suffixes).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "256M")]
+    tmp_size: u64,
+    /// Size of the work dir /home/sandbox (K, M, G suffixes).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "256M")]
+    work_size: u64,
+    /// Output kept per stream, in bytes (K, M, G suffixes); the rest is counted and dropped.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "1M")]
+    output_limit: u64,
+    /// Network: none (no interfaces) or loopback (a private lo).
+    #[arg(long, value_name = "MODE", default_value = "none")]
+    net: Net,
+    /// Bind a host path read-only (INSIDE defaults to HOST). Repeatable.
+    #[arg(long, value_name = "HOST[:INSIDE]", value_parser = parse_bind)]
+    ro: Vec<(PathBuf, Option<PathBuf>)>,
+    /// Bind a host path read-write (INSIDE defaults to HOST). Repeatable.
+    #[arg(long, value_name = "HOST[:INSIDE]", value_parser = parse_bind)]
+    rw: Vec<(PathBuf, Option<PathBuf>)>,
+    /// Copy a host file into the work dir first. Repeatable.
+    #[arg(long, value_name = "HOST:INSIDE", value_parser = parse_file)]
+    file: Vec<(PathBuf, String)>,
+    /// Set an environment variable. Repeatable.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Feed the program's stdin from a file, or - for this process's stdin [default: empty]
+    #[arg(long, value_name = "FILE|-")]
+    stdin: Option<PathBuf>,
+    /// Python interpreter (a real one, a pyenv shim or a virtualenv's python) [default: /usr/bin/python3]
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
+    /// Take system directories from this tree (e.g. made by debootstrap) instead of the host's.
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// Print the JSON report (schema v1) on stdout instead of passing output through.
+    #[arg(long)]
+    json: bool,
+    /// A script to copy into the work dir and run (.py with Python, .sh with /bin/sh, else
+    /// its #! line), followed by its arguments.
+    #[arg(value_name = "SCRIPT")]
+    script: Option<PathBuf>,
+    #[arg(value_name = "ARGS", allow_hyphen_values = true)]
+    script_args: Vec<OsString>,
+    /// Any program and its arguments, after --.
+    #[arg(last = true, value_name = "PROGRAM")]
+    program: Vec<OsString>,
+}
+
+fn file_mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).map(|m| if m.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 }).unwrap_or(0o644)
+}
+
+/// The command a script asks for: by extension, else by its `#!` line.
+fn script_command(name: &str, data: &[u8]) -> anyhow::Result<(Command, u32)> {
+    if name.ends_with(".py") {
+        Ok((Command::python_script(name.to_string()), 0o644))
+    } else if name.ends_with(".sh") {
+        Ok((Command::new("/bin/sh").arg(name), 0o644))
+    } else if data.starts_with(b"#!") {
+        Ok((Command::new(format!("./{name}")), 0o755))
+    } else {
+        bail!("cannot tell how to run {name}: it has no .py or .sh extension and no #! line")
+    }
+}
+
+/// Builds the sandbox and command from the options; `Err` is a usage or setup error.
+fn prepare(a: &RunArgs) -> anyhow::Result<(Sandbox, Command)> {
+    let mut b = Sandbox::builder()
+        .timeout(a.timeout)
+        .tmp_size(a.tmp_size)
+        .work_size(a.work_size)
+        .output_limit(a.output_limit)
+        .net(a.net);
+    for (h, i) in &a.ro {
+        b = b.ro(h.clone(), i.clone());
+    }
+    for (h, i) in &a.rw {
+        b = b.rw(h.clone(), i.clone());
+    }
+    for (k, v) in &a.env {
+        b = b.env(k.clone(), v.clone());
+    }
+    if let Some(p) = &a.python {
+        b = b.python(p.clone());
+    }
+    if let Some(r) = &a.rootfs {
+        b = b.rootfs(r.clone());
+    }
+    let mut cmd = if let Some(code) = &a.code {
+        Command::python(code.clone())
+    } else if !a.program.is_empty() {
+        if a.script.is_some() {
+            bail!("give either a SCRIPT or a PROGRAM after --, not both");
+        }
+        Command::new(&a.program[0]).args(&a.program[1..])
+    } else if let Some(script) = &a.script {
+        let data = std::fs::read(script).with_context(|| format!("reading script {}", script.display()))?;
+        let name = script
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| anyhow!("script name {} is not valid UTF-8", script.display()))?
+            .to_string();
+        let (cmd, mode) = script_command(&name, &data)?;
+        cmd.file(name, data, mode.max(file_mode(script))).args(&a.script_args)
+    } else {
+        bail!("nothing to run: give a SCRIPT, -c CODE, or -- PROGRAM [ARGS...]");
+    };
+    for (host, inside) in &a.file {
+        let data = std::fs::read(host).with_context(|| format!("reading --file {}", host.display()))?;
+        cmd = cmd.file(inside.clone(), data, file_mode(host));
+    }
+    if let Some(s) = &a.stdin {
+        cmd = cmd.stdin(if s == Path::new("-") { Stdin::File("/dev/stdin".into()) } else { Stdin::File(s.clone()) });
+    }
+    Ok((b.build()?, cmd.pass_through(!a.json)))
+}
+
+/// `rsandbox run`: returns the process exit code.
+pub fn run(a: &RunArgs) -> i32 {
+    let result = prepare(a).and_then(|(sb, cmd)| sb.run(&cmd).map_err(anyhow::Error::from));
+    match result {
+        Ok(out) => {
+            if a.json {
+                println!("{}", serde_json::to_string(&out).expect("serializable"));
+            } else {
+                notes(&out, a.timeout);
+            }
+            out.exit_code_for_cli()
+        }
+        Err(e) => {
+            let (stage, code) = match e.downcast_ref::<rsandbox::Error>() {
+                Some(re) => (re.stage(), re.exit_code()),
+                None => ("usage", 125),
+            };
+            let message = format!("{e:#}");
+            if a.json {
+                println!("{}", serde_json::json!({"error": {"stage": stage, "message": message}}));
+            } else {
+                eprintln!("rsandbox: {message}");
+            }
+            code
+        }
+    }
+}
+
+/// One-line notes on stderr for what a pass-through run cannot show otherwise.
+fn notes(out: &Outcome, timeout: Duration) {
+    if out.status == Status::Timeout {
+        eprintln!("rsandbox: timed out after {:.1}s; every process of the run was killed", timeout.as_secs_f64());
+    }
+    for (name, trunc, total) in [("stdout", out.stdout_truncated, out.stdout_bytes), ("stderr", out.stderr_truncated, out.stderr_bytes)] {
+        if trunc {
+            eprintln!("rsandbox: {name} truncated ({total} bytes written, limit --output-limit)");
+        }
+    }
+}
+
+/// `rsandbox check`.
+pub fn check(json: bool) -> i32 {
+    let probe = rsandbox::probe::host();
+    let live = Sandbox::builder()
+        .build()
+        .and_then(|sb| sb.run(&Command::new("/bin/true")).map(|o| (sb, o)));
+    let (works, enforcement, error) = match &live {
+        Ok((sb, o)) => (o.status == Status::Ok, Some(sb.enforcement().clone()), None),
+        Err(e) => (false, None, Some(e.to_string())),
+    };
+    if json {
+        let v = serde_json::json!({
+            "host": probe,
+            "sandbox_works": works,
+            "error": error,
+            "enforcement": enforcement,
+            "defaults": {
+                "timeout_s": defaults::TIMEOUT.as_secs(), "tmp_size": defaults::TMP_SIZE,
+                "work_size": defaults::WORK_SIZE, "shm_size": defaults::SHM_SIZE,
+                "output_limit": defaults::OUTPUT_LIMIT, "nofile": defaults::NOFILE,
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap());
+    } else {
+        println!("kernel            {}", probe.kernel);
+        println!("running as        uid {}{}", probe.euid, if probe.euid == 0 { " (root: instances get host uids 1000000000+slot)" } else { " (unprivileged: instances map to this uid)" });
+        println!("user namespaces   {}", if probe.userns { "yes".to_string() } else { format!("no ({})", probe.userns_note.clone().unwrap_or_default()) });
+        let mounts: Vec<String> = probe
+            .cgroup_mounts
+            .iter()
+            .map(|m| format!("{} v{}{}", m.path.display(), m.version, if m.controllers.is_empty() { String::new() } else { format!(" [{}]", m.controllers.join(",")) }))
+            .collect();
+        println!("cgroups           {:?}: {}", probe.cgroup_layout, mounts.join("; "));
+        println!("landlock          {}", if probe.landlock_abi > 0 { format!("ABI {}", probe.landlock_abi) } else { "no".into() });
+        println!("seccomp           {}", if probe.seccomp { probe.seccomp_actions.join(" ") } else { "no".into() });
+        match (&enforcement, &error) {
+            (Some(e), _) => {
+                println!("sandbox           works (ran /bin/true in fresh user/mount/pid/net/ipc/uts/cgroup namespaces)");
+                println!("enforcement       wall={} memory={} cpu={} pids={} devices={} landlock={} seccomp={}", e.wall, e.memory, e.cpu, e.pids, e.devices, e.landlock, e.seccomp);
+            }
+            (None, Some(err)) => println!("sandbox           FAILS: {err}"),
+            _ => {}
+        }
+    }
+    if works {
+        0
+    } else {
+        125
+    }
+}

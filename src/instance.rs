@@ -1,0 +1,336 @@
+//! A live instance: its reaper, work dir and state record; `exec` many times, copy files in
+//! and out, `destroy` (also on drop).
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::defaults;
+use crate::error::{Error, Result};
+use crate::ns::user::{IdMap, SANDBOX_ID};
+use crate::outcome::{self, Limit, Outcome, Status};
+use crate::sandbox::{self, Command, Inner, Net, Stdin};
+use crate::spawn::plan::{self, ExecSpec};
+use crate::spawn::proto::Rlimit;
+use crate::spawn::wait::{self, Sink, StdinSource};
+use crate::spawn::{self, Reaper, ReaperSpec};
+use crate::state::{self, Record, RecordInfo};
+use crate::sys;
+
+/// One isolated instance: fresh namespaces, its own root and work dir, a reaper as pid 1.
+pub struct Instance {
+    inner: Arc<Inner>,
+    reaper: Option<Reaper>,
+    record: Option<Record>,
+    ids: IdMap,
+    /// Serialises use of the control socket and the exec region.
+    lock: Mutex<()>,
+}
+
+/// Resolve flags for every path the supervisor opens in the work dir: no symlink is followed,
+/// nothing escapes the work dir.
+const RESOLVE: u64 = sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS | sys::RESOLVE_BENEATH;
+
+/// Splits a work-dir path into checked components: relative (or absolute under the work dir),
+/// no `.`/`..`, no NUL, not empty.
+fn components(path: &str) -> Result<Vec<CString>> {
+    let refuse = |reason: &str| Err(Error::Path { path: path.to_string(), reason: reason.to_string() });
+    let rel = match path.strip_prefix(defaults::WORK_DIR) {
+        Some(r) if r.is_empty() || r.starts_with('/') => r.trim_start_matches('/'),
+        _ if path.starts_with('/') => return refuse("absolute paths must be under /home/sandbox"),
+        _ => path,
+    };
+    if path.contains('\0') {
+        return refuse("contains a NUL byte");
+    }
+    let mut out = Vec::new();
+    for c in rel.split('/') {
+        match c {
+            "" => continue,
+            "." | ".." => return refuse("'.' and '..' are not allowed"),
+            c => out.push(CString::new(c).unwrap()),
+        }
+    }
+    if out.is_empty() {
+        return refuse("names no file");
+    }
+    Ok(out)
+}
+
+impl Instance {
+    pub(crate) fn create(inner: Arc<Inner>) -> Result<Instance> {
+        let mut record = state::claim(&inner.state_dir)?;
+        let (euid, egid) = sys::ids();
+        let ids = IdMap::for_slot(record.slot, euid, egid);
+        let spec = ReaperSpec {
+            plan: &inner.plan,
+            ids,
+            hostname: &inner.hostname,
+            loopback: inner.net == Net::Loopback,
+        };
+        let reaper = match spawn::start_reaper(&spec) {
+            Ok(r) => r,
+            Err(e) => {
+                record.remove();
+                return Err(e);
+            }
+        };
+        let info = RecordInfo {
+            version: 1,
+            supervisor_pid: std::process::id() as i32,
+            reaper_pid: reaper.pid,
+            reaper_start: sys::process_start_time(reaper.pid).unwrap_or(0),
+            host_uid: ids.host_uid,
+            cgroups: Vec::new(),
+        };
+        let mut inst = Instance { inner, reaper: Some(reaper), record: None, ids, lock: Mutex::new(()) };
+        record.write(&info)?;
+        inst.record = Some(record);
+        Ok(inst)
+    }
+
+    fn reaper(&self) -> Result<&Reaper> {
+        self.reaper.as_ref().ok_or(Error::Gone)
+    }
+
+    /// Runs a program in this instance and reports what it did. On timeout only this run's
+    /// process group is killed; the instance and its other processes live on.
+    pub fn exec(&self, cmd: &Command) -> Result<Outcome> {
+        self.exec_inner(cmd, false)
+    }
+
+    pub(crate) fn exec_inner(&self, cmd: &Command, one_shot: bool) -> Result<Outcome> {
+        let reaper = self.reaper()?;
+        for (path, data, mode) in &cmd.files {
+            self.put_file(path, data, *mode)?;
+        }
+        let (argv, envp, paths) = sandbox::resolve(&self.inner, cmd)?;
+        let stdin = match &cmd.stdin {
+            Stdin::Null => StdinSource::Null,
+            Stdin::Bytes(b) => StdinSource::Bytes(b.clone()),
+            Stdin::File(p) => {
+                StdinSource::File(std::fs::File::open(p).map_err(|e| Error::io("opening stdin file", p.clone(), e))?)
+            }
+        };
+        let cwd = CString::new(defaults::WORK_DIR).unwrap();
+        let rlimits = [
+            Rlimit { resource: libc::RLIMIT_CORE, cur: defaults::CORE, max: defaults::CORE },
+            Rlimit { resource: libc::RLIMIT_NOFILE, cur: defaults::NOFILE, max: defaults::NOFILE },
+        ];
+        let spec = ExecSpec {
+            argv: &argv,
+            envp: &envp,
+            paths: &paths,
+            cwd: &cwd,
+            uid: SANDBOX_ID,
+            gid: SANDBOX_ID,
+            clear_groups: self.ids.privileged,
+            rlimits: &rlimits,
+        };
+        let (pid, io) = {
+            let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            plan::write(&reaper.region, &spec).map_err(|t| {
+                Error::invalid("command", format!("arguments and environment need {} bytes; the limit is {}", t.needed, plan::REGION_LEN))
+            })?;
+            spawn::start_program(reaper, &cmd.name())?
+        };
+        let timeout = cmd.timeout.unwrap_or(self.inner.timeout);
+        let sink = if cmd.pass_through { Sink::Inherit } else { Sink::Capture };
+        let mut on_timeout = || {
+            if one_shot {
+                spawn::kill_reaper(reaper);
+            } else {
+                let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = spawn::signal(reaper, pid, libc::SIGKILL);
+            }
+        };
+        let sup = wait::supervise(io, stdin, timeout, self.inner.output_limit, sink, &mut on_timeout);
+        self.report(sup, !cmd.pass_through)
+    }
+
+    fn report(&self, sup: wait::Supervised, captured: bool) -> Result<Outcome> {
+        let mut limits_hit = Vec::new();
+        let (mut exit_code, mut signal) = (None, None);
+        let status = if sup.timed_out {
+            limits_hit.push(Limit::Wall);
+            Status::Timeout
+        } else {
+            let Some(rec) = sup.exit else { return Err(Error::Gone) };
+            if libc::WIFEXITED(rec.status) {
+                exit_code = Some(libc::WEXITSTATUS(rec.status));
+                if exit_code == Some(0) {
+                    Status::Ok
+                } else {
+                    Status::Exit
+                }
+            } else {
+                signal = Some(libc::WTERMSIG(rec.status));
+                Status::Signal
+            }
+        };
+        if sup.stdout.truncated || sup.stderr.truncated {
+            limits_hit.push(Limit::Output);
+        }
+        let (user_ms, sys_ms, peak) = match sup.exit {
+            Some(r) => (r.utime_us as f64 / 1000.0, r.stime_us as f64 / 1000.0, Some(r.maxrss_kb as u64 * 1024)),
+            None => (0.0, 0.0, None),
+        };
+        let (stdout, stdout_b64) = outcome::encode_output(&sup.stdout, captured);
+        let (stderr, stderr_b64) = outcome::encode_output(&sup.stderr, captured);
+        Ok(Outcome {
+            version: 1,
+            status,
+            exit_code,
+            signal,
+            signal_name: signal.and_then(outcome::signal_name),
+            limits_hit,
+            wall_ms: sup.wall.as_secs_f64() * 1000.0,
+            cpu_ms: user_ms + sys_ms,
+            user_ms,
+            sys_ms,
+            peak_memory_bytes: peak,
+            oom_kills: 0,
+            stdout,
+            stderr,
+            stdout_b64,
+            stderr_b64,
+            stdout_bytes: sup.stdout.total,
+            stderr_bytes: sup.stderr.total,
+            stdout_truncated: sup.stdout.truncated,
+            stderr_truncated: sup.stderr.truncated,
+            seccomp_violation: None,
+            enforcement: self.inner.enforcement.clone(),
+            queued_ms: None,
+        })
+    }
+
+    /// Opens (creating when `create`) each directory of `comps[..n-1]` beneath the work dir,
+    /// never following a symlink. Returns the innermost directory.
+    fn walk(&self, comps: &[CString], create: bool) -> Result<OwnedFd> {
+        let work = self.reaper()?.work.as_fd();
+        let mut dir: Option<OwnedFd> = None;
+        for c in &comps[..comps.len() - 1] {
+            let base: BorrowedFd<'_> = dir.as_ref().map_or(work, |d| d.as_fd());
+            let open = || sys::openat2(base, c, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0, RESOLVE);
+            let next = match open() {
+                Err(e) if create && e.raw_os_error() == Some(libc::ENOENT) => {
+                    match sys::mkdirat(base, c, 0o755) {
+                        Ok(()) => {
+                            let d = open().map_err(|e| self.path_err(comps, e))?;
+                            sys::fchown(d.as_fd(), self.ids.host_uid, self.ids.host_gid).map_err(|e| self.path_err(comps, e))?;
+                            d
+                        }
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => open().map_err(|e| self.path_err(comps, e))?,
+                        Err(e) => return Err(self.path_err(comps, e)),
+                    }
+                }
+                r => r.map_err(|e| self.path_err(comps, e))?,
+            };
+            dir = Some(next);
+        }
+        match dir {
+            Some(d) => Ok(d),
+            None => sys::openat2(work, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0, RESOLVE).map_err(|e| self.path_err(comps, e)),
+        }
+    }
+
+    fn path_err(&self, comps: &[CString], e: std::io::Error) -> Error {
+        let path = comps.iter().map(|c| c.to_string_lossy()).collect::<Vec<_>>().join("/");
+        let reason = match e.raw_os_error() {
+            Some(libc::ELOOP) => "a symlink is in the way (symlinks are never followed)".to_string(),
+            Some(libc::EXDEV) => "it leads outside the work dir".to_string(),
+            _ => e.to_string(),
+        };
+        Error::Path { path, reason }
+    }
+
+    /// Writes a file into the work dir (path relative to it), creating parent directories.
+    /// Never follows a symlink: a planted link makes this fail instead of writing elsewhere.
+    pub fn put_file(&self, path: &str, data: &[u8], mode: u32) -> Result<()> {
+        let comps = components(path)?;
+        let dir = self.walk(&comps, true)?;
+        let name = comps.last().unwrap();
+        let fd = sys::openat2(
+            dir.as_fd(),
+            name,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+            0o600,
+            RESOLVE,
+        )
+        .map_err(|e| self.path_err(&comps, e))?;
+        let f = std::fs::File::from(fd);
+        let meta = f.metadata().map_err(|e| self.path_err(&comps, e))?;
+        if !meta.is_file() {
+            return Err(Error::Path { path: path.to_string(), reason: "not a regular file".into() });
+        }
+        sys::fchown(f.as_fd(), self.ids.host_uid, self.ids.host_gid).map_err(|e| self.path_err(&comps, e))?;
+        sys::fchmod(f.as_fd(), mode & 0o7777 & !0o6000).map_err(|e| self.path_err(&comps, e))?;
+        sys::write_all(f.as_raw_fd(), data).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOSPC) => Error::Path { path: path.to_string(), reason: "the work dir is full (--work-size)".into() },
+            _ => self.path_err(&comps, e),
+        })
+    }
+
+    /// Reads a regular file from the work dir, at most `max` bytes (more is an error).
+    pub fn get_file(&self, path: &str, max: u64) -> Result<Vec<u8>> {
+        let comps = components(path)?;
+        let dir = self.walk(&comps, false)?;
+        let fd = sys::openat2(dir.as_fd(), comps.last().unwrap(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0, RESOLVE)
+            .map_err(|e| self.path_err(&comps, e))?;
+        let f = std::fs::File::from(fd);
+        let meta = f.metadata().map_err(|e| self.path_err(&comps, e))?;
+        if !meta.is_file() {
+            return Err(Error::Path { path: path.to_string(), reason: "not a regular file".into() });
+        }
+        if meta.len() > max {
+            return Err(Error::Path { path: path.to_string(), reason: format!("{} bytes is over the limit of {max}", meta.len()) });
+        }
+        let mut out = Vec::with_capacity(meta.len() as usize);
+        use std::io::Read;
+        f.take(max + 1).read_to_end(&mut out).map_err(|e| self.path_err(&comps, e))?;
+        if out.len() as u64 > max {
+            return Err(Error::Path { path: path.to_string(), reason: format!("grew over the limit of {max} bytes") });
+        }
+        Ok(out)
+    }
+
+    /// The reaper's pid on the host (for diagnostics and tests).
+    pub fn reaper_pid(&self) -> Option<i32> {
+        self.reaper.as_ref().map(|r| r.pid)
+    }
+
+    /// Kills every process of the instance and removes its mounts, work dir and record.
+    /// Mounts and the work dir live only in the instance's mount namespace, so they go with
+    /// its last process.
+    pub fn destroy(mut self) -> Result<()> {
+        self.teardown();
+        Ok(())
+    }
+
+    fn teardown(&mut self) {
+        if let Some(r) = self.reaper.take() {
+            spawn::kill_reaper(&r);
+        }
+        if let Some(rec) = self.record.take() {
+            rec.remove();
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// Default maximum for `get_file`: the default work dir size.
+pub const GET_FILE_MAX: u64 = defaults::WORK_SIZE;
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn ok<T: Send + Sync>() {}
+    ok::<Instance>();
+    ok::<crate::Sandbox>();
+    let _ = Duration::ZERO;
+}

@@ -1,0 +1,14 @@
+//! The `rsandbox` binary: a thin layer over the library (see `cli`).
+
+mod cli;
+
+use clap::Parser;
+
+fn main() {
+    let args = cli::Cli::parse();
+    let code = match &args.cmd {
+        cli::Cmd::Run(a) => cli::run(a),
+        cli::Cmd::Check { json } => cli::check(*json),
+    };
+    std::process::exit(code);
+}

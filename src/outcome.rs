@@ -1,0 +1,169 @@
+//! The report of one run (JSON schema v1, DESIGN.md §5): why it ended, what it used, what it
+//! printed, and what enforced each limit.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::spawn::wait::Captured;
+
+/// The cause of termination, by precedence: timeout > cpu_time > memory > pids > seccomp >
+/// signal > exit > ok.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Status {
+    /// Exit code 0.
+    Ok,
+    /// A non-zero exit code.
+    Exit,
+    /// Killed by a signal it was not sent by a limit.
+    Signal,
+    /// The wall-clock timeout.
+    Timeout,
+    CpuTime,
+    Memory,
+    Pids,
+    OutputLimit,
+    Seccomp,
+}
+
+/// A limit the run touched (`limits_hit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Limit {
+    Wall,
+    CpuTime,
+    Memory,
+    Pids,
+    Output,
+}
+
+/// What enforced each kind of limit (`cgroup2`, `cgroup1`, `rlimit`, `watchdog`, `bpf`,
+/// `mount-only`, `supervisor`, `none`; Landlock as `abiN` or `none`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enforcement {
+    pub memory: String,
+    pub cpu: String,
+    pub pids: String,
+    pub devices: String,
+    pub wall: String,
+    pub landlock: String,
+    pub seccomp: String,
+}
+
+/// A seccomp kill, named.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeccompViolation {
+    pub syscall: String,
+    pub nr: i64,
+}
+
+/// The report of one run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub version: u32,
+    pub status: Status,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub signal_name: Option<String>,
+    pub limits_hit: Vec<Limit>,
+    pub wall_ms: f64,
+    pub cpu_ms: f64,
+    pub user_ms: f64,
+    pub sys_ms: f64,
+    pub peak_memory_bytes: Option<u64>,
+    pub oom_kills: u64,
+    /// Captured stdout when it is valid UTF-8; `None` otherwise (see `stdout_b64`) or when the
+    /// output was passed through rather than captured.
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+    pub stdout_b64: Option<String>,
+    pub stderr_b64: Option<String>,
+    /// Every byte written, kept or not.
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub seccomp_violation: Option<SeccompViolation>,
+    pub enforcement: Enforcement,
+    pub queued_ms: Option<f64>,
+}
+
+impl Outcome {
+    /// The CLI exit code for this outcome (DESIGN.md §4): the program's own, 128+N for signal
+    /// N, 124 for a timeout.
+    pub fn exit_code_for_cli(&self) -> i32 {
+        match self.status {
+            Status::Timeout => 124,
+            _ => match (self.exit_code, self.signal) {
+                (Some(c), _) => c,
+                (None, Some(s)) => 128 + s,
+                _ => 125,
+            },
+        }
+    }
+
+    /// The captured stdout as bytes (decoding `stdout_b64` when needed).
+    pub fn stdout_bytes(&self) -> Vec<u8> {
+        bytes_of(&self.stdout, &self.stdout_b64)
+    }
+
+    /// The captured stderr as bytes (decoding `stderr_b64` when needed).
+    pub fn stderr_bytes(&self) -> Vec<u8> {
+        bytes_of(&self.stderr, &self.stderr_b64)
+    }
+}
+
+fn bytes_of(text: &Option<String>, b64: &Option<String>) -> Vec<u8> {
+    match (text, b64) {
+        (Some(t), _) => t.as_bytes().to_vec(),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD.decode(b).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Text when the bytes are UTF-8, base64 otherwise. A multi-byte character cut by the output
+/// cap is dropped from the end of truncated output rather than turning it all into base64.
+pub(crate) fn encode_output(c: &Captured, captured: bool) -> (Option<String>, Option<String>) {
+    if !captured {
+        return (None, None);
+    }
+    match std::str::from_utf8(&c.data) {
+        Ok(s) => (Some(s.to_string()), None),
+        Err(e) if c.truncated && e.error_len().is_none() => {
+            (Some(String::from_utf8_lossy(&c.data[..e.valid_up_to()]).into_owned()), None)
+        }
+        Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(&c.data))),
+    }
+}
+
+/// The conventional name of signal `sig` (`SIGKILL`), if it has one.
+pub fn signal_name(sig: i32) -> Option<String> {
+    let name = match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGCHLD => "SIGCHLD",
+        libc::SIGCONT => "SIGCONT",
+        libc::SIGSTOP => "SIGSTOP",
+        libc::SIGTSTP => "SIGTSTP",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGSYS => "SIGSYS",
+        _ => return None,
+    };
+    Some(name.to_string())
+}

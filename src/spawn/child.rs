@@ -1,0 +1,407 @@
+//! The child side: the instance's reaper (pid 1) and the start of each program.
+//!
+//! THE RULE OF THIS FILE: everything here runs after `clone` in a copy of a process that may
+//! have had other threads. Only async-signal-safe code may run: raw syscalls, reads of memory
+//! prepared by the parent, stack buffers. No allocation (no `String`, `Vec`, `format!`, `Box`),
+//! no locks, no logging, no panics that unwind (a failure is a fixed-size `ChildError` record
+//! sent to the supervisor, then `_exit`). Data comes from the parent as plain structures: the
+//! mount plan (`MountPlan`) and the exec plan in the shared region (`ExecPlan`).
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::os::fd::RawFd;
+use std::os::raw::c_char;
+use std::ptr;
+
+use super::proto::{self, stage, ChildError, ExecPlan, ExitRecord, Reply, Request};
+use crate::ns::mount::{MountKind, MountPlan};
+use crate::sys;
+
+/// The control socket's fixed number in the reaper.
+const CTRL: RawFd = 3;
+/// How many programs one instance may have running at once.
+const MAX_PROGRAMS: usize = 64;
+
+/// Everything the reaper needs, prepared by the parent before `clone`.
+pub struct ReaperArgs<'a> {
+    pub ctrl: RawFd,
+    pub plan: &'a MountPlan,
+    pub hostname: &'a CStr,
+    pub loopback: bool,
+    /// Base of the shared region holding `ExecPlan`s.
+    pub region: *const u8,
+}
+
+fn send_reply(kind: u32, pid: i32, err: ChildError, fd: Option<RawFd>) {
+    let r = Reply { kind, pid, err };
+    let fds_storage = [fd.unwrap_or(-1)];
+    let fds: &[RawFd] = if fd.is_some() { &fds_storage } else { &[] };
+    let _ = sys::send_with_fds(CTRL, proto::as_bytes(&r), fds);
+}
+
+fn fail_setup(stage: u32, detail: u32) -> ! {
+    let err = ChildError { stage, errno: sys::errno(), detail, _pad: 0 };
+    send_reply(proto::REPLY_SETUP_FAILED, 0, err, None);
+    // SAFETY: _exit is async-signal-safe and never returns.
+    unsafe { libc::_exit(125) }
+}
+
+macro_rules! check {
+    ($e:expr, $stage:expr) => {
+        check!($e, $stage, 0)
+    };
+    ($e:expr, $stage:expr, $detail:expr) => {
+        if $e.is_err() {
+            fail_setup($stage, $detail as u32);
+        }
+    };
+}
+
+/// The reaper: sets up the root, then starts, reaps and reports programs until the supervisor
+/// goes away. Never returns.
+pub fn reaper_main(args: &ReaperArgs<'_>) -> ! {
+    // SAFETY (whole function): only raw syscalls on fds and memory we own or were given.
+    unsafe {
+        // Keep exactly the control socket (as fd 3) besides 0-2: another instance's supervisor
+        // fds may have been copied into us by a concurrent clone in the same process.
+        let tmp = libc::fcntl(args.ctrl, libc::F_DUPFD_CLOEXEC, 64);
+        if tmp < 0 || libc::dup3(tmp, CTRL, libc::O_CLOEXEC) < 0 {
+            libc::_exit(125);
+        }
+        if sys::close_range(4, u32::MAX, 0).is_err() {
+            libc::_exit(125);
+        }
+
+        // Wait until the supervisor has written our id maps.
+        let mut buf = [0u8; 64];
+        match sys::recv_with_fds(CTRL, &mut buf, &mut []) {
+            Ok((n, _)) if n > 0 => {}
+            _ => libc::_exit(125),
+        }
+
+        let host = args.hostname.to_bytes();
+        check!(sys::cvt(libc::sethostname(host.as_ptr().cast(), host.len())), stage::HOSTNAME);
+        if args.loopback {
+            check!(loopback_up(), stage::LOOPBACK);
+        }
+
+        let work_fd = setup_root(args.plan);
+
+        // Our own 0-2 are the supervisor's; replace them with /dev/null.
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        check!(sys::cvt(null), stage::FDS);
+        for fd in 0..3 {
+            check!(sys::cvt(libc::dup2(null, fd)), stage::FDS);
+        }
+        libc::close(null);
+
+        check!(sys::cvt(libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0)), stage::DUMPABLE);
+
+        // SIGCHLD arrives through a signalfd; SIGPIPE is ignored (a vanished supervisor).
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        check!(sys::cvt(libc::sigprocmask(libc::SIG_BLOCK, &set, ptr::null_mut())), stage::SIGNALS);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        let sfd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        check!(sys::cvt(sfd), stage::SIGNALS);
+
+        send_reply(proto::REPLY_READY, 0, ChildError::default(), Some(work_fd));
+        libc::close(work_fd);
+
+        serve(args, sfd)
+    }
+}
+
+/// Mounts the plan and pivots into it; returns an fd of the work dir.
+fn setup_root(plan: &MountPlan) -> RawFd {
+    let root = plan.root.as_c_str();
+    // SAFETY: raw syscalls with NUL-terminated strings from the plan, which outlives us.
+    unsafe {
+        check!(
+            sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None),
+            stage::MOUNT_PRIVATE
+        );
+        check!(sys::mount(Some(root), root, None, libc::MS_BIND, None), stage::BIND_ROOT);
+        let mut work_fd = -1;
+        for (i, op) in plan.ops.iter().enumerate() {
+            match &op.kind {
+                MountKind::Bind { src, recursive } => {
+                    let flags = libc::MS_BIND | if *recursive { libc::MS_REC } else { 0 };
+                    check!(sys::mount(Some(src), &op.dst, None, flags, None), stage::MOUNT, i);
+                    if op.attrs != 0 {
+                        check!(sys::mount_setattr(&op.dst, *recursive, op.attrs), stage::MOUNT_ATTR, i);
+                    }
+                }
+                MountKind::Fs { fstype, flags, data } => {
+                    let data = if data.is_empty() { None } else { Some(data.as_c_str()) };
+                    check!(sys::mount(Some(fstype), &op.dst, Some(fstype), *flags, data), stage::MOUNT, i);
+                }
+            }
+            if op.is_work {
+                work_fd = libc::open(op.dst.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC);
+                check!(sys::cvt(work_fd), stage::WORK_FD, i);
+            }
+        }
+        check!(
+            sys::mount_setattr(root, false, crate::ns::mount::RO_ATTRS),
+            stage::ROOT_READONLY
+        );
+        check!(sys::cvt(libc::chdir(root.as_ptr())), stage::PIVOT_ROOT);
+        check!(
+            sys::cvt_long(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr())),
+            stage::PIVOT_ROOT
+        );
+        check!(sys::cvt(libc::umount2(c".".as_ptr(), libc::MNT_DETACH)), stage::DETACH_OLD_ROOT);
+        check!(sys::cvt(libc::chdir(c"/".as_ptr())), stage::DETACH_OLD_ROOT);
+        work_fd
+    }
+}
+
+/// Sets `lo` up with the SIOCGIFFLAGS/SIOCSIFFLAGS ioctls (no netlink, no allocation).
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: an ifreq on the stack, an AF_INET socket we close before returning.
+    unsafe {
+        let s = sys::cvt(libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0))?;
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            ifr.ifr_name[i] = *b as c_char;
+        }
+        let r = (|| {
+            sys::cvt(libc::ioctl(s, libc::SIOCGIFFLAGS, &mut ifr))?;
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as i16;
+            sys::cvt(libc::ioctl(s, libc::SIOCSIFFLAGS, &ifr))
+        })();
+        libc::close(s);
+        r.map(drop)
+    }
+}
+
+/// The reaper's loop: requests from the supervisor, SIGCHLD from the kernel.
+fn serve(args: &ReaperArgs<'_>, sfd: RawFd) -> ! {
+    // (pid, status-pipe fd) of each running program; pid 0 marks a free slot.
+    let mut running = [(0 as libc::pid_t, -1 as RawFd); MAX_PROGRAMS];
+    loop {
+        let mut pfds = [
+            libc::pollfd { fd: CTRL, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: sfd, events: libc::POLLIN, revents: 0 },
+        ];
+        if sys::poll(&mut pfds, -1).is_err() {
+            // SAFETY: _exit never returns; exiting pid 1 kills the namespace's processes.
+            unsafe { libc::_exit(125) }
+        }
+        if pfds[1].revents != 0 {
+            reap(sfd, &mut running);
+        }
+        if pfds[0].revents != 0 {
+            let mut buf = [0u8; 64];
+            let mut fds = [-1 as RawFd; 8];
+            match sys::recv_with_fds(CTRL, &mut buf, &mut fds) {
+                Ok((n, nfds)) if n > 0 => {
+                    let req: Option<Request> = proto::from_bytes(&buf[..n]);
+                    match req {
+                        Some(r) if r.op == proto::OP_EXEC && nfds == 5 => {
+                            start(args, &fds[..5], &mut running);
+                        }
+                        Some(r) if r.op == proto::OP_KILL => {
+                            // SAFETY: kill has no memory effects; we are pid 1 of our own namespace.
+                            unsafe {
+                                if r.pid == -1 {
+                                    libc::kill(-1, r.sig);
+                                } else {
+                                    libc::kill(-r.pid, r.sig);
+                                    libc::kill(r.pid, r.sig);
+                                }
+                            }
+                            send_reply(proto::REPLY_DONE, 0, ChildError::default(), None);
+                        }
+                        _ => {
+                            for &fd in &fds[..nfds] {
+                                // SAFETY: fds we were just given and own.
+                                unsafe { libc::close(fd) };
+                            }
+                        }
+                    }
+                }
+                // The supervisor is gone (or closed us): exiting pid 1 ends the instance.
+                // SAFETY: _exit never returns.
+                _ => unsafe { libc::_exit(0) },
+            }
+        }
+    }
+}
+
+/// Reaps every exited child; reports the ones the supervisor started.
+fn reap(sfd: RawFd, running: &mut [(libc::pid_t, RawFd); MAX_PROGRAMS]) {
+    let mut si = [0u8; 128];
+    while matches!(sys::read(sfd, &mut si), Ok(n) if n > 0) {}
+    loop {
+        let mut status = 0;
+        // SAFETY: rusage is plain data written by wait4.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointers to stack variables.
+        let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG, &mut ru) };
+        if pid <= 0 {
+            return;
+        }
+        for slot in running.iter_mut() {
+            if slot.0 == pid {
+                let rec = ExitRecord {
+                    status,
+                    _pad: 0,
+                    utime_us: ru.ru_utime.tv_sec * 1_000_000 + ru.ru_utime.tv_usec,
+                    stime_us: ru.ru_stime.tv_sec * 1_000_000 + ru.ru_stime.tv_usec,
+                    maxrss_kb: ru.ru_maxrss,
+                };
+                let _ = sys::write_all(slot.1, proto::as_bytes(&rec));
+                // SAFETY: the status pipe's write end, owned by this slot.
+                unsafe { libc::close(slot.1) };
+                *slot = (0, -1);
+            }
+        }
+    }
+}
+
+/// Starts one program (fds: stdin, stdout, stderr, exec-error pipe, status pipe).
+fn start(args: &ReaperArgs<'_>, fds: &[RawFd], running: &mut [(libc::pid_t, RawFd); MAX_PROGRAMS]) {
+    let close_all = |keep_status: bool| {
+        for (i, &fd) in fds.iter().enumerate() {
+            if !(keep_status && i == 4) {
+                // SAFETY: fds we were given and own.
+                unsafe { libc::close(fd) };
+            }
+        }
+    };
+    let Some(slot) = running.iter().position(|s| s.0 == 0) else {
+        close_all(false);
+        let err = ChildError { stage: stage::FORK, errno: libc::EAGAIN, detail: 0, _pad: 0 };
+        send_reply(proto::REPLY_START_FAILED, 0, err, None);
+        return;
+    };
+    // SAFETY: the shared region starts with an ExecPlan the supervisor wrote before sending
+    // OP_EXEC, and it does not touch the region again until we reply.
+    let plan = unsafe { &*(args.region as *const ExecPlan) };
+    // CLONE_VFORK without CLONE_VM: a copy of our memory, and we sleep until the program has
+    // called execve or exited, so the supervisor may reuse the region as soon as we reply.
+    // SAFETY: raw clone; the child only runs program_main, which ends in execve or _exit.
+    let pid = unsafe {
+        libc::syscall(libc::SYS_clone, (libc::CLONE_VFORK | libc::SIGCHLD) as libc::c_ulong, 0, 0, 0, 0)
+    };
+    if pid == 0 {
+        program_main(plan, fds);
+    }
+    if pid < 0 {
+        let err = ChildError { stage: stage::FORK, errno: sys::errno(), detail: 0, _pad: 0 };
+        close_all(false);
+        send_reply(proto::REPLY_START_FAILED, 0, err, None);
+        return;
+    }
+    close_all(true);
+    running[slot] = (pid as libc::pid_t, fds[4]);
+    send_reply(proto::REPLY_STARTED, pid as i32, ChildError::default(), None);
+}
+
+fn program_fail(errfd: RawFd, stage: u32, errno: i32) -> ! {
+    let err = ChildError { stage, errno, detail: 0, _pad: 0 };
+    let _ = sys::write_all(errfd, proto::as_bytes(&err));
+    // SAFETY: _exit never returns.
+    unsafe { libc::_exit(if stage == stage::EXEC { 127 } else { 125 }) }
+}
+
+/// The program's side, from the fork to `execve`: DESIGN.md §3 step 7, in its order.
+fn program_main(plan: &ExecPlan, fds: &[RawFd]) -> ! {
+    let errfd = fds[3];
+    macro_rules! step {
+        ($e:expr, $stage:expr) => {
+            if let Err(e) = $e {
+                program_fail(errfd, $stage, e.raw_os_error().unwrap_or(0));
+            }
+        };
+    }
+    // SAFETY (whole function): raw syscalls on our own fds and on plan memory, which the
+    // parent (sleeping in vfork) keeps alive and unchanged until we exec or exit.
+    unsafe {
+        // Signals: nothing blocked, every disposition default (the supervisor may ignore SIGPIPE).
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, ptr::null_mut());
+        for sig in 1..65 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        step!(sys::cvt(libc::setsid()), stage::SETSID);
+
+        // stdio: first above 10 (any of them may be 0-2 already), then into place.
+        let mut high = [0; 3];
+        for i in 0..3 {
+            high[i] = libc::fcntl(fds[i], libc::F_DUPFD_CLOEXEC, 10);
+            step!(sys::cvt(high[i]), stage::STDIO);
+        }
+        for (i, &fd) in high.iter().enumerate() {
+            step!(sys::cvt(libc::dup2(fd, i as RawFd)), stage::STDIO);
+        }
+
+        step!(sys::cvt(libc::chdir(plan.cwd)), stage::CHDIR);
+        for rl in &plan.rlimits[..plan.nrlimits as usize] {
+            let lim = libc::rlimit { rlim_cur: rl.cur, rlim_max: rl.max };
+            step!(sys::cvt(libc::setrlimit(rl.resource as _, &lim)), stage::RLIMIT);
+        }
+
+        if plan.clear_groups != 0 {
+            step!(sys::cvt(libc::setgroups(0, ptr::null())), stage::SETGROUPS);
+        }
+        step!(sys::cvt(libc::setresgid(plan.gid, plan.gid, plan.gid)), stage::SETGID);
+        step!(sys::cvt(libc::setresuid(plan.uid, plan.uid, plan.uid)), stage::SETUID);
+        step!(drop_capabilities(), stage::CAPS);
+        step!(sys::cvt(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)), stage::NO_NEW_PRIVS);
+        // Mark, don't close: the exec-error pipe must survive until execve succeeds.
+        step!(sys::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC), stage::CLOSE_FDS);
+
+        // PATH search as data: try each candidate, keep the most telling errno.
+        let mut errno = libc::ENOENT;
+        let mut p = plan.paths;
+        while !(*p).is_null() {
+            libc::execve(*p, plan.argv, plan.envp);
+            let e = sys::errno();
+            match e {
+                libc::ENOENT | libc::ENOTDIR => {}
+                libc::EACCES => errno = e,
+                _ => {
+                    errno = e;
+                    break;
+                }
+            }
+            p = p.add(1);
+        }
+        program_fail(errfd, stage::EXEC, errno)
+    }
+}
+
+/// Empties the bounding, ambient, permitted, effective and inheritable sets.
+fn drop_capabilities() -> std::io::Result<()> {
+    // SAFETY: prctl/capget-style calls with stack structures.
+    unsafe {
+        for cap in 0..64 {
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && sys::errno() != libc::EINVAL {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        sys::cvt(libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0))?;
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let hdr = Header { version: 0x20080522, pid: 0 }; // _LINUX_CAPABILITY_VERSION_3
+        let data = [Data { effective: 0, permitted: 0, inheritable: 0 }, Data { effective: 0, permitted: 0, inheritable: 0 }];
+        sys::cvt_long(libc::syscall(libc::SYS_capset, &hdr as *const Header, data.as_ptr()))?;
+    }
+    Ok(())
+}

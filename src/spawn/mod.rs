@@ -1,0 +1,204 @@
+//! The only code that forks: creating an instance's reaper and starting programs through it.
+//!
+//! Parent side here (may allocate, returns rich errors); the child side, which may not, is in
+//! `child.rs`. The supervisor talks to the reaper over a `SOCK_SEQPACKET` pair with fixed-size
+//! records (`proto.rs`) and hands it exec plans through a shared region (`plan.rs`).
+#![allow(unsafe_code)]
+
+pub(crate) mod child;
+pub(crate) mod plan;
+pub(crate) mod proto;
+pub(crate) mod wait;
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::error::{Error, Result};
+use crate::ns::mount::MountPlan;
+use crate::ns::user::IdMap;
+use crate::sys::{self, Forked, SharedRegion};
+use proto::{ChildError, Reply, Request};
+
+/// The namespaces every instance gets.
+pub const NS_FLAGS: u64 = (libc::CLONE_NEWUSER
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWCGROUP) as u64;
+
+/// A running reaper, as the supervisor holds it.
+pub struct Reaper {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+    pub ctrl: OwnedFd,
+    pub region: SharedRegion,
+    /// The work directory (an `O_PATH` fd onto the instance's tmpfs).
+    pub work: OwnedFd,
+}
+
+/// Settings for one reaper.
+pub struct ReaperSpec<'a> {
+    pub plan: &'a MountPlan,
+    pub ids: IdMap,
+    pub hostname: &'a CStr,
+    pub loopback: bool,
+}
+
+/// Turns a child's `(stage, errno)` record into an error naming the mount where there is one.
+pub fn setup_error(plan: &MountPlan, err: ChildError) -> Error {
+    let detail = match err.stage {
+        proto::stage::MOUNT | proto::stage::MOUNT_ATTR | proto::stage::WORK_FD => plan
+            .ops
+            .get(err.detail as usize)
+            .map(|op| op.inside.clone())
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    Error::Setup {
+        stage: proto::stage_name(err.stage),
+        detail,
+        source: io::Error::from_raw_os_error(err.errno),
+    }
+}
+
+/// Sends one request (with fds) and reads the reaper's reply (and its fd, if any).
+pub fn call(ctrl: RawFd, req: Request, fds: &[RawFd]) -> Result<(Reply, Option<OwnedFd>)> {
+    sys::send_with_fds(ctrl, proto::as_bytes(&req), fds).map_err(|_| Error::Gone)?;
+    recv_reply(ctrl)
+}
+
+fn recv_reply(ctrl: RawFd) -> Result<(Reply, Option<OwnedFd>)> {
+    let mut buf = [0u8; 64];
+    let mut fds = [-1; 1];
+    let (n, nfds) = sys::recv_with_fds(ctrl, &mut buf, &mut fds).map_err(|_| Error::Gone)?;
+    // SAFETY: recv_with_fds returned nfds new descriptors that we now own.
+    let fd = (nfds == 1).then(|| unsafe { OwnedFd::from_raw_fd(fds[0]) });
+    let reply: Reply = proto::from_bytes(&buf[..n]).ok_or(Error::Gone)?;
+    Ok((reply, fd))
+}
+
+/// Clones the reaper into fresh namespaces, maps its ids, lets it build the root, and waits
+/// until it is ready. On any failure the child is killed and reaped before returning.
+pub fn start_reaper(spec: &ReaperSpec<'_>) -> Result<Reaper> {
+    let region = SharedRegion::new(plan::REGION_LEN).map_err(|e| Error::io("mapping the exec region", None, e))?;
+    let (ctrl, child_ctrl) = sys::seqpacket_pair().map_err(|e| Error::io("creating the control socket", None, e))?;
+    let args = child::ReaperArgs {
+        ctrl: child_ctrl.as_raw_fd(),
+        plan: spec.plan,
+        hostname: spec.hostname,
+        loopback: spec.loopback,
+        region: region.as_ptr(),
+    };
+    // SAFETY: the child branch calls only reaper_main, which follows child.rs's rule and never
+    // returns.
+    let forked = unsafe { sys::clone_fork(NS_FLAGS, None) };
+    let (pid, pidfd) = match forked {
+        Ok(Forked::Child) => child::reaper_main(&args),
+        Ok(Forked::Parent { pid, pidfd }) => (pid, pidfd),
+        Err(e) => {
+            return Err(match e.raw_os_error() {
+                Some(libc::EPERM) | Some(libc::ENOSPC) | Some(libc::EUSERS) => Error::Unsupported {
+                    feature: "user namespaces",
+                    message: format!(
+                        "clone3 with new user/mount/pid/net namespaces failed: {e} (check \
+                         /proc/sys/user/max_user_namespaces and kernel.apparmor_restrict_unprivileged_userns)"
+                    ),
+                },
+                _ => Error::io("cloning the instance", None, e),
+            })
+        }
+    };
+    drop(child_ctrl);
+    let kill_and_reap = |pidfd: &OwnedFd| {
+        let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+        let _ = sys::waitid_pidfd(pidfd.as_fd());
+    };
+    if let Err(e) = spec.ids.write(pid) {
+        kill_and_reap(&pidfd);
+        return Err(Error::io("writing the id maps of", Some(format!("/proc/{pid}").into()), e));
+    }
+    let go = Request { op: proto::OP_GO, ..Default::default() };
+    let reply = sys::send_with_fds(ctrl.as_raw_fd(), proto::as_bytes(&go), &[])
+        .map_err(|_| Error::Gone)
+        .and_then(|_| recv_reply(ctrl.as_raw_fd()));
+    match reply {
+        Ok((r, Some(work))) if r.kind == proto::REPLY_READY => Ok(Reaper { pid, pidfd, ctrl, region, work }),
+        Ok((r, _)) if r.kind == proto::REPLY_SETUP_FAILED => {
+            kill_and_reap(&pidfd);
+            Err(setup_error(spec.plan, r.err))
+        }
+        _ => {
+            kill_and_reap(&pidfd);
+            Err(Error::Setup {
+                stage: "reaper",
+                detail: String::new(),
+                source: io::Error::other("the instance's reaper exited during setup"),
+            })
+        }
+    }
+}
+
+/// The supervisor's ends of one program's pipes.
+pub struct ProgramIo {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub status: OwnedFd,
+}
+
+/// Starts the program whose plan was just written into the region. The caller holds the exec
+/// lock. Returns the program's pid inside the instance and its pipes.
+pub fn start_program(reaper: &Reaper, program: &str) -> Result<(i32, ProgramIo)> {
+    let pipe = || sys::pipe().map_err(|e| Error::io("creating a pipe", None, e));
+    let (stdin_r, stdin_w) = pipe()?;
+    let (stdout_r, stdout_w) = pipe()?;
+    let (stderr_r, stderr_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    let fds = [
+        stdin_r.as_raw_fd(),
+        stdout_w.as_raw_fd(),
+        stderr_w.as_raw_fd(),
+        err_w.as_raw_fd(),
+        status_w.as_raw_fd(),
+    ];
+    let req = Request { op: proto::OP_EXEC, ..Default::default() };
+    let (reply, _) = call(reaper.ctrl.as_raw_fd(), req, &fds)?;
+    drop((stdin_r, stdout_w, stderr_w, err_w, status_w));
+    if reply.kind != proto::REPLY_STARTED {
+        return Err(Error::Setup {
+            stage: proto::stage_name(reply.err.stage),
+            detail: String::new(),
+            source: io::Error::from_raw_os_error(reply.err.errno),
+        });
+    }
+    // vfork semantics: by the time the reaper replied, the program has exec'd (the pipe is at
+    // EOF) or failed (a record is waiting).
+    let mut buf = [0u8; std::mem::size_of::<ChildError>()];
+    let n = sys::read(err_r.as_raw_fd(), &mut buf).map_err(|e| Error::io("reading the exec status", None, e))?;
+    if n > 0 {
+        let err: ChildError = proto::from_bytes(&buf[..n]).unwrap_or_default();
+        let source = io::Error::from_raw_os_error(err.errno);
+        return Err(if err.stage == proto::stage::EXEC {
+            Error::Exec { program: program.to_string(), source }
+        } else {
+            Error::Setup { stage: proto::stage_name(err.stage), detail: String::new(), source }
+        });
+    }
+    Ok((reply.pid, ProgramIo { stdin: stdin_w, stdout: stdout_r, stderr: stderr_r, status: status_r }))
+}
+
+/// Asks the reaper to signal a program's process group (or, with pid -1, everything).
+pub fn signal(reaper: &Reaper, pid: i32, sig: i32) -> Result<()> {
+    call(reaper.ctrl.as_raw_fd(), Request { op: proto::OP_KILL, pid, sig, _pad: 0 }, &[]).map(drop)
+}
+
+/// Kills the reaper (and with it, as pid 1 of its namespace, every process of the instance)
+/// and reaps it. When this returns, no process of the instance is left.
+pub fn kill_reaper(reaper: &Reaper) {
+    let _ = sys::pidfd_send_signal(reaper.pidfd.as_fd(), libc::SIGKILL);
+    let _ = sys::waitid_pidfd(reaper.pidfd.as_fd());
+}

@@ -1,0 +1,111 @@
+//! Writes an `ExecPlan` into the region shared with the reaper (parent side).
+//!
+//! The region is mapped `MAP_SHARED` before `clone`, so it sits at the same address in the
+//! supervisor and the reaper: the plan's pointers are valid on both sides and the reaper reads
+//! the plan in place, without parsing or allocating. Writers are serialised by the instance's
+//! exec lock; the reaper reads only between `OP_EXEC` and its reply.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString};
+use std::os::raw::c_char;
+use std::ptr;
+
+use super::proto::{ExecPlan, Rlimit, MAX_RLIMITS};
+use crate::sys::SharedRegion;
+
+/// Size of each instance's shared region; bounds argv + environment of one program.
+pub const REGION_LEN: usize = 16 << 20;
+
+/// What to start, as the supervisor prepared it.
+pub struct ExecSpec<'a> {
+    pub argv: &'a [CString],
+    pub envp: &'a [CString],
+    /// Candidate executable paths, in order.
+    pub paths: &'a [CString],
+    pub cwd: &'a CStr,
+    pub uid: u32,
+    pub gid: u32,
+    pub clear_groups: bool,
+    pub rlimits: &'a [Rlimit],
+}
+
+/// The plan did not fit in the region.
+#[derive(Debug)]
+pub struct TooLarge {
+    pub needed: usize,
+}
+
+struct Bump<'r> {
+    region: &'r SharedRegion,
+    off: usize,
+    needed: usize,
+}
+
+impl Bump<'_> {
+    fn alloc(&mut self, len: usize, align: usize) -> *mut u8 {
+        let start = (self.off + align - 1) & !(align - 1);
+        self.needed = start + len;
+        if start + len > self.region.len() {
+            self.off = self.region.len();
+            return ptr::null_mut();
+        }
+        self.off = start + len;
+        // SAFETY: start + len <= region length, so the pointer stays inside the mapping.
+        unsafe { self.region.as_ptr().add(start) }
+    }
+
+    fn cstr(&mut self, s: &CStr) -> *const c_char {
+        let b = s.to_bytes_with_nul();
+        let p = self.alloc(b.len(), 1);
+        if !p.is_null() {
+            // SAFETY: p has room for b.len() bytes (checked by alloc); the regions are disjoint.
+            unsafe { ptr::copy_nonoverlapping(b.as_ptr(), p, b.len()) };
+        }
+        p as *const c_char
+    }
+
+    fn array(&mut self, items: &[CString]) -> *const *const c_char {
+        let ptrs: Vec<*const c_char> = items.iter().map(|s| self.cstr(s)).collect();
+        let n = ptrs.len() + 1;
+        let p = self.alloc(n * std::mem::size_of::<*const c_char>(), std::mem::align_of::<*const c_char>())
+            as *mut *const c_char;
+        if !p.is_null() {
+            // SAFETY: p is aligned and has room for n pointers (checked by alloc).
+            unsafe {
+                ptr::copy_nonoverlapping(ptrs.as_ptr(), p, ptrs.len());
+                *p.add(ptrs.len()) = ptr::null();
+            }
+        }
+        p
+    }
+}
+
+/// Lays `spec` out in `region`; the caller must hold the instance's exec lock.
+pub fn write(region: &SharedRegion, spec: &ExecSpec<'_>) -> Result<(), TooLarge> {
+    assert!(spec.rlimits.len() <= MAX_RLIMITS);
+    let mut bump = Bump { region, off: std::mem::size_of::<ExecPlan>(), needed: 0 };
+    let argv = bump.array(spec.argv);
+    let envp = bump.array(spec.envp);
+    let paths = bump.array(spec.paths);
+    let cwd = bump.cstr(spec.cwd);
+    if bump.off >= region.len() || argv.is_null() || envp.is_null() || paths.is_null() || cwd.is_null() {
+        let needed = bump.needed.max(spec.argv.iter().chain(spec.envp).map(|s| s.as_bytes().len() + 9).sum());
+        return Err(TooLarge { needed });
+    }
+    let mut rlimits = [Rlimit::default(); MAX_RLIMITS];
+    rlimits[..spec.rlimits.len()].copy_from_slice(spec.rlimits);
+    let plan = ExecPlan {
+        argv,
+        envp,
+        paths,
+        cwd,
+        uid: spec.uid,
+        gid: spec.gid,
+        clear_groups: spec.clear_groups as u32,
+        nrlimits: spec.rlimits.len() as u32,
+        rlimits,
+    };
+    // SAFETY: the region starts page-aligned and is larger than ExecPlan; no reader runs now.
+    unsafe { ptr::write(region.as_ptr() as *mut ExecPlan, plan) };
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! Supervising one running program: feed stdin, drain stdout and stderr while it runs (never
+//! wait for exit first: a full pipe would deadlock), cap what is kept, count the rest, and
+//! enforce the wall deadline (parent side).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use super::proto::{self, ExitRecord};
+use super::ProgramIo;
+use crate::sys;
+
+/// Where stdin comes from.
+pub enum StdinSource {
+    Null,
+    Bytes(Vec<u8>),
+    File(File),
+}
+
+/// What happens to output as it arrives.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Sink {
+    /// Keep up to the cap in memory.
+    Capture,
+    /// Copy up to the cap to the supervisor's own stdout/stderr as it arrives.
+    Inherit,
+}
+
+/// One stream's result.
+#[derive(Default, Debug)]
+pub struct Captured {
+    pub data: Vec<u8>,
+    /// Every byte the program wrote, kept or not.
+    pub total: u64,
+    pub truncated: bool,
+}
+
+/// What the supervisor saw.
+pub struct Supervised {
+    /// `None` when the reaper vanished (the instance was killed) before reporting.
+    pub exit: Option<ExitRecord>,
+    pub timed_out: bool,
+    pub wall: Duration,
+    pub stdout: Captured,
+    pub stderr: Captured,
+}
+
+struct Stream {
+    fd: Option<OwnedFd>,
+    out: Captured,
+    target: i32,
+}
+
+impl Stream {
+    /// Reads what is available; false at EOF or error (the stream is then closed).
+    fn pump(&mut self, buf: &mut [u8], limit: u64, sink: Sink) -> bool {
+        let Some(fd) = &self.fd else { return false };
+        loop {
+            match sys::read(fd.as_raw_fd(), buf) {
+                Ok(0) => {
+                    self.fd = None;
+                    return false;
+                }
+                Ok(n) => {
+                    let kept = self.out.total.min(limit);
+                    let room = (limit - kept) as usize;
+                    let take = room.min(n);
+                    if take > 0 {
+                        match sink {
+                            Sink::Capture => self.out.data.extend_from_slice(&buf[..take]),
+                            Sink::Inherit => {
+                                let _ = sys::write_all(self.target, &buf[..take]);
+                            }
+                        }
+                    }
+                    if take < n {
+                        self.out.truncated = true;
+                    }
+                    self.out.total += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(_) => {
+                    self.fd = None;
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Feeds stdin from its own thread (a file may block, and the program may never read it).
+fn feed_stdin(pipe: OwnedFd, source: StdinSource) {
+    match source {
+        StdinSource::Null => drop(pipe),
+        StdinSource::Bytes(bytes) => {
+            if bytes.is_empty() {
+                return;
+            }
+            std::thread::spawn(move || {
+                let _ = File::from(pipe).write_all(&bytes);
+            });
+        }
+        StdinSource::File(mut file) => {
+            std::thread::spawn(move || {
+                let mut out = File::from(pipe);
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = file.read(&mut buf) {
+                    if n == 0 || out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Supervises until the program exits (or the deadline passes and `on_timeout` has killed it).
+/// `on_timeout` must make the program exit: kill its group, or the whole instance.
+pub fn supervise(
+    io: ProgramIo,
+    stdin: StdinSource,
+    timeout: Duration,
+    limit: u64,
+    sink: Sink,
+    on_timeout: &mut dyn FnMut(),
+) -> Supervised {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    feed_stdin(io.stdin, stdin);
+    for fd in [&io.stdout, &io.stderr, &io.status] {
+        let _ = sys::set_nonblocking(fd.as_fd(), true);
+    }
+    let mut streams = [
+        Stream { fd: Some(io.stdout), out: Captured::default(), target: 1 },
+        Stream { fd: Some(io.stderr), out: Captured::default(), target: 2 },
+    ];
+    let mut status = Some(io.status);
+    let mut exit = None;
+    let mut wall = None;
+    let mut timed_out = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut rec = [0u8; std::mem::size_of::<ExitRecord>()];
+    let mut rec_len = 0;
+    // After a kill, wait at most this long for the reaper's report and the pipes' EOF.
+    let mut hard_stop: Option<Instant> = None;
+
+    while let Some(st) = &status {
+        let now = Instant::now();
+        if !timed_out && now >= deadline {
+            timed_out = true;
+            on_timeout();
+            hard_stop = Some(Instant::now() + Duration::from_secs(5));
+        }
+        if hard_stop.is_some_and(|h| now >= h) {
+            break;
+        }
+        let wait_until = hard_stop.unwrap_or(deadline);
+        let ms = wait_until.saturating_duration_since(now).as_millis().min(i32::MAX as u128) as i32;
+        let mut pfds = vec![libc::pollfd { fd: st.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        for s in &streams {
+            if let Some(fd) = &s.fd {
+                pfds.push(libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            }
+        }
+        if sys::poll(&mut pfds, ms.max(1)).is_err() {
+            break;
+        }
+        for s in streams.iter_mut() {
+            s.pump(&mut buf, limit, sink);
+        }
+        if pfds[0].revents != 0 {
+            match sys::read(st.as_raw_fd(), &mut rec[rec_len..]) {
+                Ok(0) => status = None,
+                Ok(n) => {
+                    rec_len += n;
+                    if rec_len == rec.len() {
+                        exit = proto::from_bytes::<ExitRecord>(&rec);
+                        wall = Some(start.elapsed());
+                        status = None;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => status = None,
+            }
+        }
+    }
+    let wall = wall.unwrap_or_else(|| start.elapsed());
+    // The program is gone; take what is still buffered. Processes it left behind may keep the
+    // pipes open (and writing), so this is bounded in time rather than waiting for EOF.
+    let drain_until = Instant::now() + Duration::from_millis(100);
+    for s in streams.iter_mut() {
+        while s.pump(&mut buf, limit, sink) && Instant::now() < drain_until {
+            let mut pfd = [libc::pollfd { fd: s.fd.as_ref().unwrap().as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+            if sys::poll(&mut pfd, 0).map_or(true, |n| n == 0) {
+                break;
+            }
+        }
+    }
+    let [out, err] = streams;
+    Supervised { exit, timed_out, wall, stdout: out.out, stderr: err.out }
+}
