@@ -1,0 +1,3 @@
+//! Integration tests: cli.
+use crate::util;
+#[test] fn placeholder() { let _g = util::shared(); }

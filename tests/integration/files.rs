@@ -1,0 +1,3 @@
+//! Integration tests: files.
+use crate::util;
+#[test] fn placeholder() { let _g = util::shared(); }

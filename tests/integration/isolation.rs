@@ -1,0 +1,3 @@
+//! Integration tests: isolation.
+use crate::util;
+#[test] fn placeholder() { let _g = util::shared(); }

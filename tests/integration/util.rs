@@ -1,0 +1,188 @@
+//! Shared test helpers: feature expectations, the "nothing remains" fingerprint, the CLI path,
+//! and a lock that keeps fingerprint tests from seeing other tests' instances.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use rsandbox::{Outcome, Sandbox, SandboxBuilder};
+
+/// Tests that run instances hold this shared; tests that compare fingerprints hold it
+/// exclusively, so no other test's instance is alive while they look.
+static LOCK: RwLock<()> = RwLock::new(());
+
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    LOCK.read().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    LOCK.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether this test process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn feature_present(feature: &str) -> bool {
+    let p = rsandbox::probe::host();
+    match feature {
+        "userns" => p.userns,
+        "landlock" => p.landlock_abi > 0,
+        "cgroup1" => p.cgroup_mounts.iter().any(|m| m.version == 1),
+        "cgroup2" => p.cgroup_layout == rsandbox::probe::CgroupLayout::V2,
+        "root" => is_root(),
+        "nonroot" => !is_root(),
+        _ => false,
+    }
+}
+
+/// Checks that a host feature is present. Missing: a loud SKIP line and `false`, unless the
+/// feature is listed in `RSANDBOX_TEST_EXPECT` (comma-separated), in which case the test fails.
+/// ("root"/"nonroot" select the pass a test belongs to and are never expected.)
+pub fn require(feature: &str) -> bool {
+    if feature_present(feature) {
+        return true;
+    }
+    let expected = std::env::var("RSANDBOX_TEST_EXPECT").unwrap_or_default();
+    if expected.split(',').any(|f| f.trim() == feature) {
+        panic!("feature {feature:?} is missing but RSANDBOX_TEST_EXPECT lists it");
+    }
+    eprintln!("SKIP: feature {feature:?} is not available on this host; test not run");
+    false
+}
+
+/// The rsandbox binary: `RSANDBOX_BIN` (CI copies binaries where a non-root user can read
+/// them) or the one cargo built.
+pub fn bin() -> PathBuf {
+    std::env::var_os("RSANDBOX_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rsandbox")))
+}
+
+/// A builder with a short timeout, for tests.
+pub fn builder() -> SandboxBuilder {
+    Sandbox::builder().timeout(Duration::from_secs(20))
+}
+
+pub fn sandbox() -> Sandbox {
+    builder().build().expect("building the sandbox")
+}
+
+/// Runs `sh -c script` in a fresh instance of `sb`.
+pub fn sh(sb: &Sandbox, script: &str) -> Outcome {
+    sb.run(&rsandbox::Command::new("/bin/sh").args(["-c", script])).expect("run")
+}
+
+/// Runs Python code in a fresh instance of `sb`.
+pub fn py(sb: &Sandbox, code: &str) -> Outcome {
+    sb.run(&rsandbox::Command::python(code)).expect("run")
+}
+
+pub fn stdout(o: &Outcome) -> String {
+    String::from_utf8_lossy(&o.stdout_bytes()).into_owned()
+}
+
+/// What must be unchanged by any run (DESIGN.md §8).
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub struct Fingerprint {
+    /// Descendants of this process, and any process running under an instance host uid.
+    pub processes: BTreeSet<String>,
+    pub mounts: BTreeSet<String>,
+    pub state_records: BTreeSet<String>,
+    pub template_files: BTreeSet<String>,
+    pub fds: BTreeSet<String>,
+}
+
+fn ppid_and_uid(pid: u32) -> Option<(u32, u32, String)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let mut ppid = None;
+    let mut uid = None;
+    let mut name = String::new();
+    for l in status.lines() {
+        if let Some(v) = l.strip_prefix("PPid:") {
+            ppid = v.trim().parse().ok();
+        } else if let Some(v) = l.strip_prefix("Uid:") {
+            uid = v.split_whitespace().next().and_then(|s| s.parse().ok());
+        } else if let Some(v) = l.strip_prefix("Name:") {
+            name = v.trim().to_string();
+        }
+    }
+    Some((ppid?, uid?, name))
+}
+
+fn processes() -> BTreeSet<String> {
+    let me = std::process::id();
+    let mut all = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
+            if let Some((ppid, uid, name)) = ppid_and_uid(pid) {
+                all.push((pid, ppid, uid, name));
+            }
+        }
+    }
+    let parent: std::collections::HashMap<u32, u32> = all.iter().map(|(p, pp, _, _)| (*p, *pp)).collect();
+    let descends = |mut p: u32| {
+        for _ in 0..64 {
+            match parent.get(&p) {
+                Some(&pp) if pp == me => return true,
+                Some(&pp) if pp > 1 => p = pp,
+                _ => return false,
+            }
+        }
+        false
+    };
+    let base = rsandbox::ns::user::UID_BASE;
+    all.iter()
+        .filter(|(pid, _, uid, _)| *pid != me && (descends(*pid) || (*uid >= base && *uid < base + rsandbox::ns::user::SLOTS)))
+        .map(|(pid, _, uid, name)| format!("{pid} uid={uid} {name}"))
+        .collect()
+}
+
+fn list_tree(root: &Path, out: &mut BTreeSet<String>) {
+    if let Ok(rd) = std::fs::read_dir(root) {
+        for e in rd.flatten() {
+            let p = e.path();
+            out.insert(p.display().to_string());
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                list_tree(&p, out);
+            }
+        }
+    }
+}
+
+impl Fingerprint {
+    /// Takes the fingerprint; `sb` names the template and state directories to list.
+    pub fn take(sb: &Sandbox) -> Fingerprint {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().map(str::to_string).collect();
+        let mut state_records = BTreeSet::new();
+        list_tree(sb.state_dir(), &mut state_records);
+        let mut template_files = BTreeSet::new();
+        list_tree(sb.template_dir(), &mut template_files);
+        let fds = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .map(|e| format!("{:?} -> {:?}", e.file_name(), std::fs::read_link(e.path()).unwrap_or_default()))
+            .collect();
+        Fingerprint { processes: processes(), mounts, state_records, template_files, fds }
+    }
+
+    /// Waits briefly for stragglers (fds closed by exiting helper threads), then compares.
+    pub fn assert_same(&self, sb: &Sandbox) {
+        let mut now = Fingerprint::take(sb);
+        for _ in 0..50 {
+            if &now == self {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            now = Fingerprint::take(sb);
+        }
+        assert_eq!(self.processes, now.processes, "processes changed");
+        assert_eq!(self.mounts, now.mounts, "host mounts changed");
+        assert_eq!(self.state_records, now.state_records, "state records changed");
+        assert_eq!(self.template_files, now.template_files, "template changed");
+        assert_eq!(self.fds, now.fds, "open fds changed");
+    }
+}
