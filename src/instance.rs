@@ -216,11 +216,7 @@ impl Instance {
             let next = match open() {
                 Err(e) if create && e.raw_os_error() == Some(libc::ENOENT) => {
                     match sys::mkdirat(base, c, 0o755) {
-                        Ok(()) => {
-                            let d = open().map_err(|e| self.path_err(comps, e))?;
-                            sys::fchown(d.as_fd(), self.ids.host_uid, self.ids.host_gid).map_err(|e| self.path_err(comps, e))?;
-                            d
-                        }
+                        Ok(()) => open().map_err(|e| self.path_err(comps, e))?,
                         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => open().map_err(|e| self.path_err(comps, e))?,
                         Err(e) => return Err(self.path_err(comps, e)),
                     }
@@ -245,10 +241,24 @@ impl Instance {
         Error::Path { path, reason }
     }
 
+    /// File access in the work dir is done as the sandbox user's host ids: the work dir's
+    /// tmpfs belongs to the instance's user namespace, which refuses inodes owned by ids it
+    /// does not map (EOVERFLOW), and the supervisor should have no more rights there than the
+    /// program has. Per-thread; a no-op when unprivileged (our ids are the mapped ones).
+    fn act_as_sandbox(&self) -> Result<Option<sys::FsIdGuard>> {
+        if !self.ids.privileged {
+            return Ok(None);
+        }
+        sys::act_as(self.ids.host_uid, self.ids.host_gid).map(Some).ok_or_else(|| {
+            Error::io("acting as the sandbox user", None, std::io::Error::from_raw_os_error(libc::EPERM))
+        })
+    }
+
     /// Writes a file into the work dir (path relative to it), creating parent directories.
     /// Never follows a symlink: a planted link makes this fail instead of writing elsewhere.
     pub fn put_file(&self, path: &str, data: &[u8], mode: u32) -> Result<()> {
         let comps = components(path)?;
+        let _as_sandbox = self.act_as_sandbox()?;
         let dir = self.walk(&comps, true)?;
         let name = comps.last().unwrap();
         let fd = sys::openat2(
@@ -264,7 +274,6 @@ impl Instance {
         if !meta.is_file() {
             return Err(Error::Path { path: path.to_string(), reason: "not a regular file".into() });
         }
-        sys::fchown(f.as_fd(), self.ids.host_uid, self.ids.host_gid).map_err(|e| self.path_err(&comps, e))?;
         sys::fchmod(f.as_fd(), mode & 0o7777 & !0o6000).map_err(|e| self.path_err(&comps, e))?;
         sys::write_all(f.as_raw_fd(), data).map_err(|e| match e.raw_os_error() {
             Some(libc::ENOSPC) => Error::Path { path: path.to_string(), reason: "the work dir is full (--work-size)".into() },
@@ -275,6 +284,7 @@ impl Instance {
     /// Reads a regular file from the work dir, at most `max` bytes (more is an error).
     pub fn get_file(&self, path: &str, max: u64) -> Result<Vec<u8>> {
         let comps = components(path)?;
+        let _as_sandbox = self.act_as_sandbox()?;
         let dir = self.walk(&comps, false)?;
         let fd = sys::openat2(dir.as_fd(), comps.last().unwrap(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0, RESOLVE)
             .map_err(|e| self.path_err(&comps, e))?;

@@ -370,12 +370,6 @@ pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
     cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
 }
 
-/// `fchown(2)`.
-pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
-    // SAFETY: no memory is involved.
-    cvt(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)
-}
-
 /// `fchmod(2)`.
 pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
     // SAFETY: no memory is involved.
@@ -487,5 +481,39 @@ pub fn landlock_abi() -> u32 {
         0
     } else {
         r as u32
+    }
+}
+
+/// While alive, this thread's filesystem uid and gid are another user's (per-thread in
+/// Linux: `setfsuid(2)` changes only the calling thread's credentials). Restored on drop.
+pub struct FsIdGuard {
+    uid: u32,
+    gid: u32,
+}
+
+/// Makes this thread act, for file access, as `uid`/`gid`. Returns `None` when that failed
+/// (the caller lacks CAP_SETUID), leaving the ids unchanged.
+pub fn act_as(uid: u32, gid: u32) -> Option<FsIdGuard> {
+    // SAFETY: setfsuid/setfsgid only change this thread's credentials; they report the
+    // previous value, and a second call with -1 reads the current one back.
+    unsafe {
+        let old_gid = libc::setfsgid(gid) as u32;
+        let old_uid = libc::setfsuid(uid) as u32;
+        let guard = FsIdGuard { uid: old_uid, gid: old_gid };
+        if libc::setfsuid(u32::MAX) as u32 != uid || libc::setfsgid(u32::MAX) as u32 != gid {
+            drop(guard);
+            return None;
+        }
+        Some(guard)
+    }
+}
+
+impl Drop for FsIdGuard {
+    fn drop(&mut self) {
+        // SAFETY: restores this thread's previous filesystem ids.
+        unsafe {
+            libc::setfsuid(self.uid);
+            libc::setfsgid(self.gid);
+        }
     }
 }

@@ -16,7 +16,8 @@ use crate::sys;
 
 /// Bumped whenever the template's contents change, so old templates are not reused.
 const VERSION: u32 = 1;
-const MARKER: &str = ".rsandbox-template";
+/// Written beside a finished template (`root-v1.ready`), outside what instances see.
+const MARKER: &str = "ready";
 
 /// Top-level system directories taken from the source root: symlinks are replicated (merged
 /// /usr), directories become read-only binds.
@@ -126,17 +127,19 @@ pub fn ensure(source: &Path) -> Result<Template> {
     let root = base.join(name_for(source));
     let lock = base.join("template.lock");
     let t = Template { root: root.clone(), source: source.to_path_buf(), lock: lock.clone() };
-    if root.join(MARKER).exists() {
+    if root.with_extension(MARKER).exists() {
         return Ok(t);
     }
     let _guard = Locked::take(&lock)?;
-    if root.join(MARKER).exists() {
+    if root.with_extension(MARKER).exists() {
         return Ok(t);
     }
     let tmp = base.join(format!(".build-{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     build(&tmp, source).map_err(|e| Error::io("building the root template in", tmp.clone(), e))?;
     fs::rename(&tmp, &root).map_err(|e| Error::io("installing the root template at", root.clone(), e))?;
+    write_file(&root.with_extension(MARKER), format!("{VERSION}\n").as_bytes())
+        .map_err(|e| Error::io("marking the root template ready", root.clone(), e))?;
     Ok(t)
 }
 
@@ -209,7 +212,7 @@ fn build(t: &Path, source: &Path) -> std::io::Result<()> {
             copy_entry(&e.path(), &etc.join("alternatives").join(e.file_name()))?;
         }
     }
-    write_file(&t.join(MARKER), format!("{VERSION}\n").as_bytes())
+    Ok(())
 }
 
 /// Why an INSIDE path cannot be a mount point, if it cannot.
