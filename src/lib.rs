@@ -45,6 +45,48 @@ pub mod state;
 pub(crate) mod sys;
 
 pub use error::{Error, Result};
+
+/// Whether the calling code runs in a sandbox child between `clone` and `execve`, where
+/// allocation is forbidden. For allocator hooks in tests and debug builds (see
+/// `tests/integration/main.rs`); always false in the supervisor.
+#[doc(hidden)]
+pub fn in_sandbox_child() -> bool {
+    spawn::child::IN_CHILD.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A global allocator that aborts with a message when called in a sandbox child (where the
+/// allocator's lock may be held by a thread that does not exist there). Install it in test
+/// and debug binaries: `#[global_allocator] static A: rsandbox::CheckedAlloc = rsandbox::CheckedAlloc;`
+#[doc(hidden)]
+pub struct CheckedAlloc;
+
+#[allow(unsafe_code)]
+// SAFETY: forwards to the system allocator; the check only reads an atomic and, on failure,
+// writes a fixed message with write(2) and aborts, neither of which allocates.
+unsafe impl std::alloc::GlobalAlloc for CheckedAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        check_alloc();
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        check_alloc();
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+fn check_alloc() {
+    if in_sandbox_child() {
+        let msg = b"rsandbox: allocation in a sandbox child (bug)\n";
+        #[allow(unsafe_code)]
+        // SAFETY: write(2) of a static buffer, then abort(3); both async-signal-safe.
+        unsafe {
+            libc::write(2, msg.as_ptr().cast(), msg.len());
+            libc::abort();
+        }
+    }
+}
 pub use instance::{Instance, GET_FILE_MAX};
 pub use outcome::{Enforcement, Limit, Outcome, SeccompViolation, Status};
 pub use sandbox::{Bind, Command, Net, Sandbox, SandboxBuilder, Stdin};

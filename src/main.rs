@@ -4,6 +4,11 @@ mod cli;
 
 use clap::Parser;
 
+/// Debug builds abort on any allocation between clone and exec (DESIGN.md §3).
+#[cfg(debug_assertions)]
+#[global_allocator]
+static ALLOC: rsandbox::CheckedAlloc = rsandbox::CheckedAlloc;
+
 fn main() {
     let args = cli::Cli::parse();
     let code = match &args.cmd {

@@ -220,11 +220,11 @@ pub fn run(a: &RunArgs) -> i32 {
             out.exit_code_for_cli()
         }
         Err(e) => {
-            let (stage, code) = match e.downcast_ref::<rsandbox::Error>() {
-                Some(re) => (re.stage(), re.exit_code()),
-                None => ("usage", 125),
+            // rsandbox errors already name their cause; others carry context chains.
+            let (stage, code, message) = match e.downcast_ref::<rsandbox::Error>() {
+                Some(re) => (re.stage(), re.exit_code(), re.to_string()),
+                None => ("usage", 125, format!("{e:#}")),
             };
-            let message = format!("{e:#}");
             if a.json {
                 println!("{}", serde_json::json!({"error": {"stage": stage, "message": message}}));
             } else {

@@ -17,6 +17,10 @@ use super::proto::{self, stage, ChildError, ExecPlan, ExitRecord, Reply, Request
 use crate::ns::mount::{MountKind, MountPlan};
 use crate::sys;
 
+/// True in a cloned child (reaper or starting program); read by `crate::in_sandbox_child`
+/// so a debug allocator can abort on any allocation there.
+pub static IN_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The control socket's fixed number in the reaper.
 const CTRL: RawFd = 3;
 /// How many programs one instance may have running at once.
@@ -60,6 +64,7 @@ macro_rules! check {
 /// The reaper: sets up the root, then starts, reaps and reports programs until the supervisor
 /// goes away. Never returns.
 pub fn reaper_main(args: &ReaperArgs<'_>) -> ! {
+    IN_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
     // SAFETY (whole function): only raw syscalls on fds and memory we own or were given.
     unsafe {
         // Keep exactly the control socket (as fd 3) besides 0-2: another instance's supervisor

@@ -2,6 +2,10 @@
 
 mod util;
 
+/// Every test also checks that nothing allocates between clone and exec (DESIGN.md §3).
+#[global_allocator]
+static ALLOC: rsandbox::CheckedAlloc = rsandbox::CheckedAlloc;
+
 mod cli;
 mod files;
 mod interpreters;
