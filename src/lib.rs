@@ -32,6 +32,11 @@
 //! binds and tmpfs mounts. See the README for what each layer stops.
 #![deny(unsafe_code)]
 
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod defaults;
 mod error;
 mod instance;
