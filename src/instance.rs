@@ -344,3 +344,22 @@ fn _assert_send_sync() {
     ok::<crate::Sandbox>();
     let _ = Duration::ZERO;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::components;
+
+    fn names(p: &str) -> Vec<String> {
+        components(p).unwrap().iter().map(|c| c.to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn work_dir_paths_are_split_and_checked() {
+        assert_eq!(names("a/b/c.txt"), ["a", "b", "c.txt"]);
+        assert_eq!(names("/home/sandbox/x"), ["x"]);
+        assert_eq!(names("a//b/"), ["a", "b"]);
+        for bad in ["", "/", "..", "a/../b", "./a", "/etc/passwd", "/home/sandboxx/a", "/home/sandbox", "a\0b"] {
+            assert!(components(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+}

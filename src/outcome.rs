@@ -167,3 +167,38 @@ pub fn signal_name(sig: i32) -> Option<String> {
     };
     Some(name.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cap(data: &[u8], truncated: bool) -> Captured {
+        Captured { data: data.to_vec(), total: data.len() as u64, truncated }
+    }
+
+    #[test]
+    fn output_is_text_when_utf8_and_base64_otherwise() {
+        assert_eq!(encode_output(&cap("héllo".as_bytes(), false), true), (Some("héllo".into()), None));
+        let (t, b) = encode_output(&cap(b"\xff\xfe", false), true);
+        assert_eq!((t, b.as_deref()), (None, Some("//4=")));
+        // A character cut by the cap is dropped from truncated output, not base64'd.
+        let cut = &"aé".as_bytes()[..2];
+        assert_eq!(encode_output(&cap(cut, true), true), (Some("a".into()), None));
+        // ...but an incomplete character in complete output is data, kept exactly.
+        assert_eq!(encode_output(&cap(cut, false), true).0, None);
+        assert_eq!(encode_output(&cap(b"x", false), false), (None, None));
+    }
+
+    #[test]
+    fn cli_exit_codes_follow_the_design() {
+        let mut o: Outcome = serde_json::from_str(include_str!("../tests/data/report-ok.json")).unwrap();
+        assert_eq!(o.exit_code_for_cli(), 0);
+        o.exit_code = Some(7);
+        assert_eq!(o.exit_code_for_cli(), 7);
+        (o.exit_code, o.signal) = (None, Some(9));
+        assert_eq!(o.exit_code_for_cli(), 137);
+        o.status = Status::Timeout;
+        assert_eq!(o.exit_code_for_cli(), 124);
+        assert_eq!(signal_name(9).as_deref(), Some("SIGKILL"));
+    }
+}

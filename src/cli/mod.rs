@@ -297,3 +297,40 @@ pub fn check(json: bool) -> i32 {
         125
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_suffixes_and_refuse_garbage() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("256M"), Ok(256 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        for bad in ["", "12Q", "M", "-1", "1.5G", "99999999999999999999G"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn binds_files_and_env_parse() {
+        assert_eq!(parse_bind("/a"), Ok(("/a".into(), None)));
+        assert_eq!(parse_bind("/a:/b"), Ok(("/a".into(), Some("/b".into()))));
+        assert!(parse_bind(":/b").is_err() && parse_bind("/a:").is_err());
+        assert_eq!(parse_file("d.csv:in/d.csv"), Ok(("d.csv".into(), "in/d.csv".to_string())));
+        assert!(parse_file("d.csv").is_err());
+        assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert!(parse_env("NOEQUALS").is_err() && parse_env("=x").is_err());
+        assert!(parse_secs("0").is_err() && parse_secs("abc").is_err());
+        assert_eq!(parse_secs("1.5"), Ok(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn scripts_run_by_extension_then_shebang() {
+        assert!(script_command("a.py", b"print(1)").is_ok());
+        assert!(script_command("a.sh", b"echo").is_ok());
+        assert_eq!(script_command("tool", b"#!/bin/sh\necho").unwrap().1, 0o755);
+        assert!(script_command("blob", b"\x7fELF").is_err());
+    }
+}

@@ -284,3 +284,19 @@ impl Template {
         res.map_err(|e| Error::io("creating the mount point", target, e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_inside;
+    use std::path::Path;
+
+    #[test]
+    fn inside_paths_must_not_shadow_managed_directories() {
+        for ok in ["/data", "/opt/models", "/root/.pyenv/versions/3.11.7", "/mnt/x"] {
+            assert!(check_inside(Path::new(ok)).is_ok(), "{ok}");
+        }
+        for bad in ["relative", "/", "/proc", "/proc/sys", "/usr/lib/x", "/dev/sda", "/etc", "/tmp/x", "/home/sandbox/x", "/a/../b"] {
+            assert!(check_inside(Path::new(bad)).is_err(), "{bad} must be refused");
+        }
+    }
+}
