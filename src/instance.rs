@@ -127,6 +127,7 @@ impl Instance {
             gid: SANDBOX_ID,
             clear_groups: self.ids.privileged,
             rlimits: &rlimits,
+            filter: self.inner.seccomp.as_ref().map(|c| c.program.as_slice()),
         };
         let (pid, io) = {
             let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());

@@ -45,6 +45,7 @@ pub mod ns;
 mod outcome;
 pub mod probe;
 mod sandbox;
+pub mod seccomp;
 pub(crate) mod spawn;
 pub mod state;
 pub(crate) mod sys;

@@ -59,6 +59,7 @@ pub struct SandboxBuilder {
     env: Vec<(String, String)>,
     python: Option<PathBuf>,
     rootfs: Option<PathBuf>,
+    seccomp: crate::seccomp::Profile,
 }
 
 impl Default for SandboxBuilder {
@@ -74,6 +75,7 @@ impl Default for SandboxBuilder {
             env: Vec::new(),
             python: None,
             rootfs: None,
+            seccomp: crate::seccomp::Profile::Default,
         }
     }
 }
@@ -136,6 +138,12 @@ impl SandboxBuilder {
         self
     }
 
+    /// The seccomp profile (default: `seccomp-profiles/default.json`).
+    pub fn seccomp(mut self, profile: crate::seccomp::Profile) -> Self {
+        self.seccomp = profile;
+        self
+    }
+
     /// Validates everything once, prepares the root template and the mount plan.
     pub fn build(self) -> Result<Sandbox> {
         validate_env(&self.env)?;
@@ -170,6 +178,7 @@ impl SandboxBuilder {
             None => interp::default_python(&source),
         };
 
+        let seccomp = crate::seccomp::load(&self.seccomp)?;
         let template = template::ensure(&source)?;
         let state_dir = crate::state::open_dir()?;
         static SWEEP: Once = Once::new();
@@ -204,7 +213,7 @@ impl SandboxBuilder {
             devices: "mount-only".into(),
             wall: "supervisor".into(),
             landlock: "none".into(),
-            seccomp: "none".into(),
+            seccomp: seccomp.as_ref().map_or("none".into(), |c| c.name.clone()),
         };
         Ok(Sandbox {
             inner: Arc::new(Inner {
@@ -218,6 +227,7 @@ impl SandboxBuilder {
                 net: self.net,
                 hostname: CString::new(defaults::HOSTNAME).unwrap(),
                 enforcement,
+                seccomp,
             }),
         })
     }
@@ -266,6 +276,7 @@ pub(crate) struct Inner {
     pub net: Net,
     pub hostname: CString,
     pub enforcement: Enforcement,
+    pub seccomp: Option<crate::seccomp::Compiled>,
 }
 
 /// A validated, immutable sandbox policy. Cheap to clone, `Send + Sync`: run it from as many

@@ -123,6 +123,9 @@ pub struct RunArgs {
     /// Take system directories from this tree (e.g. made by debootstrap) instead of the host's.
     #[arg(long, value_name = "DIR")]
     rootfs: Option<PathBuf>,
+    /// seccomp profile: default, strict, none, or an OCI/Docker JSON file.
+    #[arg(long, value_name = "PROFILE", default_value = "default")]
+    seccomp: rsandbox::seccomp::Profile,
     /// Print the JSON report (schema v1) on stdout instead of passing output through.
     #[arg(long)]
     json: bool,
@@ -162,7 +165,8 @@ fn prepare(a: &RunArgs) -> anyhow::Result<(Sandbox, Command)> {
         .tmp_size(a.tmp_size)
         .work_size(a.work_size)
         .output_limit(a.output_limit)
-        .net(a.net);
+        .net(a.net)
+        .seccomp(a.seccomp.clone());
     for (h, i) in &a.ro {
         b = b.ro(h.clone(), i.clone());
     }

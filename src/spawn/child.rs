@@ -362,6 +362,14 @@ fn program_main(plan: &ExecPlan, fds: &[RawFd]) -> ! {
         step!(sys::cvt(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)), stage::NO_NEW_PRIVS);
         // Mark, don't close: the exec-error pipe must survive until execve succeeds.
         step!(sys::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC), stage::CLOSE_FDS);
+        // seccomp last: everything above may use syscalls the filter denies.
+        if !plan.filter.is_null() {
+            let prog = libc::sock_fprog { len: plan.filter_len as u16, filter: plan.filter as *mut libc::sock_filter };
+            step!(
+                sys::cvt_long(libc::syscall(libc::SYS_seccomp, 1 /* SECCOMP_SET_MODE_FILTER */, 0, &prog as *const libc::sock_fprog)),
+                stage::SECCOMP
+            );
+        }
 
         // PATH search as data: try each candidate, keep the most telling errno.
         let mut errno = libc::ENOENT;

@@ -27,6 +27,8 @@ pub struct ExecSpec<'a> {
     pub gid: u32,
     pub clear_groups: bool,
     pub rlimits: &'a [Rlimit],
+    /// The seccomp program, if any.
+    pub filter: Option<&'a [libc::sock_filter]>,
 }
 
 /// The plan did not fit in the region.
@@ -88,7 +90,20 @@ pub fn write(region: &SharedRegion, spec: &ExecSpec<'_>) -> Result<(), TooLarge>
     let envp = bump.array(spec.envp);
     let paths = bump.array(spec.paths);
     let cwd = bump.cstr(spec.cwd);
-    if bump.off >= region.len() || argv.is_null() || envp.is_null() || paths.is_null() || cwd.is_null() {
+    let (filter, filter_len) = match spec.filter {
+        Some(prog) => {
+            let p = bump.alloc(std::mem::size_of_val(prog), std::mem::align_of::<libc::sock_filter>()) as *mut libc::sock_filter;
+            if !p.is_null() {
+                // SAFETY: p is aligned with room for the whole program (checked by alloc).
+                unsafe { ptr::copy_nonoverlapping(prog.as_ptr(), p, prog.len()) };
+            }
+            (p as *const libc::sock_filter, prog.len() as u32)
+        }
+        None => (ptr::null(), 0),
+    };
+    if bump.off >= region.len() || argv.is_null() || envp.is_null() || paths.is_null() || cwd.is_null()
+        || (spec.filter.is_some() && filter.is_null())
+    {
         let needed = bump.needed.max(spec.argv.iter().chain(spec.envp).map(|s| s.as_bytes().len() + 9).sum());
         return Err(TooLarge { needed });
     }
@@ -104,6 +119,8 @@ pub fn write(region: &SharedRegion, spec: &ExecSpec<'_>) -> Result<(), TooLarge>
         clear_groups: spec.clear_groups as u32,
         nrlimits: spec.rlimits.len() as u32,
         rlimits,
+        filter,
+        filter_len,
     };
     // SAFETY: the region starts page-aligned and is larger than ExecPlan; no reader runs now.
     unsafe { ptr::write(region.as_ptr() as *mut ExecPlan, plan) };

@@ -89,6 +89,8 @@ pub mod stage {
     pub const NO_NEW_PRIVS: u32 = 29;
     pub const CLOSE_FDS: u32 = 30;
     pub const EXEC: u32 = 31;
+    pub const SECCOMP: u32 = 32;
+    pub const LANDLOCK: u32 = 15;
 }
 
 /// A stage's name for error messages and `{"error": {"stage": ...}}`.
@@ -121,6 +123,8 @@ pub fn stage_name(s: u32) -> &'static str {
         NO_NEW_PRIVS => "no-new-privs",
         CLOSE_FDS => "close-fds",
         EXEC => "exec",
+        SECCOMP => "seccomp",
+        LANDLOCK => "landlock",
         _ => "unknown",
     }
 }
@@ -153,6 +157,9 @@ pub struct ExecPlan {
     pub clear_groups: u32,
     pub nrlimits: u32,
     pub rlimits: [Rlimit; MAX_RLIMITS],
+    /// The seccomp program (in the region), loaded last before execve; null for none.
+    pub filter: *const libc::sock_filter,
+    pub filter_len: u32,
 }
 
 /// Views a plain-data record as bytes for one `write`/`send`.
