@@ -65,6 +65,7 @@ impl Instance {
         let ids = IdMap::for_slot(record.slot, euid, egid);
         let spec = ReaperSpec {
             plan: &inner.plan,
+            landlock: &inner.landlock,
             ids,
             hostname: &inner.hostname,
             loopback: inner.net == Net::Loopback,
@@ -134,6 +135,9 @@ impl Instance {
             plan::write(&reaper.region, &spec).map_err(|t| {
                 Error::invalid("command", format!("arguments and environment need {} bytes; the limit is {}", t.needed, plan::REGION_LEN))
             })?;
+            // The pipes' inodes belong to whoever creates them; the program reopens them through
+            // /proc/self/fd (`> /dev/stdout`), which needs it to own them.
+            let _as_sandbox = self.act_as_sandbox()?;
             spawn::start_program(reaper, &cmd.name())?
         };
         let timeout = cmd.timeout.unwrap_or(self.inner.timeout);

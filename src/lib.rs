@@ -41,6 +41,7 @@ pub mod defaults;
 mod error;
 mod instance;
 mod interp;
+pub mod landlock;
 pub mod ns;
 mod outcome;
 pub mod probe;

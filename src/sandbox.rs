@@ -60,6 +60,7 @@ pub struct SandboxBuilder {
     python: Option<PathBuf>,
     rootfs: Option<PathBuf>,
     seccomp: crate::seccomp::Profile,
+    strict: bool,
 }
 
 impl Default for SandboxBuilder {
@@ -76,6 +77,7 @@ impl Default for SandboxBuilder {
             python: None,
             rootfs: None,
             seccomp: crate::seccomp::Profile::Default,
+            strict: false,
         }
     }
 }
@@ -144,6 +146,13 @@ impl SandboxBuilder {
         self
     }
 
+    /// Fail at `build` instead of degrading when the kernel cannot enforce a layer (Landlock,
+    /// seccomp). Default: best effort, with the report's `enforcement` saying what held.
+    pub fn strict(mut self, on: bool) -> Self {
+        self.strict = on;
+        self
+    }
+
     /// Validates everything once, prepares the root template and the mount plan.
     pub fn build(self) -> Result<Sandbox> {
         validate_env(&self.env)?;
@@ -206,13 +215,25 @@ impl SandboxBuilder {
             template.ensure_mount_point(&b.inside, b.host.is_dir())?;
         }
         let plan = mount_plan(&template, &source, &self, &binds);
+        let mut writable = vec![defaults::WORK_DIR.to_string(), "/tmp".into(), "/dev/shm".into()];
+        writable.extend(binds.iter().filter(|b| b.writable).map(|b| b.inside.display().to_string()));
+        let devices: Vec<String> = DEV_NODES.iter().map(|n| format!("/dev/{n}")).collect();
+        let landlock = crate::landlock::plan(probe.landlock_abi, &writable, &devices, self.net == Net::None);
+        if self.strict {
+            if landlock.abi == 0 {
+                return Err(Error::Unsupported { feature: "Landlock", message: "--strict asks for Landlock and this kernel has none".into() });
+            }
+            if seccomp.is_some() && !probe.seccomp {
+                return Err(Error::Unsupported { feature: "seccomp", message: "--strict asks for a seccomp filter and this kernel has none".into() });
+            }
+        }
         let enforcement = Enforcement {
             memory: "none".into(),
             cpu: "none".into(),
             pids: "none".into(),
             devices: "mount-only".into(),
             wall: "supervisor".into(),
-            landlock: "none".into(),
+            landlock: crate::landlock::describe(&landlock),
             seccomp: seccomp.as_ref().map_or("none".into(), |c| c.name.clone()),
         };
         Ok(Sandbox {
@@ -228,6 +249,7 @@ impl SandboxBuilder {
                 hostname: CString::new(defaults::HOSTNAME).unwrap(),
                 enforcement,
                 seccomp,
+                landlock,
             }),
         })
     }
@@ -277,6 +299,7 @@ pub(crate) struct Inner {
     pub hostname: CString,
     pub enforcement: Enforcement,
     pub seccomp: Option<crate::seccomp::Compiled>,
+    pub landlock: crate::landlock::Plan,
 }
 
 /// A validated, immutable sandbox policy. Cheap to clone, `Send + Sync`: run it from as many

@@ -126,6 +126,9 @@ pub struct RunArgs {
     /// seccomp profile: default, strict, none, or an OCI/Docker JSON file.
     #[arg(long, value_name = "PROFILE", default_value = "default")]
     seccomp: rsandbox::seccomp::Profile,
+    /// Fail instead of running with a weaker layer when the kernel lacks Landlock or seccomp.
+    #[arg(long)]
+    strict: bool,
     /// Print the JSON report (schema v1) on stdout instead of passing output through.
     #[arg(long)]
     json: bool,
@@ -166,7 +169,8 @@ fn prepare(a: &RunArgs) -> anyhow::Result<(Sandbox, Command)> {
         .work_size(a.work_size)
         .output_limit(a.output_limit)
         .net(a.net)
-        .seccomp(a.seccomp.clone());
+        .seccomp(a.seccomp.clone())
+        .strict(a.strict);
     for (h, i) in &a.ro {
         b = b.ro(h.clone(), i.clone());
     }

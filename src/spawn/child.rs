@@ -30,6 +30,7 @@ const MAX_PROGRAMS: usize = 64;
 pub struct ReaperArgs<'a> {
     pub ctrl: RawFd,
     pub plan: &'a MountPlan,
+    pub landlock: &'a crate::landlock::Plan,
     pub hostname: &'a CStr,
     pub loopback: bool,
     /// Base of the shared region holding `ExecPlan`s.
@@ -101,6 +102,9 @@ pub fn reaper_main(args: &ReaperArgs<'_>) -> ! {
         libc::close(null);
 
         check!(sys::cvt(libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0)), stage::DUMPABLE);
+        if args.landlock.abi > 0 {
+            check!(apply_landlock(args.landlock), stage::LANDLOCK);
+        }
 
         // SIGCHLD arrives through a signalfd; SIGPIPE is ignored (a vanished supervisor).
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -160,6 +164,49 @@ fn setup_root(plan: &MountPlan) -> RawFd {
         check!(sys::cvt(libc::umount2(c".".as_ptr(), libc::MNT_DETACH)), stage::DETACH_OLD_ROOT);
         check!(sys::cvt(libc::chdir(c"/".as_ptr())), stage::DETACH_OLD_ROOT);
         work_fd
+    }
+}
+
+/// Builds the Landlock ruleset from the plan and restricts the reaper itself, so every program
+/// it starts inherits one domain. Raw syscalls only.
+fn apply_landlock(p: &crate::landlock::Plan) -> std::io::Result<()> {
+    #[repr(C)]
+    struct RulesetAttr {
+        handled_access_fs: u64,
+        handled_access_net: u64,
+        scoped: u64,
+    }
+    #[repr(C, packed)]
+    struct PathBeneath {
+        allowed_access: u64,
+        parent_fd: i32,
+    }
+    let attr = RulesetAttr { handled_access_fs: p.handled_fs, handled_access_net: p.handled_net, scoped: p.scoped };
+    // The struct grew over ABIs: pass only the fields this kernel knows.
+    let size = if p.abi >= 6 { 24 } else if p.abi >= 4 { 16 } else { 8 };
+    // SAFETY: raw landlock syscalls with stack structures and fds we own and close.
+    unsafe {
+        let ruleset = sys::cvt_long(libc::syscall(libc::SYS_landlock_create_ruleset, &attr as *const RulesetAttr, size, 0))?
+            as RawFd;
+        for rule in &p.rules {
+            let fd = libc::open(rule.path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+            if fd < 0 {
+                continue; // a path this instance does not have (e.g. an absent device)
+            }
+            let pb = PathBeneath { allowed_access: rule.access & p.handled_fs, parent_fd: fd };
+            let r = libc::syscall(libc::SYS_landlock_add_rule, ruleset, 1 /* PATH_BENEATH */, &pb as *const PathBeneath, 0);
+            libc::close(fd);
+            if r < 0 {
+                libc::close(ruleset);
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        // Required unless privileged in our namespace (we are); harmless for a process that
+        // never execs.
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        let r = libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0);
+        libc::close(ruleset);
+        sys::cvt_long(r).map(drop)
     }
 }
 

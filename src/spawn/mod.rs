@@ -42,6 +42,7 @@ pub struct Reaper {
 /// Settings for one reaper.
 pub struct ReaperSpec<'a> {
     pub plan: &'a MountPlan,
+    pub landlock: &'a crate::landlock::Plan,
     pub ids: IdMap,
     pub hostname: &'a CStr,
     pub loopback: bool,
@@ -88,6 +89,7 @@ pub fn start_reaper(spec: &ReaperSpec<'_>) -> Result<Reaper> {
     let args = child::ReaperArgs {
         ctrl: child_ctrl.as_raw_fd(),
         plan: spec.plan,
+        landlock: spec.landlock,
         hostname: spec.hostname,
         loopback: spec.loopback,
         region: region.as_ptr(),
