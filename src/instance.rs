@@ -129,6 +129,7 @@ impl Instance {
             clear_groups: self.ids.privileged,
             rlimits: &rlimits,
             filter: self.inner.seccomp.as_ref().map(|c| c.program.as_slice()),
+            notify: self.inner.seccomp.as_ref().is_some_and(|c| c.kills),
         };
         let (pid, io) = {
             let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -162,7 +163,10 @@ impl Instance {
             Status::Timeout
         } else {
             let Some(rec) = sup.exit else { return Err(Error::Gone) };
-            if libc::WIFEXITED(rec.status) {
+            if sup.violation.is_some() && libc::WIFSIGNALED(rec.status) {
+                signal = Some(libc::WTERMSIG(rec.status));
+                Status::Seccomp
+            } else if libc::WIFEXITED(rec.status) {
                 exit_code = Some(libc::WEXITSTATUS(rec.status));
                 if exit_code == Some(0) {
                     Status::Ok
@@ -204,7 +208,10 @@ impl Instance {
             stderr_bytes: sup.stderr.total,
             stdout_truncated: sup.stdout.truncated,
             stderr_truncated: sup.stderr.truncated,
-            seccomp_violation: None,
+            seccomp_violation: sup.violation.map(|(arch, nr)| crate::outcome::SeccompViolation {
+                syscall: crate::seccomp::syscall_name(arch, nr),
+                nr: nr as i64,
+            }),
             enforcement: self.inner.enforcement.clone(),
             queued_ms: None,
         })

@@ -287,7 +287,11 @@ pub fn compile(spec: &Spec, origin: &str, name: &str) -> Result<Compiled> {
             }
         }
     }
-    Ok(Compiled { name: name.to_string(), program: export(&ctx, origin)?, unknown, kills })
+    let mut program = export(&ctx, origin)?;
+    if kills && cfg!(target_arch = "x86_64") {
+        program = with_violation_listener(&program);
+    }
+    Ok(Compiled { name: name.to_string(), program, unknown, kills })
 }
 
 /// Exports the BPF through a memfd (Debian 12's libseccomp 2.5.4 has no export_bpf_mem).
@@ -311,6 +315,42 @@ fn export(ctx: &ScmpFilterContext, origin: &str) -> Result<Vec<libc::sock_filter
             k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
         })
         .collect())
+}
+
+/// The fd number on which a starting program hands its seccomp listener to the supervisor.
+pub const HANDOFF_FD: u32 = 1000;
+
+/// For profiles that kill: every kill becomes `SECCOMP_RET_USER_NOTIF`, so the supervisor,
+/// holding the listener, learns the syscall (the kernel's SIGSYS does not say it) and kills
+/// the offender itself. A 9-instruction prefix lets the program make the one `sendmsg` on
+/// `HANDOFF_FD` that hands the listener over, right after loading the filter.
+pub fn with_violation_listener(prog: &[libc::sock_filter]) -> Vec<libc::sock_filter> {
+    use bpf::*;
+    let ins = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    const LD_ABS: u16 = 0x20;
+    const JEQ: u16 = 0x15;
+    const RET: u16 = 0x06;
+    let mut out = vec![
+        ins(LD_ABS, 0, 0, 4),                                 // arch
+        ins(JEQ, 0, 7, AUDIT_ARCH_X86_64),                    // not native: the profile decides
+        ins(LD_ABS, 0, 0, 0),                                 // nr
+        ins(JEQ, 0, 5, libc::SYS_sendmsg as u32),
+        ins(LD_ABS, 0, 0, 16),                                // args[0], low half
+        ins(JEQ, 0, 3, HANDOFF_FD),
+        ins(LD_ABS, 0, 0, 20),                                // args[0], high half
+        ins(JEQ, 0, 1, 0),
+        ins(RET, 0, 0, SECCOMP_RET_ALLOW),
+    ];
+    debug_assert!(cfg!(target_arch = "x86_64") && cfg!(target_endian = "little"));
+    out.extend(prog.iter().map(|i| {
+        let kill = matches!(i.k & SECCOMP_RET_ACTION_FULL, SECCOMP_RET_KILL_PROCESS | SECCOMP_RET_KILL_THREAD);
+        if i.code == RET && kill {
+            ins(RET, 0, 0, SECCOMP_RET_USER_NOTIF)
+        } else {
+            *i
+        }
+    }));
+    out
 }
 
 /// Compiles the chosen profile; `None` for `Unconfined`.
@@ -430,13 +470,21 @@ mod tests {
         assert_eq!(x64(&c, SYS_socket, 40, 0), DENY_ENOSYS);
         assert_eq!(x64(&c, SYS_ioctl, 0, TCGETS), Verdict::Allow);
         for nr in [SYS_ptrace, SYS_bpf, SYS_keyctl, SYS_io_uring_setup, SYS_mount, SYS_unshare] {
-            assert_eq!(x64(&c, nr, 0, 0), Verdict::KillProcess, "syscall {nr}");
+            assert_eq!(x64(&c, nr, 0, 0), Verdict::Notify, "syscall {nr}");
         }
         assert_eq!(x64(&c, SYS_acct, 0, 0), DENY_ENOSYS);
         assert_eq!(x64(&c, SYS_clone3, 0, 0), DENY_ENOSYS);
         assert_eq!(x64(&c, SYS_clone, CLONE_NEWUSER as u64, 0), DENY_EPERM);
         assert_eq!(x64(&c, SYS_ioctl, 0, 0x1_0000_5412), DENY_EPERM);
         assert_eq!(eval(&c, AUDIT_ARCH_I386, 20, [0; 6]), DENY_ENOSYS);
+        // The listener handoff: sendmsg on HANDOFF_FD only (strict denies sendmsg nowhere, so
+        // check through a profile that kills it).
+        let kill_sendmsg = r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["sendmsg"],"action":"SCMP_ACT_KILL_PROCESS"}]}"#;
+        let k = compile_json(kill_sendmsg, "k.json", "k").unwrap();
+        assert_eq!(x64(&k, SYS_sendmsg, HANDOFF_FD as u64, 0), Verdict::Allow);
+        assert_eq!(x64(&k, SYS_sendmsg, 3, 0), Verdict::Notify);
+        assert_eq!(x64(&k, SYS_sendmsg, (1u64 << 32) | HANDOFF_FD as u64, 0), Verdict::Notify);
+        assert_eq!(x64(&k, SYS_read, 0, 0), Verdict::Allow);
     }
 
     /// Docker's own default profile loads as it is (archMap, includes/excludes, minKernel,

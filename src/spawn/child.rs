@@ -412,10 +412,19 @@ fn program_main(plan: &ExecPlan, fds: &[RawFd]) -> ! {
         // seccomp last: everything above may use syscalls the filter denies.
         if !plan.filter.is_null() {
             let prog = libc::sock_fprog { len: plan.filter_len as u16, filter: plan.filter as *mut libc::sock_filter };
-            step!(
-                sys::cvt_long(libc::syscall(libc::SYS_seccomp, 1 /* SECCOMP_SET_MODE_FILTER */, 0, &prog as *const libc::sock_fprog)),
-                stage::SECCOMP
-            );
+            let handoff = crate::seccomp::HANDOFF_FD as RawFd;
+            if plan.notify != 0 {
+                step!(sys::cvt(libc::dup3(errfd, handoff, libc::O_CLOEXEC)), stage::SECCOMP);
+            }
+            let flags: libc::c_ulong = if plan.notify != 0 { 1 << 3 } else { 0 }; // NEW_LISTENER
+            let r = libc::syscall(libc::SYS_seccomp, 1 /* SECCOMP_SET_MODE_FILTER */, flags, &prog as *const libc::sock_fprog);
+            step!(sys::cvt_long(r), stage::SECCOMP);
+            if plan.notify != 0 {
+                // The one syscall the prefix allows: sendmsg on the handoff fd. The listener is
+                // close-on-exec, and so is the handoff fd.
+                let rec = ChildError { stage: stage::LISTENER, errno: 0, detail: 0, _pad: 0 };
+                step!(sys::send_with_fds(handoff, proto::as_bytes(&rec), &[r as RawFd]), stage::SECCOMP);
+            }
         }
 
         // PATH search as data: try each candidate, keep the most telling errno.

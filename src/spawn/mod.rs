@@ -149,6 +149,8 @@ pub struct ProgramIo {
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
     pub status: OwnedFd,
+    /// The seccomp user-notification listener, when the filter reports violations.
+    pub listener: Option<OwnedFd>,
 }
 
 /// Starts the program whose plan was just written into the region. The caller holds the exec
@@ -158,7 +160,8 @@ pub fn start_program(reaper: &Reaper, program: &str) -> Result<(i32, ProgramIo)>
     let (stdin_r, stdin_w) = pipe()?;
     let (stdout_r, stdout_w) = pipe()?;
     let (stderr_r, stderr_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
+    // A socket, not a pipe: besides (stage, errno) records it carries the seccomp listener.
+    let (err_r, err_w) = sys::seqpacket_pair().map_err(|e| Error::io("creating a socket pair", None, e))?;
     let (status_r, status_w) = pipe()?;
     let fds = [
         stdin_r.as_raw_fd(),
@@ -177,12 +180,23 @@ pub fn start_program(reaper: &Reaper, program: &str) -> Result<(i32, ProgramIo)>
             source: io::Error::from_raw_os_error(reply.err.errno),
         });
     }
-    // vfork semantics: by the time the reaper replied, the program has exec'd (the pipe is at
-    // EOF) or failed (a record is waiting).
-    let mut buf = [0u8; std::mem::size_of::<ChildError>()];
-    let n = sys::read(err_r.as_raw_fd(), &mut buf).map_err(|e| Error::io("reading the exec status", None, e))?;
-    if n > 0 {
+    // vfork semantics: by the time the reaper replied, the program has exec'd (the socket is at
+    // EOF, maybe after handing over its seccomp listener) or failed (a record is waiting).
+    let mut listener = None;
+    loop {
+        let mut buf = [0u8; 64];
+        let mut fds = [-1; 1];
+        let (n, nfds) = sys::recv_with_fds(err_r.as_raw_fd(), &mut buf, &mut fds)
+            .map_err(|e| Error::io("reading the exec status", None, e))?;
+        if n == 0 {
+            break;
+        }
         let err: ChildError = proto::from_bytes(&buf[..n]).unwrap_or_default();
+        if err.stage == proto::stage::LISTENER && nfds == 1 {
+            // SAFETY: recv_with_fds gave us this new descriptor.
+            listener = Some(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+            continue;
+        }
         let source = io::Error::from_raw_os_error(err.errno);
         return Err(if err.stage == proto::stage::EXEC {
             Error::Exec { program: program.to_string(), source }
@@ -190,7 +204,7 @@ pub fn start_program(reaper: &Reaper, program: &str) -> Result<(i32, ProgramIo)>
             Error::Setup { stage: proto::stage_name(err.stage), detail: String::new(), source }
         });
     }
-    Ok((reply.pid, ProgramIo { stdin: stdin_w, stdout: stdout_r, stderr: stderr_r, status: status_r }))
+    Ok((reply.pid, ProgramIo { stdin: stdin_w, stdout: stdout_r, stderr: stderr_r, status: status_r, listener }))
 }
 
 /// Asks the reaper to signal a program's process group (or, with pid -1, everything).

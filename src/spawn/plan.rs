@@ -29,6 +29,8 @@ pub struct ExecSpec<'a> {
     pub rlimits: &'a [Rlimit],
     /// The seccomp program, if any.
     pub filter: Option<&'a [libc::sock_filter]>,
+    /// The filter notifies on violations: hand the listener to the supervisor.
+    pub notify: bool,
 }
 
 /// The plan did not fit in the region.
@@ -121,6 +123,7 @@ pub fn write(region: &SharedRegion, spec: &ExecSpec<'_>) -> Result<(), TooLarge>
         rlimits,
         filter,
         filter_len,
+        notify: spec.notify as u32,
     };
     // SAFETY: the region starts page-aligned and is larger than ExecPlan; no reader runs now.
     unsafe { ptr::write(region.as_ptr() as *mut ExecPlan, plan) };

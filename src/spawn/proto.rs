@@ -90,6 +90,8 @@ pub mod stage {
     pub const CLOSE_FDS: u32 = 30;
     pub const EXEC: u32 = 31;
     pub const SECCOMP: u32 = 32;
+    /// Not a failure: the record carries the seccomp listener fd.
+    pub const LISTENER: u32 = 33;
     pub const LANDLOCK: u32 = 15;
 }
 
@@ -160,6 +162,8 @@ pub struct ExecPlan {
     /// The seccomp program (in the region), loaded last before execve; null for none.
     pub filter: *const libc::sock_filter,
     pub filter_len: u32,
+    /// Load with SECCOMP_FILTER_FLAG_NEW_LISTENER and hand the listener over.
+    pub notify: u32,
 }
 
 /// Views a plain-data record as bytes for one `write`/`send`.

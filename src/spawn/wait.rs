@@ -44,6 +44,31 @@ pub struct Supervised {
     pub wall: Duration,
     pub stdout: Captured,
     pub stderr: Captured,
+    /// A kill-class seccomp rule fired: (AUDIT_ARCH, syscall number) of the first one.
+    pub violation: Option<(u32, i32)>,
+}
+
+/// `struct seccomp_notif`.
+#[repr(C)]
+#[derive(Default)]
+struct SeccompNotif {
+    id: u64,
+    pid: u32,
+    flags: u32,
+    nr: i32,
+    arch: u32,
+    ip: u64,
+    args: [u64; 6],
+}
+const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
+
+/// Takes one pending notification: (host pid, arch, nr).
+fn recv_notification(listener: &OwnedFd) -> Option<(i32, u32, i32)> {
+    let mut n = SeccompNotif::default();
+    // SAFETY: a zeroed, correctly sized seccomp_notif for the kernel to fill.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::ioctl(listener.as_raw_fd(), SECCOMP_IOCTL_NOTIF_RECV, &mut n as *mut SeccompNotif) };
+    (r == 0).then_some((n.pid as i32, n.arch, n.nr))
 }
 
 struct Stream {
@@ -136,6 +161,8 @@ pub fn supervise(
         Stream { fd: Some(io.stderr), out: Captured::default(), target: 2 },
     ];
     let mut status = Some(io.status);
+    let mut listener = io.listener;
+    let mut violation = None;
     let mut exit = None;
     let mut wall = None;
     let mut timed_out = false;
@@ -163,11 +190,27 @@ pub fn supervise(
                 pfds.push(libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
             }
         }
+        let li = pfds.len();
+        if let Some(l) = &listener {
+            pfds.push(libc::pollfd { fd: l.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        }
         if sys::poll(&mut pfds, ms.max(1)).is_err() {
             break;
         }
         for s in streams.iter_mut() {
             s.pump(&mut buf, limit, sink);
+        }
+        if pfds.get(li).is_some_and(|p| p.revents != 0) {
+            let l = listener.as_ref().unwrap();
+            match recv_notification(l) {
+                Some((pid, arch, nr)) => {
+                    violation.get_or_insert((arch, nr));
+                    // What SCMP_ACT_KILL_PROCESS would have done, now that the call is named.
+                    let _ = sys::kill(pid, libc::SIGKILL);
+                }
+                None if pfds[li].revents & (libc::POLLHUP | libc::POLLERR) != 0 => listener = None,
+                None => {}
+            }
         }
         if pfds[0].revents != 0 {
             match sys::read(st.as_raw_fd(), &mut rec[rec_len..]) {
@@ -198,5 +241,5 @@ pub fn supervise(
         }
     }
     let [out, err] = streams;
-    Supervised { exit, timed_out, wall, stdout: out.out, stderr: err.out }
+    Supervised { exit, timed_out, wall, stdout: out.out, stderr: err.out, violation }
 }
