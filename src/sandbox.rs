@@ -212,7 +212,12 @@ impl SandboxBuilder {
         // Parents before children, so nested binds land on their parent's contents.
         binds.sort_by_key(|b| b.inside.components().count());
         for b in &binds {
-            template.ensure_mount_point(&b.inside, b.host.is_dir())?;
+            // Under /tmp the instance's own tmpfs hides the template: the reaper creates those.
+            if !in_instance_tmpfs(&b.inside) {
+                template.ensure_mount_point(&b.inside, b.host.is_dir())?;
+            } else if !b.host.is_dir() {
+                return Err(Error::invalid("bind", format!("{}: only directories can be bound under /tmp", b.inside.display())));
+            }
         }
         let plan = mount_plan(&template, &source, &self, &binds);
         let mut writable = vec![defaults::WORK_DIR.to_string(), "/tmp".into(), "/dev/shm".into()];
@@ -281,9 +286,18 @@ fn mount_plan(t: &Template, source: &Path, b: &SandboxBuilder, binds: &[Bind]) -
     p.tmpfs(Path::new("/tmp"), b.tmp_size, 0o1777, None, false);
     p.tmpfs(Path::new(defaults::WORK_DIR), b.work_size, 0o755, Some(SANDBOX_ID), true);
     for bind in binds {
+        if in_instance_tmpfs(&bind.inside) {
+            p.mkdir_p(&bind.inside);
+        }
         p.bind(&bind.host, &bind.inside, true, if bind.writable { RW_ATTRS } else { RO_ATTRS });
     }
     p.finish()
+}
+
+/// Whether `inside` lies in a tmpfs each instance mounts fresh (so its mount point must be made
+/// there, not in the template). Only interpreter binds can be there: `--ro`/`--rw` refuse it.
+fn in_instance_tmpfs(inside: &Path) -> bool {
+    inside.starts_with("/tmp") || inside.starts_with("/dev/shm")
 }
 
 /// Everything a `Sandbox` shares with its instances.

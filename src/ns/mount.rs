@@ -16,6 +16,9 @@ pub enum MountKind {
     Bind { src: CString, recursive: bool },
     /// A new filesystem: `mount(fstype, dst, fstype, flags, data)`.
     Fs { fstype: CString, flags: libc::c_ulong, data: CString },
+    /// `mkdir -p dst` as the sandbox user, for a mount point inside a tmpfs of this instance
+    /// (e.g. a virtualenv under /tmp), where the template's mount points are hidden.
+    MkdirP,
 }
 
 /// One mount of the plan.
@@ -95,6 +98,17 @@ impl PlanBuilder {
             attrs: 0,
             inside: inside.display().to_string(),
             is_work,
+        });
+    }
+
+    /// Creates `inside` (and its parents) in a filesystem mounted earlier in the plan.
+    pub fn mkdir_p(&mut self, inside: &Path) {
+        self.ops.push(MountOp {
+            kind: MountKind::MkdirP,
+            dst: self.dst(inside),
+            attrs: 0,
+            inside: inside.display().to_string(),
+            is_work: false,
         });
     }
 

@@ -146,6 +146,7 @@ fn setup_root(plan: &MountPlan) -> RawFd {
                     let data = if data.is_empty() { None } else { Some(data.as_c_str()) };
                     check!(sys::mount(Some(fstype), &op.dst, Some(fstype), *flags, data), stage::MOUNT, i);
                 }
+                MountKind::MkdirP => check!(mkdir_p_as_sandbox(&op.dst, root.to_bytes().len()), stage::MOUNT, i),
             }
             if op.is_work {
                 work_fd = libc::open(op.dst.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC);
@@ -208,6 +209,63 @@ fn apply_landlock(p: &crate::landlock::Plan) -> std::io::Result<()> {
         libc::close(ruleset);
         sys::cvt_long(r).map(drop)
     }
+}
+
+/// `mkdir -p` as the sandbox user, in a vfork-like child: our own uid is unmapped, a tmpfs of
+/// this namespace refuses inodes owned by unmapped ids, and an unmapped fsuid could not be set
+/// back afterwards (later binds need our own credentials to reach their sources).
+fn mkdir_p_as_sandbox(path: &CStr, skip: usize) -> std::io::Result<()> {
+    // SAFETY: raw clone without CLONE_VM; the child only runs mkdir_p and _exit.
+    unsafe {
+        let pid = libc::syscall(libc::SYS_clone, (libc::CLONE_VFORK | libc::SIGCHLD) as libc::c_ulong, 0, 0, 0, 0);
+        if pid == 0 {
+            libc::setfsgid(crate::ns::user::SANDBOX_ID);
+            libc::setfsuid(crate::ns::user::SANDBOX_ID);
+            let code = match mkdir_p(path, skip) {
+                Ok(()) => 0,
+                Err(e) => e.raw_os_error().unwrap_or(libc::EIO).min(255),
+            };
+            libc::_exit(code);
+        }
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut status = 0;
+        if libc::wait4(pid as libc::pid_t, &mut status, 0, ptr::null_mut()) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
+            Some(0) => Ok(()),
+            Some(e) => Err(std::io::Error::from_raw_os_error(e)),
+            None => Err(std::io::Error::from_raw_os_error(libc::EIO)),
+        }
+    }
+}
+
+/// `mkdir -p` of `path`'s components after the first `skip` bytes (the template root). The
+/// path is copied into a stack buffer; nothing is allocated.
+fn mkdir_p(path: &CStr, skip: usize) -> std::io::Result<()> {
+    let bytes = path.to_bytes();
+    let mut buf = [0u8; 4096];
+    if bytes.len() >= buf.len() {
+        return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    buf[..bytes.len()].copy_from_slice(bytes);
+    let mut i = skip + 1;
+    while i <= bytes.len() {
+        if i == bytes.len() || buf[i] == b'/' {
+            let saved = buf[i];
+            buf[i] = 0;
+            // SAFETY: buf[..=i] is NUL-terminated.
+            let r = unsafe { libc::mkdir(buf.as_ptr().cast(), 0o755) };
+            if r < 0 && sys::errno() != libc::EEXIST {
+                return Err(std::io::Error::last_os_error());
+            }
+            buf[i] = saved;
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 /// Sets `lo` up with the SIOCGIFFLAGS/SIOCSIFFLAGS ioctls (no netlink, no allocation).
