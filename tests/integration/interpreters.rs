@@ -169,6 +169,35 @@ fn make_rootfs(dir: &Path, marker: &str) {
     open_up(dir);
 }
 
+/// `/tmp/rsandbox-test-rootfs-UID`, emptied on creation and removed on drop.
+struct RootfsDir(PathBuf);
+
+impl RootfsDir {
+    fn new() -> RootfsDir {
+        use std::os::unix::fs::MetadataExt;
+        let uid = std::fs::metadata("/proc/self").unwrap().uid();
+        let p = std::env::temp_dir().join(format!("rsandbox-test-rootfs-{uid}"));
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) => {
+                assert!(m.is_dir() && m.uid() == uid, "{} is not our directory", p.display());
+                std::fs::remove_dir_all(&p).unwrap();
+            }
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{}: {e}", p.display()),
+        }
+        std::fs::create_dir(&p).unwrap();
+        RootfsDir(p)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for RootfsDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// `rootfs(DIR)`: system directories come from DIR, not the host: the marker file is seen,
 /// host-only files (python3, coreutils) are absent, and with no python in the tree,
 /// Command::python is refused with a clear error.
@@ -178,7 +207,9 @@ fn rootfs_replaces_the_host_system_dirs() {
     if !util::require("userns") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    // A fixed path per user, rebuilt each run: the engine keeps one template per rootfs path,
+    // so a fresh tempdir would leave a new template behind on every run.
+    let dir = RootfsDir::new();
     let marker = format!("marker-{}", std::process::id());
     make_rootfs(dir.path(), &marker);
     let sb = util::builder().rootfs(dir.path()).build().unwrap();
