@@ -219,8 +219,8 @@ fn mkdir_p_as_sandbox(path: &CStr, skip: usize) -> std::io::Result<()> {
     unsafe {
         let pid = libc::syscall(libc::SYS_clone, (libc::CLONE_VFORK | libc::SIGCHLD) as libc::c_ulong, 0, 0, 0, 0);
         if pid == 0 {
-            libc::setfsgid(crate::ns::user::SANDBOX_ID);
-            libc::setfsuid(crate::ns::user::SANDBOX_ID);
+            libc::syscall(libc::SYS_setfsgid, crate::ns::user::SANDBOX_ID);
+            libc::syscall(libc::SYS_setfsuid, crate::ns::user::SANDBOX_ID);
             let code = match mkdir_p(path, skip) {
                 Ok(()) => 0,
                 Err(e) => e.raw_os_error().unwrap_or(libc::EIO).min(255),
@@ -458,11 +458,14 @@ fn program_main(plan: &ExecPlan, fds: &[RawFd]) -> ! {
             step!(sys::cvt(libc::setrlimit(rl.resource as _, &lim)), stage::RLIMIT);
         }
 
+        // Raw syscalls, never glibc's wrappers: those broadcast the change to every thread in
+        // glibc's list (__nptl_setxid), a list copied from the multi-threaded supervisor, and
+        // wait forever on a thread that was being created at the moment of the clone.
         if plan.clear_groups != 0 {
-            step!(sys::cvt(libc::setgroups(0, ptr::null())), stage::SETGROUPS);
+            step!(sys::cvt_long(libc::syscall(libc::SYS_setgroups, 0, ptr::null::<libc::gid_t>())), stage::SETGROUPS);
         }
-        step!(sys::cvt(libc::setresgid(plan.gid, plan.gid, plan.gid)), stage::SETGID);
-        step!(sys::cvt(libc::setresuid(plan.uid, plan.uid, plan.uid)), stage::SETUID);
+        step!(sys::cvt_long(libc::syscall(libc::SYS_setresgid, plan.gid, plan.gid, plan.gid)), stage::SETGID);
+        step!(sys::cvt_long(libc::syscall(libc::SYS_setresuid, plan.uid, plan.uid, plan.uid)), stage::SETUID);
         step!(drop_capabilities(), stage::CAPS);
         step!(sys::cvt(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)), stage::NO_NEW_PRIVS);
         // Mark, don't close: the exec-error pipe must survive until execve succeeds.

@@ -107,8 +107,8 @@ fn session_timeout_kills_the_run_not_the_instance() {
 /// session (DESIGN.md §2: each exec gets its own cgroup, so a run's timeout kills that run's
 /// processes, not the session's).
 #[test]
-#[ignore = "engine bug: no per-exec cgroup yet (DESIGN.md §2); a session run's timeout kills only \
-            the run's process group, so a setsid child of the timed-out run survives"]
+#[ignore = "needs per-run cgroups (the cgroup issue, DESIGN.md §2): a session run's timeout kills \
+            only the run's process group today, so a setsid child of the timed-out run survives"]
 fn session_timeout_kills_processes_that_left_the_run_group() {
     let _g = util::shared();
     if !util::require("userns") {
@@ -299,8 +299,6 @@ fn uid_processes(uid: u32) -> Vec<i32> {
 /// printing a value only its thread knows, all correct. (A watchdog turns a hang into a
 /// failure.)
 #[test]
-#[ignore = "engine bug: a program start hangs forever in glibc setgroups()/setresgid() \
-            (__nptl_setxid) when its reaper was cloned while another thread was being created"]
 fn sandbox_runs_from_many_threads() {
     let _g = util::shared();
     if !util::require("userns") {
