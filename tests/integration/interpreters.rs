@@ -82,8 +82,6 @@ fn make_venv(dir: &Path) -> PathBuf {
 /// venv is bound read-only (writing into it fails with EROFS). The venv lives in a tempdir
 /// under /tmp, where users make them.
 #[test]
-#[ignore = "engine bug: a --python whose venv is under /tmp fails with 'sandbox setup failed at mount \
-            (/tmp/...): No such file or directory': its bind lands under the instance's fresh /tmp tmpfs"]
 fn virtualenv_python_sees_its_packages_read_only() {
     let _g = util::shared();
     if !util::require("userns") {
