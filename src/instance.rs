@@ -139,7 +139,15 @@ impl Instance {
             // The pipes' inodes belong to whoever creates them; the program reopens them through
             // /proc/self/fd (`> /dev/stdout`), which needs it to own them.
             let _as_sandbox = self.act_as_sandbox()?;
-            spawn::start_program(reaper, &cmd.name())?
+            match spawn::start_program(reaper, &cmd.name()) {
+                Ok(started) => started,
+                // A reaper that does not answer is stuck: end the instance, never hang.
+                Err(e @ Error::Setup { stage: "reaper", .. }) => {
+                    spawn::kill_reaper(reaper);
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
         };
         let timeout = cmd.timeout.unwrap_or(self.inner.timeout);
         let sink = if cmd.pass_through { Sink::Inherit } else { Sink::Capture };

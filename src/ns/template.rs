@@ -134,10 +134,23 @@ pub fn ensure(source: &Path) -> Result<Template> {
     if root.with_extension(MARKER).exists() {
         return Ok(t);
     }
+    // Builds interrupted by a crash (we hold the lock, so none is running now).
+    if let Ok(rd) = fs::read_dir(&base) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".build-") {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir_all(&root); // a half-installed template without its marker
     let tmp = base.join(format!(".build-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&tmp);
-    build(&tmp, source).map_err(|e| Error::io("building the root template in", tmp.clone(), e))?;
-    fs::rename(&tmp, &root).map_err(|e| Error::io("installing the root template at", root.clone(), e))?;
+    let res = build(&tmp, source)
+        .map_err(|e| Error::io("building the root template in", tmp.clone(), e))
+        .and_then(|_| fs::rename(&tmp, &root).map_err(|e| Error::io("installing the root template at", root.clone(), e)));
+    if let Err(e) = res {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     write_file(&root.with_extension(MARKER), format!("{VERSION}\n").as_bytes())
         .map_err(|e| Error::io("marking the root template ready", root.clone(), e))?;
     Ok(t)

@@ -65,9 +65,22 @@ pub fn setup_error(plan: &MountPlan, err: ChildError) -> Error {
     }
 }
 
+/// How long the reaper may take to answer a request (start a program, signal): it only forks,
+/// so anything near this means it is stuck, and the instance is killed rather than waited on.
+pub const REPLY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Sends one request (with fds) and reads the reaper's reply (and its fd, if any).
 pub fn call(ctrl: RawFd, req: Request, fds: &[RawFd]) -> Result<(Reply, Option<OwnedFd>)> {
     sys::send_with_fds(ctrl, proto::as_bytes(&req), fds).map_err(|_| Error::Gone)?;
+    let mut pfd = [libc::pollfd { fd: ctrl, events: libc::POLLIN, revents: 0 }];
+    let ms = REPLY_DEADLINE.as_millis() as i32;
+    if sys::poll(&mut pfd, ms).map_err(|e| Error::io("waiting for the reaper", None, e))? == 0 {
+        return Err(Error::Setup {
+            stage: "reaper",
+            detail: String::new(),
+            source: io::Error::new(io::ErrorKind::TimedOut, format!("no answer from the instance's reaper in {}s", REPLY_DEADLINE.as_secs())),
+        });
+    }
     recv_reply(ctrl)
 }
 
