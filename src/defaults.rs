@@ -12,6 +12,12 @@ pub const SHM_SIZE: u64 = 64 << 20;
 pub const WORK_SIZE: u64 = 256 << 20;
 /// Output kept per stream.
 pub const OUTPUT_LIMIT: u64 = 1 << 20;
+/// CPUs (quota) per instance.
+pub const CPUS: f64 = 1.0;
+/// Memory per instance (no swap).
+pub const MEMORY: u64 = 512 << 20;
+/// Processes and threads per instance.
+pub const PIDS: u64 = 256;
 /// RLIMIT_NOFILE of programs.
 pub const NOFILE: u64 = 1024;
 /// RLIMIT_CORE of programs.

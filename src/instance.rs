@@ -24,6 +24,10 @@ pub struct Instance {
     reaper: Option<Reaper>,
     record: Option<Record>,
     ids: IdMap,
+    cg: Option<crate::cgroup::InstanceCgroup>,
+    /// What enforces each limit for this instance (the sandbox's, less what failed here).
+    enforcement: crate::outcome::Enforcement,
+    slot: u32,
     /// Serialises use of the control socket and the exec region.
     lock: Mutex<()>,
 }
@@ -63,6 +67,43 @@ impl Instance {
         let mut record = state::claim(&inner.state_dir)?;
         let (euid, egid) = sys::ids();
         let ids = IdMap::for_slot(record.slot, euid, egid);
+        let mut enforcement = inner.enforcement.clone();
+        let cg = match crate::cgroup::setup() {
+            Ok(setup) => match crate::cgroup::InstanceCgroup::create(setup, record.slot, &inner.limits) {
+                Ok(cg) => Some(cg),
+                Err(e) if inner.strict => {
+                    record.remove();
+                    return Err(e);
+                }
+                Err(_) => {
+                    (enforcement.memory, enforcement.cpu, enforcement.pids) = ("watchdog".into(), "none".into(), "rlimit".into());
+                    enforcement.devices = "mount-only".into();
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        if let Some(cg) = &cg {
+            if !cg.attach_devices() {
+                enforcement.devices = "mount-only".into();
+            }
+        }
+        let fail = |record: Record, cg: &Option<crate::cgroup::InstanceCgroup>, e: Error| {
+            if let Some(cg) = cg {
+                cg.destroy();
+            }
+            record.remove();
+            Err(e)
+        };
+        let cgroups = cg.as_ref().map(|c| c.paths()).unwrap_or_default();
+        // Recorded before the clone, so a supervisor killed right after leaves them findable.
+        if let Err(e) = record.write(&RecordInfo { version: 1, supervisor_pid: std::process::id() as i32, cgroups: cgroups.clone(), ..Default::default() }) {
+            return fail(record, &cg, e);
+        }
+        let clone_into = match cg.as_ref().map(|c| c.clone_into()).transpose() {
+            Ok(fd) => fd.flatten(),
+            Err(e) => return fail(record, &cg, e),
+        };
         let spec = ReaperSpec {
             plan: &inner.plan,
             landlock: &inner.landlock,
@@ -70,12 +111,10 @@ impl Instance {
             hostname: &inner.hostname,
             loopback: inner.net == Net::Loopback,
         };
-        let reaper = match spawn::start_reaper(&spec) {
+        let mut attach = |pid: i32| cg.as_ref().map_or(Ok(()), |c| c.attach(pid));
+        let reaper = match spawn::start_reaper(&spec, clone_into.as_ref().map(|f| f.as_raw_fd()), &mut attach) {
             Ok(r) => r,
-            Err(e) => {
-                record.remove();
-                return Err(e);
-            }
+            Err(e) => return fail(record, &cg, e),
         };
         let info = RecordInfo {
             version: 1,
@@ -83,9 +122,10 @@ impl Instance {
             reaper_pid: reaper.pid,
             reaper_start: sys::process_start_time(reaper.pid).unwrap_or(0),
             host_uid: ids.host_uid,
-            cgroups: Vec::new(),
+            cgroups,
         };
-        let mut inst = Instance { inner, reaper: Some(reaper), record: None, ids, lock: Mutex::new(()) };
+        let slot = record.slot;
+        let mut inst = Instance { inner, reaper: Some(reaper), record: None, ids, cg, enforcement, slot, lock: Mutex::new(()) };
         record.write(&info)?;
         inst.record = Some(record);
         Ok(inst)
@@ -115,10 +155,40 @@ impl Instance {
             }
         };
         let cwd = CString::new(defaults::WORK_DIR).unwrap();
-        let rlimits = [
+        let mut rlimits = vec![
             Rlimit { resource: libc::RLIMIT_CORE, cur: defaults::CORE, max: defaults::CORE },
             Rlimit { resource: libc::RLIMIT_NOFILE, cur: defaults::NOFILE, max: defaults::NOFILE },
         ];
+        if self.cg.is_none() {
+            // Without cgroups: processes per (user namespace, uid), i.e. per instance; CPU
+            // seconds per process as a backstop of the CPU-time limit.
+            if let Some(p) = self.inner.limits.pids {
+                rlimits.push(Rlimit { resource: libc::RLIMIT_NPROC, cur: p, max: p });
+            }
+            if let Some(t) = self.inner.cpu_time {
+                let s = t.as_secs_f64().ceil() as u64;
+                rlimits.push(Rlimit { resource: libc::RLIMIT_CPU, cur: s, max: s + 1 });
+            }
+        }
+        let run_cg = match &self.cg {
+            Some(cg) => Some(cg.new_run()?),
+            None => None,
+        };
+        let cgroup_mode = match (&self.cg, &run_cg) {
+            (Some(cg), Some(_)) if cg.v2 => crate::spawn::proto::CGROUP_V2_CLONE_INTO,
+            (Some(_), Some(_)) => crate::spawn::proto::CGROUP_V1_PROCS,
+            _ => crate::spawn::proto::CGROUP_NONE,
+        };
+        let cgroup_fds: Vec<std::os::fd::RawFd> = run_cg.iter().flat_map(|r| r.join.iter().map(|f| f.as_raw_fd())).collect();
+        // ceil(cpus) CPUs, spread over the host by slot, so thread pools size themselves.
+        let cpus: Vec<usize> = match self.inner.limits.cpus {
+            Some(c) if (c.ceil() as usize) < self.inner.ncpu => {
+                let n = c.ceil() as usize;
+                (0..n).map(|i| (self.slot as usize * n + i) % self.inner.ncpu).collect()
+            }
+            _ => Vec::new(),
+        };
+        let before = self.cg.as_ref().map(|c| c.stats()).unwrap_or_default();
         let spec = ExecSpec {
             argv: &argv,
             envp: &envp,
@@ -130,6 +200,8 @@ impl Instance {
             rlimits: &rlimits,
             filter: self.inner.seccomp.as_ref().map(|c| c.program.as_slice()),
             notify: self.inner.seccomp.as_ref().is_some_and(|c| c.kills),
+            cgroup_mode,
+            cpus: &cpus,
         };
         let (pid, io) = {
             let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -139,7 +211,7 @@ impl Instance {
             // The pipes' inodes belong to whoever creates them; the program reopens them through
             // /proc/self/fd (`> /dev/stdout`), which needs it to own them.
             let _as_sandbox = self.act_as_sandbox()?;
-            match spawn::start_program(reaper, &cmd.name()) {
+            match spawn::start_program(reaper, &cmd.name(), &cgroup_fds) {
                 Ok(started) => started,
                 // A reaper that does not answer is stuck: end the instance, never hang.
                 Err(e @ Error::Setup { stage: "reaper", .. }) => {
@@ -151,27 +223,81 @@ impl Instance {
         };
         let timeout = cmd.timeout.unwrap_or(self.inner.timeout);
         let sink = if cmd.pass_through { Sink::Inherit } else { Sink::Capture };
-        let mut on_timeout = || {
+        // Ends the run: in a one-shot run the whole instance; in a session the run's cgroup
+        // (every process it started, wherever it went), or its process group without cgroups.
+        let kill_run = || {
             if one_shot {
                 spawn::kill_reaper(reaper);
+            } else if let Some(run) = &run_cg {
+                run.kill();
             } else {
                 let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
                 let _ = spawn::signal(reaper, pid, libc::SIGKILL);
             }
         };
-        let sup = wait::supervise(io, stdin, timeout, self.inner.output_limit, sink, &mut on_timeout);
-        self.report(sup, !cmd.pass_through)
+        let mut on_timeout = || kill_run();
+        let cpu_limit_us = self.inner.cpu_time.map(|t| t.as_micros() as u64);
+        let mem_watchdog = if self.cg.is_none() { self.inner.limits.memory } else { None };
+        let mut watch = || {
+            if let (Some(limit), Some(run)) = (cpu_limit_us, &run_cg) {
+                if run.cpu_us() >= limit {
+                    kill_run();
+                    return Some(Limit::CpuTime);
+                }
+            }
+            if let Some(limit) = mem_watchdog {
+                if tree_rss(reaper.pid) > limit {
+                    kill_run();
+                    return Some(Limit::Memory);
+                }
+            }
+            None
+        };
+        let sup = wait::supervise(io, stdin, timeout, self.inner.output_limit, sink, &mut on_timeout, &mut watch);
+        let run_stats = run_cg.as_ref().map(|r| r.stats());
+        let after = self.cg.as_ref().map(|c| c.stats()).unwrap_or_default();
+        if let Some(run) = run_cg {
+            run.remove();
+        }
+        self.report(sup, !cmd.pass_through, run_stats, before, after)
     }
 
-    fn report(&self, sup: wait::Supervised, captured: bool) -> Result<Outcome> {
+    fn report(
+        &self,
+        sup: wait::Supervised,
+        captured: bool,
+        run_stats: Option<crate::cgroup::RunStats>,
+        before: crate::cgroup::InstanceStats,
+        after: crate::cgroup::InstanceStats,
+    ) -> Result<Outcome> {
         let mut limits_hit = Vec::new();
         let (mut exit_code, mut signal) = (None, None);
+        let run = run_stats.unwrap_or_default();
+        let oom_kills = after.oom_kills.saturating_sub(before.oom_kills) + run.oom_kills;
+        let pids_hits = after.pids_max_hits.saturating_sub(before.pids_max_hits) + run.pids_max_hits;
         let status = if sup.timed_out {
             limits_hit.push(Limit::Wall);
             Status::Timeout
+        } else if let Some(l) = sup.watched {
+            limits_hit.push(l);
+            if l == Limit::CpuTime {
+                Status::CpuTime
+            } else {
+                Status::Memory
+            }
         } else {
             let Some(rec) = sup.exit else { return Err(Error::Gone) };
-            if sup.violation.is_some() && libc::WIFSIGNALED(rec.status) {
+            let died = libc::WIFSIGNALED(rec.status) || libc::WEXITSTATUS(rec.status) != 0;
+            if libc::WIFSIGNALED(rec.status) {
+                signal = Some(libc::WTERMSIG(rec.status));
+            } else {
+                exit_code = Some(libc::WEXITSTATUS(rec.status));
+            }
+            if oom_kills > 0 && died {
+                Status::Memory
+            } else if pids_hits > 0 && died {
+                Status::Pids
+            } else if sup.violation.is_some() && libc::WIFSIGNALED(rec.status) {
                 signal = Some(libc::WTERMSIG(rec.status));
                 Status::Seccomp
             } else if libc::WIFEXITED(rec.status) {
@@ -186,13 +312,26 @@ impl Instance {
                 Status::Signal
             }
         };
+        if oom_kills > 0 && !limits_hit.contains(&Limit::Memory) {
+            limits_hit.push(Limit::Memory);
+        }
+        if pids_hits > 0 {
+            limits_hit.push(Limit::Pids);
+        }
         if sup.stdout.truncated || sup.stderr.truncated {
             limits_hit.push(Limit::Output);
         }
-        let (user_ms, sys_ms, peak) = match sup.exit {
+        let (mut user_ms, mut sys_ms, mut peak) = match sup.exit {
             Some(r) => (r.utime_us as f64 / 1000.0, r.stime_us as f64 / 1000.0, Some(r.maxrss_kb as u64 * 1024)),
             None => (0.0, 0.0, None),
         };
+        // The cgroup counts every process of the run, waited for or not.
+        if let Some(s) = run_stats {
+            (user_ms, sys_ms) = (s.user_us as f64 / 1000.0, s.sys_us as f64 / 1000.0);
+        }
+        if after.peak_memory.is_some() {
+            peak = after.peak_memory;
+        }
         let (stdout, stdout_b64) = outcome::encode_output(&sup.stdout, captured);
         let (stderr, stderr_b64) = outcome::encode_output(&sup.stderr, captured);
         Ok(Outcome {
@@ -207,7 +346,7 @@ impl Instance {
             user_ms,
             sys_ms,
             peak_memory_bytes: peak,
-            oom_kills: 0,
+            oom_kills,
             stdout,
             stderr,
             stdout_b64,
@@ -220,7 +359,7 @@ impl Instance {
                 syscall: crate::seccomp::syscall_name(arch, nr),
                 nr: nr as i64,
             }),
-            enforcement: self.inner.enforcement.clone(),
+            enforcement: self.enforcement.clone(),
             queued_ms: None,
         })
     }
@@ -342,6 +481,9 @@ impl Instance {
         if let Some(r) = self.reaper.take() {
             spawn::kill_reaper(&r);
         }
+        if let Some(cg) = self.cg.take() {
+            cg.destroy();
+        }
         if let Some(rec) = self.record.take() {
             rec.remove();
         }
@@ -352,6 +494,33 @@ impl Drop for Instance {
     fn drop(&mut self) {
         self.teardown();
     }
+}
+
+/// Resident memory of `pid` and all its descendants, in bytes (the memory watchdog used when
+/// cgroups are not available).
+fn tree_rss(pid: i32) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![pid];
+    let mut seen = 0;
+    while let Some(p) = stack.pop() {
+        seen += 1;
+        if seen > 100_000 {
+            break;
+        }
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/status")) {
+            if let Some(kb) = s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()) {
+                total += kb * 1024;
+            }
+        }
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                if let Ok(c) = std::fs::read_to_string(t.path().join("children")) {
+                    stack.extend(c.split_whitespace().filter_map(|x| x.parse::<i32>().ok()));
+                }
+            }
+        }
+    }
+    total
 }
 
 /// Default maximum for `get_file`: the default work dir size.

@@ -37,6 +37,7 @@
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+pub mod cgroup;
 pub mod defaults;
 mod error;
 mod instance;

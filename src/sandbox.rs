@@ -61,6 +61,8 @@ pub struct SandboxBuilder {
     rootfs: Option<PathBuf>,
     seccomp: crate::seccomp::Profile,
     strict: bool,
+    limits: crate::cgroup::Limits,
+    cpu_time: Option<Duration>,
 }
 
 impl Default for SandboxBuilder {
@@ -78,6 +80,12 @@ impl Default for SandboxBuilder {
             rootfs: None,
             seccomp: crate::seccomp::Profile::Default,
             strict: false,
+            limits: crate::cgroup::Limits {
+                cpus: Some(defaults::CPUS),
+                memory: Some(defaults::MEMORY),
+                pids: Some(defaults::PIDS),
+            },
+            cpu_time: None,
         }
     }
 }
@@ -146,6 +154,28 @@ impl SandboxBuilder {
         self
     }
 
+    /// CPU quota in CPUs (default 1; e.g. 0.5 for half a CPU). Programs are also pinned to
+    /// `ceil(cpus)` CPUs so thread pools size themselves to it.
+    pub fn cpus(mut self, cpus: f64) -> Self {
+        self.limits.cpus = Some(cpus);
+        self
+    }
+    /// Memory limit in bytes, swap excluded (default 512 MiB).
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.limits.memory = Some(bytes);
+        self
+    }
+    /// Maximum processes and threads (default 256).
+    pub fn pids(mut self, n: u64) -> Self {
+        self.limits.pids = Some(n);
+        self
+    }
+    /// CPU time limit of each run (all its processes together); none by default.
+    pub fn cpu_time(mut self, t: Duration) -> Self {
+        self.cpu_time = Some(t);
+        self
+    }
+
     /// Fail at `build` instead of degrading when the kernel cannot enforce a layer (Landlock,
     /// seccomp). Default: best effort, with the report's `enforcement` saying what held.
     pub fn strict(mut self, on: bool) -> Self {
@@ -163,6 +193,23 @@ impl SandboxBuilder {
         }
         if self.timeout.is_zero() {
             return Err(Error::invalid("timeout", "must be greater than zero"));
+        }
+        let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        if let Some(c) = self.limits.cpus {
+            if !(c >= 0.01 && c <= ncpu as f64) {
+                return Err(Error::invalid("cpus", format!("{c} is outside 0.01..={ncpu} (this host's CPUs)")));
+            }
+        }
+        if let Some(m) = self.limits.memory {
+            if m < (8 << 20) {
+                return Err(Error::invalid("memory", format!("{} MiB is below the minimum of 8 MiB", m >> 20)));
+            }
+        }
+        if self.limits.pids == Some(0) {
+            return Err(Error::invalid("pids", "must be at least 1"));
+        }
+        if self.cpu_time.is_some_and(|t| t.is_zero()) {
+            return Err(Error::invalid("cpu time", "must be greater than zero"));
         }
         let probe = crate::probe::host();
         if !probe.userns {
@@ -232,11 +279,29 @@ impl SandboxBuilder {
                 return Err(Error::Unsupported { feature: "seccomp", message: "--strict asks for a seccomp filter and this kernel has none".into() });
             }
         }
+        let cgroups = crate::cgroup::setup();
+        if let (true, Err(why)) = (self.strict, cgroups) {
+            return Err(Error::Unsupported { feature: "cgroups", message: format!("--strict asks for cgroup limits: {why}") });
+        }
+        let (memory, cpu, pids, devices) = match cgroups {
+            Ok(s) => {
+                let devices = match s {
+                    crate::cgroup::Setup::V2 { .. } if crate::sys::ids().0 == 0 => "bpf",
+                    crate::cgroup::Setup::V1 { bases } if bases.iter().any(|(c, _)| *c == "devices") => "cgroup1",
+                    _ => "mount-only",
+                };
+                (s.name(), s.name(), s.name(), devices)
+            }
+            // Without cgroups: pids by RLIMIT_NPROC (counted per user namespace), memory by
+            // the supervisor's watchdog, CPU time by RLIMIT_CPU plus the watchdog; the CPU
+            // quota only as affinity.
+            Err(_) => ("watchdog", "none", "rlimit", "mount-only"),
+        };
         let enforcement = Enforcement {
-            memory: "none".into(),
-            cpu: "none".into(),
-            pids: "none".into(),
-            devices: "mount-only".into(),
+            memory: memory.into(),
+            cpu: cpu.into(),
+            pids: pids.into(),
+            devices: devices.into(),
             wall: "supervisor".into(),
             landlock: crate::landlock::describe(&landlock),
             seccomp: seccomp.as_ref().map_or("none".into(), |c| c.name.clone()),
@@ -255,6 +320,10 @@ impl SandboxBuilder {
                 enforcement,
                 seccomp,
                 landlock,
+                limits: self.limits,
+                cpu_time: self.cpu_time,
+                ncpu,
+                strict: self.strict,
             }),
         })
     }
@@ -314,6 +383,10 @@ pub(crate) struct Inner {
     pub enforcement: Enforcement,
     pub seccomp: Option<crate::seccomp::Compiled>,
     pub landlock: crate::landlock::Plan,
+    pub limits: crate::cgroup::Limits,
+    pub cpu_time: Option<Duration>,
+    pub ncpu: usize,
+    pub strict: bool,
 }
 
 /// A validated, immutable sandbox policy. Cheap to clone, `Send + Sync`: run it from as many

@@ -69,9 +69,9 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     Ok(())
 }
 
-const MAX_FDS: usize = 8;
-/// Room for a control message carrying `MAX_FDS` descriptors (CMSG_SPACE of 8 ints = 48 bytes).
-const CMSG_BUF: usize = 64;
+const MAX_FDS: usize = 16;
+/// Room for a control message carrying `MAX_FDS` descriptors (CMSG_SPACE of 16 ints = 80 bytes).
+const CMSG_BUF: usize = 96;
 
 /// A control-message buffer with the alignment `cmsghdr` needs.
 #[repr(C, align(8))]

@@ -87,6 +87,18 @@ pub struct RunArgs {
     /// Python code to run (python -c CODE).
     #[arg(short = 'c', value_name = "CODE", conflicts_with_all = ["script", "program"])]
     code: Option<String>,
+    /// CPU quota, in CPUs (e.g. 0.5); programs are also pinned to ceil(CPUS) CPUs.
+    #[arg(long, value_name = "CPUS", default_value = "1")]
+    cpus: f64,
+    /// Memory limit in MiB (no swap); an OOM kill is reported as "memory".
+    #[arg(long, value_name = "MB", default_value = "512")]
+    mem: u64,
+    /// Maximum processes and threads.
+    #[arg(long, value_name = "N", default_value = "256")]
+    pids: u64,
+    /// CPU time limit of the run in seconds, all its processes together.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    cpu_time: Option<Duration>,
     /// Wall-clock timeout in seconds.
     #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "30")]
     timeout: Duration,
@@ -164,6 +176,9 @@ fn script_command(name: &str, data: &[u8]) -> anyhow::Result<(Command, u32)> {
 /// Builds the sandbox and command from the options; `Err` is a usage or setup error.
 fn prepare(a: &RunArgs) -> anyhow::Result<(Sandbox, Command)> {
     let mut b = Sandbox::builder()
+        .cpus(a.cpus)
+        .memory(a.mem.checked_mul(1 << 20).ok_or_else(|| anyhow!("--mem {} is too large", a.mem))?)
+        .pids(a.pids)
         .timeout(a.timeout)
         .tmp_size(a.tmp_size)
         .work_size(a.work_size)
@@ -185,6 +200,9 @@ fn prepare(a: &RunArgs) -> anyhow::Result<(Sandbox, Command)> {
     }
     if let Some(r) = &a.rootfs {
         b = b.rootfs(r.clone());
+    }
+    if let Some(t) = a.cpu_time {
+        b = b.cpu_time(t);
     }
     let mut cmd = if let Some(code) = &a.code {
         Command::python(code.clone())

@@ -305,13 +305,13 @@ fn serve(args: &ReaperArgs<'_>, sfd: RawFd) -> ! {
         }
         if pfds[0].revents != 0 {
             let mut buf = [0u8; 64];
-            let mut fds = [-1 as RawFd; 8];
+            let mut fds = [-1 as RawFd; 16];
             match sys::recv_with_fds(CTRL, &mut buf, &mut fds) {
                 Ok((n, nfds)) if n > 0 => {
                     let req: Option<Request> = proto::from_bytes(&buf[..n]);
                     match req {
-                        Some(r) if r.op == proto::OP_EXEC && nfds == 5 => {
-                            start(args, &fds[..5], &mut running);
+                        Some(r) if r.op == proto::OP_EXEC && nfds >= 5 => {
+                            start(args, &fds[..nfds], &mut running);
                         }
                         Some(r) if r.op == proto::OP_KILL => {
                             // SAFETY: kill has no memory effects; we are pid 1 of our own namespace.
@@ -394,8 +394,22 @@ fn start(args: &ReaperArgs<'_>, fds: &[RawFd], running: &mut [(libc::pid_t, RawF
     // CLONE_VFORK without CLONE_VM: a copy of our memory, and we sleep until the program has
     // called execve or exited, so the supervisor may reuse the region as soon as we reply.
     // SAFETY: raw clone; the child only runs program_main, which ends in execve or _exit.
-    let pid = unsafe {
-        libc::syscall(libc::SYS_clone, (libc::CLONE_VFORK | libc::SIGCHLD) as libc::c_ulong, 0, 0, 0, 0)
+    // On cgroup v2 the program is born in its run's cgroup (CLONE_INTO_CGROUP): no migration.
+    let pid = if plan.cgroup_mode == proto::CGROUP_V2_CLONE_INTO && fds.len() > 5 {
+        #[repr(C)]
+        struct CloneArgs([u64; 11]);
+        // flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
+        // set_tid_size, cgroup
+        let args = CloneArgs([
+            (libc::CLONE_VFORK as u64) | 0x2_0000_0000, // CLONE_INTO_CGROUP
+            0, 0, 0, libc::SIGCHLD as u64, 0, 0, 0, 0, 0, fds[5] as u64,
+        ]);
+        // SAFETY: clone3 without CLONE_VM and without a stack: fork-like; the child only runs
+        // program_main, which ends in execve or _exit.
+        unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) }
+    } else {
+        // SAFETY: as above, with the classic clone.
+        unsafe { libc::syscall(libc::SYS_clone, (libc::CLONE_VFORK | libc::SIGCHLD) as libc::c_ulong, 0, 0, 0, 0) }
     };
     if pid == 0 {
         program_main(plan, fds);
@@ -439,6 +453,18 @@ fn program_main(plan: &ExecPlan, fds: &[RawFd]) -> ! {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
             }
+        }
+        // cgroup v1: join the run's cgroups first, so everything below is accounted to it.
+        if plan.cgroup_mode == proto::CGROUP_V1_PROCS {
+            for &fd in &fds[5..] {
+                step!(sys::write_all(fd, b"0"), stage::CGROUP);
+            }
+        }
+        if plan.affinity_len != 0 {
+            step!(
+                sys::cvt_long(libc::syscall(libc::SYS_sched_setaffinity, 0, plan.affinity_len as usize, plan.affinity.as_ptr())),
+                stage::AFFINITY
+            );
         }
         step!(sys::cvt(libc::setsid()), stage::SETSID);
 

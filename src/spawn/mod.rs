@@ -96,7 +96,7 @@ fn recv_reply(ctrl: RawFd) -> Result<(Reply, Option<OwnedFd>)> {
 
 /// Clones the reaper into fresh namespaces, maps its ids, lets it build the root, and waits
 /// until it is ready. On any failure the child is killed and reaped before returning.
-pub fn start_reaper(spec: &ReaperSpec<'_>) -> Result<Reaper> {
+pub fn start_reaper(spec: &ReaperSpec<'_>, cgroup: Option<RawFd>, after_clone: &mut dyn FnMut(i32) -> Result<()>) -> Result<Reaper> {
     let region = SharedRegion::new(plan::REGION_LEN).map_err(|e| Error::io("mapping the exec region", None, e))?;
     let (ctrl, child_ctrl) = sys::seqpacket_pair().map_err(|e| Error::io("creating the control socket", None, e))?;
     let args = child::ReaperArgs {
@@ -109,7 +109,7 @@ pub fn start_reaper(spec: &ReaperSpec<'_>) -> Result<Reaper> {
     };
     // SAFETY: the child branch calls only reaper_main, which follows child.rs's rule and never
     // returns.
-    let forked = unsafe { sys::clone_fork(NS_FLAGS, None) };
+    let forked = unsafe { sys::clone_fork(NS_FLAGS, cgroup) };
     let (pid, pidfd) = match forked {
         Ok(Forked::Child) => child::reaper_main(&args),
         Ok(Forked::Parent { pid, pidfd }) => (pid, pidfd),
@@ -134,6 +134,10 @@ pub fn start_reaper(spec: &ReaperSpec<'_>) -> Result<Reaper> {
     if let Err(e) = spec.ids.write(pid) {
         kill_and_reap(&pidfd);
         return Err(Error::io("writing the id maps of", Some(format!("/proc/{pid}").into()), e));
+    }
+    if let Err(e) = after_clone(pid) {
+        kill_and_reap(&pidfd);
+        return Err(e);
     }
     let go = Request { op: proto::OP_GO, ..Default::default() };
     let reply = sys::send_with_fds(ctrl.as_raw_fd(), proto::as_bytes(&go), &[])
@@ -168,7 +172,7 @@ pub struct ProgramIo {
 
 /// Starts the program whose plan was just written into the region. The caller holds the exec
 /// lock. Returns the program's pid inside the instance and its pipes.
-pub fn start_program(reaper: &Reaper, program: &str) -> Result<(i32, ProgramIo)> {
+pub fn start_program(reaper: &Reaper, program: &str, cgroup_fds: &[RawFd]) -> Result<(i32, ProgramIo)> {
     let pipe = || sys::pipe().map_err(|e| Error::io("creating a pipe", None, e));
     let (stdin_r, stdin_w) = pipe()?;
     let (stdout_r, stdout_w) = pipe()?;
@@ -176,13 +180,14 @@ pub fn start_program(reaper: &Reaper, program: &str) -> Result<(i32, ProgramIo)>
     // A socket, not a pipe: besides (stage, errno) records it carries the seccomp listener.
     let (err_r, err_w) = sys::seqpacket_pair().map_err(|e| Error::io("creating a socket pair", None, e))?;
     let (status_r, status_w) = pipe()?;
-    let fds = [
+    let mut fds = vec![
         stdin_r.as_raw_fd(),
         stdout_w.as_raw_fd(),
         stderr_w.as_raw_fd(),
         err_w.as_raw_fd(),
         status_w.as_raw_fd(),
     ];
+    fds.extend_from_slice(cgroup_fds);
     let req = Request { op: proto::OP_EXEC, ..Default::default() };
     let (reply, _) = call(reaper.ctrl.as_raw_fd(), req, &fds)?;
     drop((stdin_r, stdout_w, stderr_w, err_w, status_w));

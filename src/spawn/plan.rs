@@ -31,6 +31,9 @@ pub struct ExecSpec<'a> {
     pub filter: Option<&'a [libc::sock_filter]>,
     /// The filter notifies on violations: hand the listener to the supervisor.
     pub notify: bool,
+    pub cgroup_mode: u32,
+    /// CPUs the program may run on (empty: unchanged).
+    pub cpus: &'a [usize],
 }
 
 /// The plan did not fit in the region.
@@ -109,6 +112,10 @@ pub fn write(region: &SharedRegion, spec: &ExecSpec<'_>) -> Result<(), TooLarge>
         let needed = bump.needed.max(spec.argv.iter().chain(spec.envp).map(|s| s.as_bytes().len() + 9).sum());
         return Err(TooLarge { needed });
     }
+    let mut affinity = [0u64; 16];
+    for &c in spec.cpus.iter().filter(|&&c| c < 1024) {
+        affinity[c / 64] |= 1 << (c % 64);
+    }
     let mut rlimits = [Rlimit::default(); MAX_RLIMITS];
     rlimits[..spec.rlimits.len()].copy_from_slice(spec.rlimits);
     let plan = ExecPlan {
@@ -124,6 +131,9 @@ pub fn write(region: &SharedRegion, spec: &ExecSpec<'_>) -> Result<(), TooLarge>
         filter,
         filter_len,
         notify: spec.notify as u32,
+        cgroup_mode: spec.cgroup_mode,
+        affinity,
+        affinity_len: if spec.cpus.is_empty() { 0 } else { std::mem::size_of::<[u64; 16]>() as u32 },
     };
     // SAFETY: the region starts page-aligned and is larger than ExecPlan; no reader runs now.
     unsafe { ptr::write(region.as_ptr() as *mut ExecPlan, plan) };

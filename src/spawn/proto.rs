@@ -93,6 +93,8 @@ pub mod stage {
     /// Not a failure: the record carries the seccomp listener fd.
     pub const LISTENER: u32 = 33;
     pub const LANDLOCK: u32 = 15;
+    pub const CGROUP: u32 = 34;
+    pub const AFFINITY: u32 = 35;
 }
 
 /// A stage's name for error messages and `{"error": {"stage": ...}}`.
@@ -127,6 +129,8 @@ pub fn stage_name(s: u32) -> &'static str {
         EXEC => "exec",
         SECCOMP => "seccomp",
         LANDLOCK => "landlock",
+        CGROUP => "cgroup",
+        AFFINITY => "cpu-affinity",
         _ => "unknown",
     }
 }
@@ -164,7 +168,18 @@ pub struct ExecPlan {
     pub filter_len: u32,
     /// Load with SECCOMP_FILTER_FLAG_NEW_LISTENER and hand the listener over.
     pub notify: u32,
+    /// How the program joins its run's cgroup: 0 not at all, 1 (v1) by writing "0" to each
+    /// cgroup.procs fd passed after the five standard ones, 2 (v2) by being cloned into the
+    /// directory fd passed there.
+    pub cgroup_mode: u32,
+    /// CPU affinity (a cpu_set_t); `affinity_len` 0 leaves it alone.
+    pub affinity: [u64; 16],
+    pub affinity_len: u32,
 }
+
+pub const CGROUP_NONE: u32 = 0;
+pub const CGROUP_V1_PROCS: u32 = 1;
+pub const CGROUP_V2_CLONE_INTO: u32 = 2;
 
 /// Views a plain-data record as bytes for one `write`/`send`.
 pub fn as_bytes<T: Copy>(v: &T) -> &[u8] {

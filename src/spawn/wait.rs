@@ -46,6 +46,8 @@ pub struct Supervised {
     pub stderr: Captured,
     /// A kill-class seccomp rule fired: (AUDIT_ARCH, syscall number) of the first one.
     pub violation: Option<(u32, i32)>,
+    /// A polled limit (CPU time, watchdog memory) was exceeded and the run killed.
+    pub watched: Option<crate::outcome::Limit>,
 }
 
 /// `struct seccomp_notif`.
@@ -149,6 +151,7 @@ pub fn supervise(
     limit: u64,
     sink: Sink,
     on_timeout: &mut dyn FnMut(),
+    watch: &mut dyn FnMut() -> Option<crate::outcome::Limit>,
 ) -> Supervised {
     let start = Instant::now();
     let deadline = start + timeout;
@@ -171,6 +174,10 @@ pub fn supervise(
     let mut rec_len = 0;
     // After a kill, wait at most this long for the reaper's report and the pipes' EOF.
     let mut hard_stop: Option<Instant> = None;
+    // Limits checked by polling (CPU time, memory without cgroups): every 20 ms.
+    const WATCH: Duration = Duration::from_millis(20);
+    let mut next_watch = start + WATCH;
+    let mut watched = None;
 
     while let Some(st) = &status {
         let now = Instant::now();
@@ -182,7 +189,14 @@ pub fn supervise(
         if hard_stop.is_some_and(|h| now >= h) {
             break;
         }
-        let wait_until = hard_stop.unwrap_or(deadline);
+        if watched.is_none() && now >= next_watch {
+            next_watch = now + WATCH;
+            if let Some(l) = watch() {
+                watched = Some(l);
+                hard_stop.get_or_insert(Instant::now() + Duration::from_secs(5));
+            }
+        }
+        let wait_until = hard_stop.unwrap_or(deadline).min(if watched.is_none() { next_watch } else { deadline });
         let ms = wait_until.saturating_duration_since(now).as_millis().min(i32::MAX as u128) as i32;
         let mut pfds = vec![libc::pollfd { fd: st.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
         for s in &streams {
@@ -241,5 +255,5 @@ pub fn supervise(
         }
     }
     let [out, err] = streams;
-    Supervised { exit, timed_out, wall, stdout: out.out, stderr: err.out, violation }
+    Supervised { exit, timed_out, wall, stdout: out.out, stderr: err.out, violation, watched }
 }

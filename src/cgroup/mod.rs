@@ -1,0 +1,436 @@
+//! Cgroups: detection, limits, accounting and killing on cgroup v2, v1 and hybrid hosts, behind
+//! one API (parent side).
+//!
+//! Layout per instance (created beneath the supervisor's own cgroup, or a delegated subtree):
+//! - v2: `BASE/rsandbox-SLOT` carries the limits and holds the reaper, which is cloned straight
+//!   into it (`CLONE_INTO_CGROUP`: no migration, none of the cold-attach cost). Each run gets
+//!   `rsandbox-SLOT/run-N` with no controllers enabled, so the no-internal-processes rule never
+//!   applies; the program is cloned into it by the reaper, `cgroup.kill` ends the run, and the
+//!   core `cpu.stat` gives its CPU time. Memory figures come from the instance.
+//! - v1: the same directories in each controller's hierarchy (memory, cpu, cpuacct, pids,
+//!   devices). The supervisor moves the reaper in; a program joins its run's cgroups by writing
+//!   `0` to `cgroup.procs` files the supervisor opened for it.
+
+pub mod devices;
+
+use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use crate::error::{Error, Result};
+use crate::probe::{self, CgroupLayout};
+
+/// Limits for one instance (None: not limited).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Limits {
+    pub cpus: Option<f64>,
+    pub memory: Option<u64>,
+    pub pids: Option<u64>,
+}
+
+/// Where and how instances' cgroups are made on this host.
+#[derive(Debug)]
+pub enum Setup {
+    V2 { base: PathBuf },
+    /// (controller, base directory) for memory, cpu, cpuacct, pids and (if mounted) devices.
+    V1 { bases: Vec<(&'static str, PathBuf)> },
+}
+
+impl Setup {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Setup::V2 { .. } => "cgroup2",
+            Setup::V1 { .. } => "cgroup1",
+        }
+    }
+}
+
+fn read(p: &Path) -> std::io::Result<String> {
+    fs::read_to_string(p)
+}
+
+fn write(p: &Path, v: &str) -> Result<()> {
+    fs::write(p, v).map_err(|e| Error::io("writing", p.to_path_buf(), e))
+}
+
+/// This process's cgroup path in the hierarchy whose `/proc/self/cgroup` line matches.
+fn own_path(matches: impl Fn(&str) -> bool) -> Option<String> {
+    probe::host().own_cgroups.iter().find_map(|l| {
+        let mut it = l.splitn(3, ':');
+        let (_, ctl, path) = (it.next()?, it.next()?, it.next()?);
+        matches(ctl).then(|| path.to_string())
+    })
+}
+
+fn detect_v2() -> std::result::Result<Setup, String> {
+    let mount = probe::host().cgroup_mounts.iter().find(|m| m.version == 2).ok_or("no cgroup2 mount")?;
+    let own = own_path(|c| c.is_empty()).ok_or("no 0:: line in /proc/self/cgroup")?;
+    let dir = mount.path.join(own.trim_start_matches('/'));
+    let controllers = read(&dir.join("cgroup.controllers")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let want: Vec<&str> = ["memory", "pids", "cpu"].into_iter().filter(|c| controllers.split_whitespace().any(|x| x == *c)).collect();
+    if !want.contains(&"memory") || !want.contains(&"pids") {
+        return Err(format!("{} lacks the memory or pids controller (has: {})", dir.display(), controllers.trim()));
+    }
+    let enabled = read(&dir.join("cgroup.subtree_control")).unwrap_or_default();
+    let missing: Vec<String> = want.iter().filter(|c| !enabled.split_whitespace().any(|x| x == **c)).map(|c| format!("+{c}")).collect();
+    if !missing.is_empty() {
+        if let Err(e) = fs::write(dir.join("cgroup.subtree_control"), missing.join(" ")) {
+            // EBUSY: processes live in our cgroup, so controllers cannot be enabled for children
+            // (the no-internal-processes rule). Run in a delegated cgroup whose subtree_control
+            // has them, or as a service with Delegate=yes.
+            return Err(format!(
+                "cannot enable {} in {}/cgroup.subtree_control: {e}",
+                missing.join(" "),
+                dir.display()
+            ));
+        }
+    }
+    Ok(Setup::V2 { base: dir })
+}
+
+fn detect_v1() -> std::result::Result<Setup, String> {
+    if crate::sys::ids().0 != 0 {
+        return Err("cgroup v1 hierarchies are not delegated to unprivileged users".into());
+    }
+    let mut bases = Vec::new();
+    for ctl in ["memory", "cpu", "cpuacct", "pids", "devices"] {
+        let mount = probe::host().cgroup_mounts.iter().find(|m| m.version == 1 && m.controllers.iter().any(|c| c == ctl));
+        let Some(mount) = mount else {
+            if ctl == "devices" {
+                continue;
+            }
+            return Err(format!("no cgroup v1 hierarchy with the {ctl} controller"));
+        };
+        let own = own_path(|c| c.split(',').any(|x| x == ctl)).unwrap_or_else(|| "/".into());
+        bases.push((ctl, mount.path.join(own.trim_start_matches('/'))));
+    }
+    Ok(Setup::V1 { bases })
+}
+
+/// The cgroup setup of this process, detected once; `Err` says why cgroups cannot be used.
+pub fn setup() -> &'static std::result::Result<Setup, String> {
+    static SETUP: OnceLock<std::result::Result<Setup, String>> = OnceLock::new();
+    SETUP.get_or_init(|| {
+        if std::env::var_os("RSANDBOX_NO_CGROUPS").is_some() {
+            return Err("disabled by RSANDBOX_NO_CGROUPS".into());
+        }
+        match probe::host().cgroup_layout {
+            CgroupLayout::V2 => detect_v2(),
+            // Hybrid hosts keep their controllers in v1.
+            CgroupLayout::V1 | CgroupLayout::Hybrid => detect_v1(),
+            CgroupLayout::None => Err("no cgroup filesystem is mounted".into()),
+        }
+    })
+}
+
+/// One instance's cgroups.
+#[derive(Debug)]
+pub struct InstanceCgroup {
+    pub v2: bool,
+    /// (controller, directory); one entry ("", dir) on v2.
+    pub dirs: Vec<(&'static str, PathBuf)>,
+    next_run: AtomicU32,
+}
+
+/// One run's cgroups and what the program needs to join them.
+#[derive(Debug)]
+pub struct RunCgroup {
+    v2: bool,
+    pub dirs: Vec<(&'static str, PathBuf)>,
+    /// v2: the run directory (for CLONE_INTO_CGROUP); v1: each controller's cgroup.procs.
+    pub join: Vec<OwnedFd>,
+}
+
+/// What a run used, from its cgroups.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunStats {
+    pub cpu_us: u64,
+    pub user_us: u64,
+    pub sys_us: u64,
+    /// v1 counts OOM kills and pids-limit hits in the cgroup of the process they happened to,
+    /// not in the ancestor whose limit it was; v2 at the instance (runs have no controllers).
+    pub oom_kills: u64,
+    pub pids_max_hits: u64,
+}
+
+/// Instance-level counters (read before and after a run to attribute events to it).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct InstanceStats {
+    pub peak_memory: Option<u64>,
+    pub oom_kills: u64,
+    pub pids_max_hits: u64,
+}
+
+fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        (it.next() == Some(key)).then(|| it.next().and_then(|v| v.parse().ok())).flatten()
+    })
+}
+
+fn open_dir(p: &Path) -> Result<OwnedFd> {
+    fs::File::open(p).map(OwnedFd::from).map_err(|e| Error::io("opening", p.to_path_buf(), e))
+}
+
+/// Kills everything in `dir` (v2: cgroup.kill; v1: SIGKILL each listed pid until none is
+/// left) and waits until it is empty.
+fn kill_and_wait(v2: bool, dir: &Path) {
+    for _ in 0..200 {
+        let procs = read(&dir.join("cgroup.procs")).unwrap_or_default();
+        if procs.trim().is_empty() {
+            return;
+        }
+        if v2 {
+            let _ = fs::write(dir.join("cgroup.kill"), "1");
+        } else {
+            for pid in procs.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+                let _ = crate::sys::kill(pid, libc::SIGKILL);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// rmdir with a few retries (tasks leave a cgroup asynchronously as they exit).
+fn remove(dir: &Path) {
+    for _ in 0..100 {
+        match fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(std::time::Duration::from_millis(2)),
+            _ => return,
+        }
+    }
+}
+
+impl InstanceCgroup {
+    /// Creates the instance's cgroups and writes the limits.
+    pub fn create(setup: &Setup, slot: u32, limits: &Limits) -> Result<InstanceCgroup> {
+        let name = format!("rsandbox-{slot}");
+        let (v2, dirs): (bool, Vec<(&'static str, PathBuf)>) = match setup {
+            Setup::V2 { base } => (true, vec![("", base.join(&name))]),
+            Setup::V1 { bases } => (false, bases.iter().map(|(c, b)| (*c, b.join(&name))).collect()),
+        };
+        let cg = InstanceCgroup { v2, dirs, next_run: AtomicU32::new(0) };
+        for (_, d) in &cg.dirs {
+            if d.exists() {
+                // Left by a supervisor that died with this slot (its record was just cleaned).
+                cg.clean_dir(d);
+            }
+            if let Err(e) = fs::create_dir(d) {
+                cg.destroy();
+                return Err(Error::io("creating the cgroup", d.clone(), e));
+            }
+        }
+        if let Err(e) = cg.write_limits(limits) {
+            cg.destroy();
+            return Err(e);
+        }
+        Ok(cg)
+    }
+
+    fn dir(&self, ctl: &str) -> Option<&Path> {
+        self.dirs.iter().find(|(c, _)| self.v2 || *c == ctl).map(|(_, d)| d.as_path())
+    }
+
+    fn write_limits(&self, l: &Limits) -> Result<()> {
+        if self.v2 {
+            let d = &self.dirs[0].1;
+            if let Some(m) = l.memory {
+                write(&d.join("memory.max"), &m.to_string())?;
+                // No swap: a memory limit that swaps is no limit. Absent without swap support.
+                if d.join("memory.swap.max").exists() {
+                    write(&d.join("memory.swap.max"), "0")?;
+                }
+            }
+            if let Some(p) = l.pids {
+                write(&d.join("pids.max"), &p.to_string())?;
+            }
+            if let Some(c) = l.cpus {
+                if d.join("cpu.max").exists() {
+                    write(&d.join("cpu.max"), &format!("{} 100000", (c * 100_000.0).round().max(1000.0) as u64))?;
+                }
+            }
+        } else {
+            if let (Some(m), Some(d)) = (l.memory, self.dir("memory")) {
+                write(&d.join("memory.limit_in_bytes"), &m.to_string())?;
+                // memsw = memory: no swap. Absent when the kernel does not account swap.
+                if d.join("memory.memsw.limit_in_bytes").exists() {
+                    write(&d.join("memory.memsw.limit_in_bytes"), &m.to_string())?;
+                }
+                let _ = fs::write(d.join("memory.swappiness"), "0");
+            }
+            if let (Some(p), Some(d)) = (l.pids, self.dir("pids")) {
+                write(&d.join("pids.max"), &p.to_string())?;
+            }
+            if let (Some(c), Some(d)) = (l.cpus, self.dir("cpu")) {
+                write(&d.join("cpu.cfs_period_us"), "100000")?;
+                write(&d.join("cpu.cfs_quota_us"), &((c * 100_000.0).round().max(1000.0) as u64).to_string())?;
+            }
+            if let Some(d) = self.dir("devices") {
+                write(&d.join("devices.deny"), "a")?;
+                for r in devices::minimal() {
+                    let minor = r.minor.map_or("*".to_string(), |m| m.to_string());
+                    let kind = if r.kind == devices::DeviceKind::Char { 'c' } else { 'b' };
+                    write(&d.join("devices.allow"), &format!("{kind} {}:{minor} rw", r.major))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// v2: the directory fd the reaper is cloned into.
+    pub fn clone_into(&self) -> Result<Option<OwnedFd>> {
+        if self.v2 {
+            open_dir(&self.dirs[0].1).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// v2: attaches the device program (needs CAP_SYS_ADMIN); returns whether it held.
+    pub fn attach_devices(&self) -> bool {
+        if !self.v2 {
+            return self.dir("devices").is_some();
+        }
+        match open_dir(&self.dirs[0].1) {
+            Ok(fd) => devices::attach(fd.as_fd(), &devices::minimal()).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// v1: moves the reaper into the instance's cgroups (before it starts anything).
+    pub fn attach(&self, pid: i32) -> Result<()> {
+        if !self.v2 {
+            for (_, d) in &self.dirs {
+                write(&d.join("cgroup.procs"), &pid.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A cgroup for the next run.
+    pub fn new_run(&self) -> Result<RunCgroup> {
+        let n = self.next_run.fetch_add(1, Ordering::Relaxed);
+        let dirs: Vec<(&'static str, PathBuf)> = self.dirs.iter().map(|(c, d)| (*c, d.join(format!("run-{n}")))).collect();
+        let mut run = RunCgroup { v2: self.v2, dirs: Vec::new(), join: Vec::new() };
+        for (c, d) in dirs {
+            fs::create_dir(&d).map_err(|e| Error::io("creating the cgroup", d.clone(), e))?;
+            run.dirs.push((c, d.clone()));
+            let fd = if self.v2 {
+                open_dir(&d)?
+            } else {
+                let p = d.join("cgroup.procs");
+                fs::OpenOptions::new().write(true).open(&p).map(OwnedFd::from).map_err(|e| Error::io("opening", p, e))?
+            };
+            run.join.push(fd);
+        }
+        Ok(run)
+    }
+
+    /// Instance-level counters.
+    pub fn stats(&self) -> InstanceStats {
+        let mut s = InstanceStats::default();
+        if self.v2 {
+            let d = &self.dirs[0].1;
+            s.peak_memory = read(&d.join("memory.peak")).ok().and_then(|v| v.trim().parse().ok());
+            s.oom_kills = read(&d.join("memory.events")).ok().and_then(|t| keyed(&t, "oom_kill")).unwrap_or(0);
+            s.pids_max_hits = read(&d.join("pids.events")).ok().and_then(|t| keyed(&t, "max")).unwrap_or(0);
+        } else {
+            if let Some(d) = self.dir("memory") {
+                s.peak_memory = read(&d.join("memory.max_usage_in_bytes")).ok().and_then(|v| v.trim().parse().ok());
+                s.oom_kills = read(&d.join("memory.oom_control")).ok().and_then(|t| keyed(&t, "oom_kill")).unwrap_or(0);
+            }
+            if let Some(d) = self.dir("pids") {
+                s.pids_max_hits = read(&d.join("pids.events")).ok().and_then(|t| keyed(&t, "max")).unwrap_or(0);
+            }
+        }
+        s
+    }
+
+    /// The limit values as the kernel holds them (for tests and `check`).
+    pub fn read_file(&self, ctl: &str, file: &str) -> Option<String> {
+        self.dir(ctl).and_then(|d| read(&d.join(file)).ok()).map(|s| s.trim().to_string())
+    }
+
+    fn clean_dir(&self, d: &Path) {
+        if let Ok(rd) = fs::read_dir(d) {
+            for e in rd.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    kill_and_wait(self.v2, &e.path());
+                    remove(&e.path());
+                }
+            }
+        }
+        kill_and_wait(self.v2, d);
+        remove(d);
+    }
+
+    /// Every directory, deepest first (for the state record).
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|(_, d)| d.clone()).collect()
+    }
+
+    /// Kills whatever is left and removes every directory.
+    pub fn destroy(&self) {
+        for (_, d) in &self.dirs {
+            if d.exists() {
+                self.clean_dir(d);
+            }
+        }
+    }
+}
+
+impl RunCgroup {
+    pub fn stats(&self) -> RunStats {
+        let mut s = RunStats::default();
+        if self.v2 {
+            if let Ok(t) = read(&self.dirs[0].1.join("cpu.stat")) {
+                s.cpu_us = keyed(&t, "usage_usec").unwrap_or(0);
+                s.user_us = keyed(&t, "user_usec").unwrap_or(0);
+                s.sys_us = keyed(&t, "system_usec").unwrap_or(0);
+            }
+        } else {
+            let dir = |ctl: &str| self.dirs.iter().find(|(c, _)| *c == ctl).map(|(_, d)| d.clone());
+            if let Some(d) = dir("memory") {
+                s.oom_kills = read(&d.join("memory.oom_control")).ok().and_then(|t| keyed(&t, "oom_kill")).unwrap_or(0);
+            }
+            if let Some(d) = dir("pids") {
+                s.pids_max_hits = read(&d.join("pids.events")).ok().and_then(|t| keyed(&t, "max")).unwrap_or(0);
+            }
+        }
+        if self.v2 {
+        } else if let Some((_, d)) = self.dirs.iter().find(|(c, _)| *c == "cpuacct") {
+            s.cpu_us = read(&d.join("cpuacct.usage")).ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0) / 1000;
+            if let Ok(t) = read(&d.join("cpuacct.stat")) {
+                // USER_HZ ticks; scale so user + sys matches the exact total.
+                let (u, y) = (keyed(&t, "user").unwrap_or(0), keyed(&t, "system").unwrap_or(0));
+                if u + y > 0 {
+                    s.user_us = s.cpu_us * u / (u + y);
+                    s.sys_us = s.cpu_us - s.user_us;
+                }
+            }
+        }
+        s
+    }
+
+    /// The CPU time used so far, in microseconds (for the `--cpu-time` watchdog).
+    pub fn cpu_us(&self) -> u64 {
+        self.stats().cpu_us
+    }
+
+    /// Kills every process of the run, including those that left its process group.
+    pub fn kill(&self) {
+        for (_, d) in &self.dirs {
+            kill_and_wait(self.v2, d);
+        }
+    }
+
+    /// Kills what is left and removes the run's cgroups.
+    pub fn remove(self) {
+        for (_, d) in &self.dirs {
+            kill_and_wait(self.v2, d);
+            remove(d);
+        }
+    }
+}
