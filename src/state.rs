@@ -72,7 +72,11 @@ fn clean(info: &RecordInfo) {
         let _ = sys::kill(info.reaper_pid, libc::SIGKILL);
     }
     for cg in &info.cgroups {
-        let _ = fs::remove_dir(cg);
+        // Only our own naming, never anything else a corrupted record might name.
+        let under_mount = crate::probe::host().cgroup_mounts.iter().any(|m| cg.starts_with(&m.path));
+        if cg.file_name().is_some_and(|n| n.to_string_lossy().starts_with("rsandbox-")) && under_mount {
+            crate::cgroup::remove_tree(cg);
+        }
     }
 }
 

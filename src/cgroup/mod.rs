@@ -203,6 +203,21 @@ fn remove(dir: &Path) {
     }
 }
 
+/// Removes a cgroup left by a dead supervisor: its run cgroups first, killing what is left.
+pub fn remove_tree(dir: &Path) {
+    let v2 = dir.join("cgroup.kill").exists() || !dir.join("tasks").exists();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                kill_and_wait(v2, &e.path());
+                remove(&e.path());
+            }
+        }
+    }
+    kill_and_wait(v2, dir);
+    remove(dir);
+}
+
 impl InstanceCgroup {
     /// Creates the instance's cgroups and writes the limits.
     pub fn create(setup: &Setup, slot: u32, limits: &Limits) -> Result<InstanceCgroup> {
