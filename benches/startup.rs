@@ -122,6 +122,35 @@ fn main() {
         add(&format!("library /bin/true, cold (after {}s idle)", idle.as_secs()), cold_lib);
     }
 
+    // The cost of moving a process into a v1 cgroup, hot and after an idle spell (a global
+    // rwsem's RCU grace period): what every instance pays on v1 hosts (v2 clones into place).
+    if let Ok(rsandbox::cgroup::Setup::V1 { bases }) = rsandbox::cgroup::setup() {
+        let mem = bases.iter().find(|(c, _)| *c == "memory").map(|(_, b)| b.join(format!("rsandbox-bench-{}", std::process::id())));
+        if let Some(dir) = mem.filter(|d| std::fs::create_dir(d).is_ok()) {
+            let attach = || {
+                let mut child = Proc::new("/bin/sleep").arg("5").spawn().expect("sleep");
+                let t = Instant::now();
+                std::fs::write(dir.join("cgroup.procs"), child.id().to_string()).expect("attach");
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                let _ = child.kill();
+                let _ = child.wait();
+                ms
+            };
+            let hot: Vec<f64> = (0..n.min(50)).map(|_| attach()).collect();
+            let cold: Vec<f64> = (0..cold_n)
+                .map(|_| {
+                    std::thread::sleep(idle);
+                    attach()
+                })
+                .collect();
+            add("v1 cgroup attach (write cgroup.procs), hot", hot);
+            if !cold.is_empty() {
+                add(&format!("v1 cgroup attach, cold (after {}s idle)", idle.as_secs()), cold);
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!("\nstartup bench: n={n} per hot row, {cold_n} cold samples; {} CPUs, kernel {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), kernel.trim());
     println!("unshare: {}, bwrap: {}\n", if unshare { "yes" } else { "not installed/usable" }, if bwrap { "yes" } else { "not installed/usable" });
