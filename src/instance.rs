@@ -170,11 +170,15 @@ impl Instance {
                 rlimits.push(Rlimit { resource: libc::RLIMIT_CPU, cur: s, max: s + 1 });
             }
         }
+        // A session's run gets its own cgroup (its timeout must not touch the session's other
+        // processes); a one-shot run's program simply stays in the instance's cgroups.
         let run_cg = match &self.cg {
+            Some(cg) if one_shot => Some(cg.as_run()),
             Some(cg) => Some(cg.new_run()?),
             None => None,
         };
         let cgroup_mode = match (&self.cg, &run_cg) {
+            (_, Some(r)) if r.join.is_empty() => crate::spawn::proto::CGROUP_NONE,
             (Some(cg), Some(_)) if cg.v2 => crate::spawn::proto::CGROUP_V2_CLONE_INTO,
             (Some(_), Some(_)) => crate::spawn::proto::CGROUP_V1_PROCS,
             _ => crate::spawn::proto::CGROUP_NONE,
@@ -254,10 +258,17 @@ impl Instance {
             None
         };
         let sup = wait::supervise(io, stdin, timeout, self.inner.output_limit, sink, &mut on_timeout, &mut watch);
-        let run_stats = run_cg.as_ref().map(|r| r.stats());
+        let mut run_stats = run_cg.as_ref().map(|r| r.stats());
         let after = self.cg.as_ref().map(|c| c.stats()).unwrap_or_default();
-        if let Some(run) = run_cg {
-            run.remove();
+        match run_cg {
+            Some(run) if !one_shot => run.remove(),
+            // The instance's own counters: on v1 they are already in `after`.
+            Some(_) => {
+                if let Some(s) = run_stats.as_mut() {
+                    (s.oom_kills, s.pids_max_hits) = (0, 0);
+                }
+            }
+            None => {}
         }
         self.report(sup, !cmd.pass_through, run_stats, before, after)
     }

@@ -396,6 +396,14 @@ impl InstanceCgroup {
     }
 }
 
+impl InstanceCgroup {
+    /// The instance's cgroups seen as one run (a one-shot run, whose program simply inherits
+    /// the reaper's cgroups: no per-run directories to create, join and remove).
+    pub fn as_run(&self) -> RunCgroup {
+        RunCgroup { v2: self.v2, dirs: self.dirs.clone(), join: Vec::new() }
+    }
+}
+
 impl RunCgroup {
     pub fn stats(&self) -> RunStats {
         let mut s = RunStats::default();
@@ -441,7 +449,8 @@ impl RunCgroup {
         }
     }
 
-    /// Kills what is left and removes the run's cgroups.
+    /// Kills what is left and removes the run's cgroups (not for `as_run`: the instance's
+    /// directories go with the instance).
     pub fn remove(self) {
         for (_, d) in &self.dirs {
             kill_and_wait(self.v2, d);
