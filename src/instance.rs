@@ -261,7 +261,7 @@ impl Instance {
         let mut run_stats = run_cg.as_ref().map(|r| r.stats());
         let after = self.cg.as_ref().map(|c| c.stats()).unwrap_or_default();
         match run_cg {
-            Some(run) if !one_shot => run.remove(),
+            Some(run) if !one_shot => run.release(),
             // The instance's own counters: on v1 they are already in `after`.
             Some(_) => {
                 if let Some(s) = run_stats.as_mut() {

@@ -324,9 +324,18 @@ impl InstanceCgroup {
         Ok(())
     }
 
-    /// A cgroup for the next run.
+    /// A cgroup for the next run. Earlier runs' cgroups that have emptied since are removed.
     pub fn new_run(&self) -> Result<RunCgroup> {
         let n = self.next_run.fetch_add(1, Ordering::Relaxed);
+        for (_, d) in &self.dirs {
+            if let Ok(rd) = fs::read_dir(d) {
+                for e in rd.flatten() {
+                    if e.file_name().to_string_lossy().starts_with("run-") && e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        let _ = fs::remove_dir(e.path()); // EBUSY while populated: kept
+                    }
+                }
+            }
+        }
         let dirs: Vec<(&'static str, PathBuf)> = self.dirs.iter().map(|(c, d)| (*c, d.join(format!("run-{n}")))).collect();
         let mut run = RunCgroup { v2: self.v2, dirs: Vec::new(), join: Vec::new() };
         for (c, d) in dirs {
@@ -449,12 +458,12 @@ impl RunCgroup {
         }
     }
 
-    /// Kills what is left and removes the run's cgroups (not for `as_run`: the instance's
-    /// directories go with the instance).
-    pub fn remove(self) {
+    /// Removes the run's cgroups if nothing is left in them. Processes the run left running in
+    /// a session (a server started for the next run) keep theirs until they exit or the
+    /// instance is destroyed. Not for `as_run`: the instance's directories go with it.
+    pub fn release(self) {
         for (_, d) in &self.dirs {
-            kill_and_wait(self.v2, d);
-            remove(d);
+            let _ = fs::remove_dir(d);
         }
     }
 }
