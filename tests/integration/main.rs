@@ -8,6 +8,7 @@ static ALLOC: rsandbox::CheckedAlloc = rsandbox::CheckedAlloc;
 
 mod cli;
 mod files;
+mod filters;
 mod interpreters;
 mod io;
 mod isolation;
