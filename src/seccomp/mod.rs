@@ -326,23 +326,10 @@ pub const HANDOFF_FD: u32 = 1000;
 /// `HANDOFF_FD` that hands the listener over, right after loading the filter.
 pub fn with_violation_listener(prog: &[libc::sock_filter]) -> Vec<libc::sock_filter> {
     use bpf::*;
-    let ins = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
-    const LD_ABS: u16 = 0x20;
-    const JEQ: u16 = 0x15;
     const RET: u16 = 0x06;
-    let mut out = vec![
-        ins(LD_ABS, 0, 0, 4),                                 // arch
-        ins(JEQ, 0, 7, AUDIT_ARCH_X86_64),                    // not native: the profile decides
-        ins(LD_ABS, 0, 0, 0),                                 // nr
-        ins(JEQ, 0, 5, libc::SYS_sendmsg as u32),
-        ins(LD_ABS, 0, 0, 16),                                // args[0], low half
-        ins(JEQ, 0, 3, HANDOFF_FD),
-        ins(LD_ABS, 0, 0, 20),                                // args[0], high half
-        ins(JEQ, 0, 1, 0),
-        ins(RET, 0, 0, SECCOMP_RET_ALLOW),
-    ];
-    debug_assert!(cfg!(target_arch = "x86_64") && cfg!(target_endian = "little"));
+    let mut out = allow_exact(libc::SYS_sendmsg, HANDOFF_FD as u64).to_vec();
     out.extend(prog.iter().map(|i| {
+        let ins = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
         let kill = matches!(i.k & SECCOMP_RET_ACTION_FULL, SECCOMP_RET_KILL_PROCESS | SECCOMP_RET_KILL_THREAD);
         if i.code == RET && kill {
             ins(RET, 0, 0, SECCOMP_RET_USER_NOTIF)
@@ -351,6 +338,29 @@ pub fn with_violation_listener(prog: &[libc::sock_filter]) -> Vec<libc::sock_fil
         }
     }));
     out
+}
+
+/// A 9-instruction prefix that allows native syscall `nr` when its first argument is exactly
+/// `arg0` (all 64 bits) and otherwise falls through to the program after it. For the few
+/// "allow exactly this value" cases libseccomp cannot express next to "deny when this bit is set".
+fn allow_exact(nr: i64, arg0: u64) -> [libc::sock_filter; 9] {
+    use bpf::*;
+    let ins = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    const LD_ABS: u16 = 0x20;
+    const JEQ: u16 = 0x15;
+    const RET: u16 = 0x06;
+    debug_assert!(cfg!(target_arch = "x86_64") && cfg!(target_endian = "little"));
+    [
+        ins(LD_ABS, 0, 0, 4),              // arch
+        ins(JEQ, 0, 7, AUDIT_ARCH_X86_64), // not native: the profile decides
+        ins(LD_ABS, 0, 0, 0),              // nr (an x32 number has bit 30 set: no match)
+        ins(JEQ, 0, 5, nr as u32),
+        ins(LD_ABS, 0, 0, 16),             // args[0], low half
+        ins(JEQ, 0, 3, arg0 as u32),
+        ins(LD_ABS, 0, 0, 20),             // args[0], high half
+        ins(JEQ, 0, 1, (arg0 >> 32) as u32),
+        ins(RET, 0, 0, SECCOMP_RET_ALLOW),
+    ]
 }
 
 /// Compiles the chosen profile; `None` for `Unconfined`.
@@ -364,7 +374,14 @@ pub fn load(profile: &Profile) -> Result<Option<Compiled>> {
         builtin => {
             let name = builtin.name();
             let json = BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, j)| *j).expect("builtin profile");
-            compile_json(json, &format!("seccomp-profiles/{name}.json"), &name).map(Some)
+            let mut c = compile_json(json, &format!("seccomp-profiles/{name}.json"), &name)?;
+            if *builtin == Profile::Default && cfg!(target_arch = "x86_64") {
+                // personality(0xffffffff) only reads the persona; the flag rules would match it.
+                let mut p = allow_exact(libc::SYS_personality, 0xffff_ffff).to_vec();
+                p.extend_from_slice(&c.program);
+                c.program = p;
+            }
+            Ok(Some(c))
         }
     }
 }
@@ -443,6 +460,8 @@ mod tests {
         assert_eq!(x64(&c, SYS_personality, 0x0400000, 0), DENY_EPERM); // READ_IMPLIES_EXEC
         assert_eq!(x64(&c, SYS_personality, 0x0040000, 0), DENY_EPERM); // ADDR_NO_RANDOMIZE
         assert_eq!(x64(&c, SYS_personality, 0, 0), Verdict::Allow);
+        assert_eq!(x64(&c, SYS_personality, 0xffff_ffff, 0), Verdict::Allow); // the query
+        assert_eq!(x64(&c, SYS_personality, 0x1_ffff_ffff, 0), DENY_EPERM); // not the query: flags
         for nr in [SYS_read, SYS_write, SYS_openat, SYS_execve, SYS_mmap, SYS_futex, SYS_wait4] {
             assert_eq!(x64(&c, nr, 0, 0), Verdict::Allow, "syscall {nr}");
         }
@@ -473,6 +492,8 @@ mod tests {
             assert_eq!(x64(&c, nr, 0, 0), Verdict::Notify, "syscall {nr}");
         }
         assert_eq!(x64(&c, SYS_acct, 0, 0), DENY_ENOSYS);
+        assert_eq!(x64(&c, SYS_restart_syscall, 0, 0), Verdict::Allow);
+        assert_eq!(x64(&c, SYS_setgroups, 0, 0), Verdict::Allow);
         assert_eq!(x64(&c, SYS_clone3, 0, 0), DENY_ENOSYS);
         assert_eq!(x64(&c, SYS_clone, CLONE_NEWUSER as u64, 0), DENY_EPERM);
         assert_eq!(x64(&c, SYS_ioctl, 0, 0x1_0000_5412), DENY_EPERM);

@@ -265,7 +265,6 @@ print(r.returncode, r.stdout.strip())",
 /// `personality(0xffffffff)` only reads the persona; it is harmless and Docker's profile
 /// allows it, but default.json's masked rules match it (all bits set), so it gets EPERM.
 #[test]
-#[ignore = "engine bug: default.json denies the harmless personality query personality(0xffffffff) with EPERM"]
 fn default_profile_allows_the_personality_query() {
     let _g = util::shared();
     if !util::require("userns") {
@@ -472,7 +471,6 @@ print('parent goes on')",
 /// "The futex facility returned an unexpected error code", which test_subprocess hits when a
 /// thread's timed GIL wait is interrupted by a child's SIGCHLD).
 #[test]
-#[ignore = "engine bug: strict.json lacks restart_syscall; an interrupted nanosleep/futex wait resumes with ENOSYS"]
 fn strict_lets_a_stopped_sleep_resume() {
     let _g = util::shared();
     if !util::require("userns") {
@@ -546,7 +544,6 @@ fn has_stdlib_test(name: &str) -> bool {
 /// out: they run children as uid/gid 65534, which the instance's user namespace does not map,
 /// so they fail with EINVAL even without a filter (they accept only EPERM/EACCES).
 #[test]
-#[ignore = "engine bug: strict.json lacks setgroups (test_extra_groups gets ENOSYS where it accepts EPERM) and restart_syscall (glibc aborts: 'The futex facility returned an unexpected error code')"]
 fn strict_runs_stdlib_test_subprocess() {
     let _g = util::shared();
     if !util::require("userns") || !has_stdlib_test("test_subprocess") {
@@ -602,7 +599,6 @@ fn strict_runs_stdlib_test_asyncio_subset() {
 /// futex wait is interrupted by SIGCHLD and resumed through restart_syscall, which strict.json
 /// lacks.
 #[test]
-#[ignore = "engine bug: strict.json lacks restart_syscall; intermittently (1 run in 8 here) aborts with 'The futex facility returned an unexpected error code'"]
 fn strict_runs_stdlib_test_asyncio_subprocess() {
     let _g = util::shared();
     if !util::require("userns") || !has_stdlib_test("test_asyncio") {
