@@ -353,16 +353,34 @@ fn bad_input_gives_clear_errors() {
     assert_ne!(code(&o), 0, "{o:?}");
 }
 
-/// Limit options that do not exist yet (--cpus, --mem, --pids) are rejected by the parser
-/// (exit 2), not silently ignored. (--seccomp exists now: see run --help.)
+/// The limit options are accepted and run the program, `run --help` shows them with their
+/// defaults, and bad values are one line on stderr naming the option, with exit 125.
 #[test]
-fn unimplemented_limit_options_are_rejected() {
+fn limit_options_are_accepted_shown_and_checked() {
     let _g = util::shared();
-    for (flag, value) in [("--cpus", "1"), ("--mem", "100"), ("--pids", "10")] {
+    let help = stdout(&rsb(["run", "--help"]));
+    for (flag, default) in [("--cpus <CPUS>", Some("[default: 1]")), ("--mem <MB>", Some("[default: 512]")), ("--pids <N>", Some("[default: 256]")), ("--cpu-time <SECS>", None)] {
+        let line = help.lines().find(|l| l.trim_start().starts_with(flag)).unwrap_or_else(|| panic!("{flag} is not in run --help:\n{help}"));
+        if let Some(d) = default {
+            assert!(line.contains(d), "{flag} does not show {d}: {line}");
+        }
+    }
+    if !util::require("userns") {
+        return;
+    }
+    let o = rsb(["run", "--cpus", "1", "--mem", "100", "--pids", "10", "--cpu-time", "5", "-c", "print('ran')"]);
+    assert_eq!((code(&o), stdout(&o).as_str()), (0, "ran\n"), "{o:?}");
+    for (flag, value) in [("--cpus", "0"), ("--cpus", "1000"), ("--mem", "1"), ("--pids", "0")] {
         let o = rsb(["run", flag, value, "-c", "print('ran')"]);
-        assert_eq!(code(&o), 2, "{flag}: {o:?}");
-        assert!(stderr(&o).contains(&format!("unexpected argument '{flag}'")), "{flag}: {}", stderr(&o));
-        assert!(stdout(&o).is_empty(), "{flag}: the program ran");
+        assert_eq!(code(&o), 125, "{flag} {value}: {o:?}");
+        let err = stderr(&o);
+        assert_eq!(err.trim_end().lines().count(), 1, "{flag} {value}: not one line: {err}");
+        assert!(err.starts_with("rsandbox: ") && err.contains(flag.trim_start_matches('-')), "{flag} {value}: the error does not name the option: {err}");
+        assert!(stdout(&o).is_empty(), "{flag} {value}: the program ran");
+        let o = rsb(["run", "--json", flag, value, "-c", "print('ran')"]);
+        assert_eq!(code(&o), 125, "{flag} {value}: {o:?}");
+        let v = json(&o);
+        assert!(v["error"]["message"].as_str().unwrap().contains(flag.trim_start_matches('-')), "{flag} {value}: {v}");
     }
 }
 

@@ -13,3 +13,4 @@ mod interpreters;
 mod io;
 mod isolation;
 mod lifecycle;
+mod limits;
