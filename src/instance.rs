@@ -242,16 +242,31 @@ impl Instance {
         let mut on_timeout = || kill_run();
         let cpu_limit_us = self.inner.cpu_time.map(|t| t.as_micros() as u64);
         let mem_watchdog = if self.cg.is_none() { self.inner.limits.memory } else { None };
+        // A watchdog kill without cgroups: in a one-shot run the reaper kills every other process
+        // of the instance (kill(-1) from pid 1), so the program's exit record and rusage still
+        // arrive for the report.
+        let watchdog_kill = || {
+            if one_shot && self.cg.is_none() {
+                let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = spawn::signal(reaper, -1, libc::SIGKILL);
+            } else {
+                kill_run();
+            }
+        };
         let mut watch = || {
-            if let (Some(limit), Some(run)) = (cpu_limit_us, &run_cg) {
-                if run.cpu_us() >= limit {
-                    kill_run();
+            if let Some(limit) = cpu_limit_us {
+                let used = match &run_cg {
+                    Some(run) => run.cpu_us(),
+                    None => tree_cpu_us(reaper.pid),
+                };
+                if used >= limit {
+                    watchdog_kill();
                     return Some(Limit::CpuTime);
                 }
             }
             if let Some(limit) = mem_watchdog {
                 if tree_rss(reaper.pid) > limit {
-                    kill_run();
+                    watchdog_kill();
                     return Some(Limit::Memory);
                 }
             }
@@ -304,7 +319,11 @@ impl Instance {
             } else {
                 exit_code = Some(libc::WEXITSTATUS(rec.status));
             }
-            if oom_kills > 0 && died {
+            if signal == Some(libc::SIGXCPU) && self.inner.cpu_time.is_some() {
+                // RLIMIT_CPU, the backstop without cgroups, fired before the watchdog.
+                limits_hit.push(Limit::CpuTime);
+                Status::CpuTime
+            } else if oom_kills > 0 && died {
                 Status::Memory
             } else if pids_hits > 0 && died {
                 Status::Pids
@@ -507,10 +526,25 @@ impl Drop for Instance {
     }
 }
 
-/// Resident memory of `pid` and all its descendants, in bytes (the memory watchdog used when
-/// cgroups are not available).
-fn tree_rss(pid: i32) -> u64 {
-    let mut total = 0;
+/// CPU time of `pid` and all its live descendants, plus what the reaper collected from the
+/// children it reaped, in microseconds (the CPU-time watchdog without cgroups).
+fn tree_cpu_us(pid: i32) -> u64 {
+    let tick_us = 1_000_000 / sys::clock_ticks();
+    let mut ticks = 0;
+    for_tree(pid, |p, is_root| {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+            // After ")": state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
+            // cmajflt utime stime cutime cstime (fields 3-17 of stat; some may be negative).
+            let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+            let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            ticks += n(11) + n(12) + if is_root { n(13) + n(14) } else { 0 };
+        }
+    });
+    ticks * tick_us
+}
+
+/// Calls `f` for `pid` and each of its descendants (bounded).
+fn for_tree(pid: i32, mut f: impl FnMut(i32, bool)) {
     let mut stack = vec![pid];
     let mut seen = 0;
     while let Some(p) = stack.pop() {
@@ -518,11 +552,7 @@ fn tree_rss(pid: i32) -> u64 {
         if seen > 100_000 {
             break;
         }
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/status")) {
-            if let Some(kb) = s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()) {
-                total += kb * 1024;
-            }
-        }
+        f(p, p == pid);
         if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
             for t in tasks.flatten() {
                 if let Ok(c) = std::fs::read_to_string(t.path().join("children")) {
@@ -531,6 +561,19 @@ fn tree_rss(pid: i32) -> u64 {
             }
         }
     }
+}
+
+/// Resident memory of `pid` and all its descendants, in bytes (the memory watchdog used when
+/// cgroups are not available).
+fn tree_rss(pid: i32) -> u64 {
+    let mut total = 0;
+    for_tree(pid, |p, _| {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/status")) {
+            if let Some(kb) = s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()) {
+                total += kb * 1024;
+            }
+        }
+    });
     total
 }
 

@@ -467,6 +467,17 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), for /proc's CPU times.
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no memory effects.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
 /// `kill(2)`.
 pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
     // SAFETY: no memory is involved.

@@ -424,9 +424,6 @@ fn cli_fallback_without_cgroups_stops_memory_and_fork_bombs() {
 /// Without cgroups a CPU-time limit still ends an infinite loop and is reported as `cpu_time`
 /// (DESIGN.md §5), near the limit asked for.
 #[test]
-#[ignore = "engine bug: without cgroups the CPU-time watchdog never runs (instance.rs watches only a \
-            run cgroup); RLIMIT_CPU (rounded up to whole seconds) kills with SIGXCPU, reported as \
-            status signal with empty limits_hit"]
 fn cli_fallback_cpu_time_is_reported_as_cpu_time() {
     let _g = util::shared();
     if !util::require("userns") {
