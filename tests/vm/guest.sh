@@ -30,10 +30,18 @@ read -ra EXTRA_ENV <<<"${VM_TEST_ENV:-}"
 
 # --- the guest's own mounts (the root is the host's, read-only) -------------------------------
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp || die "tmpfs /tmp"
-mkdir -p /dev/pts /dev/shm
+# What udev/systemd add to devtmpfs and /sys on a usual distribution.
+mkdir -p /dev/pts /dev/shm /dev/mqueue
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
+mount -t mqueue -o nosuid,nodev,noexec mqueue /dev/mqueue
+ln -s /proc/self/fd /dev/fd
+ln -s /proc/self/fd/0 /dev/stdin
+ln -s /proc/self/fd/1 /dev/stdout
+ln -s /proc/self/fd/2 /dev/stderr
+ln -s /proc/kcore /dev/core
 mount -t securityfs securityfs /sys/kernel/security
+mount -t bpf -o mode=700 bpf /sys/fs/bpf
 # As on systemd distributions: nsdelegate, memory_recursiveprot.
 mount -t cgroup2 -o nsdelegate,memory_recursiveprot,nosuid,nodev,noexec cgroup2 /sys/fs/cgroup || die "mounting cgroup2"
 # rsandbox's state (/run/rsandbox) is on the /run tmpfs already; its template needs a writable
