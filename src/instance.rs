@@ -192,7 +192,11 @@ impl Instance {
             }
             _ => Vec::new(),
         };
-        let before = self.cg.as_ref().map(|c| c.stats()).unwrap_or_default();
+        // A one-shot run's instance is fresh: its counters start at zero.
+        let before = match &self.cg {
+            Some(c) if !one_shot => c.stats(),
+            _ => Default::default(),
+        };
         let spec = ExecSpec {
             argv: &argv,
             envp: &envp,

@@ -228,11 +228,13 @@ impl InstanceCgroup {
         };
         let cg = InstanceCgroup { v2, dirs, next_run: AtomicU32::new(0) };
         for (_, d) in &cg.dirs {
-            if d.exists() {
+            let mut r = fs::create_dir(d);
+            if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists) {
                 // Left by a supervisor that died with this slot (its record was just cleaned).
                 cg.clean_dir(d);
+                r = fs::create_dir(d);
             }
-            if let Err(e) = fs::create_dir(d) {
+            if let Err(e) = r {
                 cg.destroy();
                 return Err(Error::io("creating the cgroup", d.clone(), e));
             }
@@ -378,6 +380,10 @@ impl InstanceCgroup {
     }
 
     fn clean_dir(&self, d: &Path) {
+        // The common case: the instance's processes are gone and no run cgroup is left.
+        if fs::remove_dir(d).is_ok() {
+            return;
+        }
         if let Ok(rd) = fs::read_dir(d) {
             for e in rd.flatten() {
                 if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
@@ -398,9 +404,7 @@ impl InstanceCgroup {
     /// Kills whatever is left and removes every directory.
     pub fn destroy(&self) {
         for (_, d) in &self.dirs {
-            if d.exists() {
-                self.clean_dir(d);
-            }
+            self.clean_dir(d);
         }
     }
 }

@@ -538,8 +538,12 @@ fn program_main(plan: &ExecPlan, fds: &[RawFd]) -> ! {
 fn drop_capabilities() -> std::io::Result<()> {
     // SAFETY: prctl/capget-style calls with stack structures.
     unsafe {
+        // Up to the first capability the kernel does not know (EINVAL): 41 on 6.x.
         for cap in 0..64 {
-            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && sys::errno() != libc::EINVAL {
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
+                if sys::errno() == libc::EINVAL {
+                    break;
+                }
                 return Err(std::io::Error::last_os_error());
             }
         }
