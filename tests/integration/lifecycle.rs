@@ -232,7 +232,9 @@ fn sigkilled_supervisor_takes_its_instance_and_is_swept() {
         let found = records().difference(&before).find_map(|n| {
             let text = std::fs::read_to_string(rsandbox::state::state_dir().join(n)).ok()?;
             let info: rsandbox::state::RecordInfo = serde_json::from_str(&text).ok()?;
-            (info.supervisor_pid == cli_pid).then(|| (n.clone(), info))
+            // The record is written before the clone (naming the cgroups) and again with the
+            // reaper's pid: wait for the second.
+            (info.supervisor_pid == cli_pid && info.reaper_pid > 0).then(|| (n.clone(), info))
         });
         if let Some(f) = found {
             break f;
