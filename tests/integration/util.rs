@@ -35,6 +35,8 @@ fn feature_present(feature: &str) -> bool {
         "landlock" => p.landlock_abi > 0,
         "cgroup1" => p.cgroup_mounts.iter().any(|m| m.version == 1),
         "cgroup2" => p.cgroup_layout == rsandbox::probe::CgroupLayout::V2,
+        // The v2 device controller is a BPF program attached by rsandbox: root on a v2 host.
+        "bpf-devices" => is_root() && matches!(rsandbox::cgroup::setup(), Ok(rsandbox::cgroup::Setup::V2 { .. })),
         "root" => is_root(),
         "nonroot" => !is_root(),
         _ => false,
