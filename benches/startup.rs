@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use rsandbox::{Command, Sandbox, Status};
 
 fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Row {
@@ -41,11 +44,22 @@ fn time<F: FnMut()>(n: u64, mut f: F) -> Vec<f64> {
 }
 
 fn proc_ok(argv: &[&str]) -> bool {
-    Proc::new(argv[0]).args(&argv[1..]).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+    Proc::new(argv[0])
+        .args(&argv[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 fn run_proc(argv: &[String]) {
-    let st = Proc::new(&argv[0]).args(&argv[1..]).stdout(Stdio::null()).stderr(Stdio::null()).status().expect("spawn");
+    let st = Proc::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("spawn");
     assert!(st.success(), "{argv:?} failed: {st}");
 }
 
@@ -54,7 +68,11 @@ fn rsandbox_bin() -> PathBuf {
     // target/<profile>/deps/startup-xxxx -> target/<profile>/rsandbox
     let dir = exe.parent().and_then(Path::parent).unwrap();
     let bin = dir.join("rsandbox");
-    assert!(bin.exists(), "build the binary first: cargo build --release ({} missing)", bin.display());
+    assert!(
+        bin.exists(),
+        "build the binary first: cargo build --release ({} missing)",
+        bin.display()
+    );
     bin
 }
 
@@ -70,27 +88,74 @@ fn main() {
     let bin = rsandbox_bin();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
 
-    let ns = ["--user", "--map-user=1000", "--mount", "--pid", "--fork", "--net", "--ipc", "--uts", "--cgroup"];
+    let ns = [
+        "--user",
+        "--map-user=1000",
+        "--mount",
+        "--pid",
+        "--fork",
+        "--net",
+        "--ipc",
+        "--uts",
+        "--cgroup",
+    ];
     let unshare = proc_ok(&[&["unshare"][..], &ns, &["/bin/true"]].concat());
     let bwrap_args = |prog: &[&str]| {
-        let mut v = s(&["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
-            "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+        let mut v = s(&[
+            "bwrap",
+            "--unshare-all",
+            "--die-with-parent",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            "--symlink",
+            "usr/bin",
+            "/bin",
+            "--symlink",
+            "usr/lib",
+            "/lib",
+            "--symlink",
+            "usr/lib64",
+            "/lib64",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+        ]);
         v.extend(s(prog));
         v
     };
-    let bwrap = proc_ok(&bwrap_args(&["/bin/true"]).iter().map(String::as_str).collect::<Vec<_>>());
+    let bwrap = proc_ok(
+        &bwrap_args(&["/bin/true"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
 
     let lib = |cmd: &Command| {
         let o = sb.run(cmd).expect("run");
         assert_eq!(o.status, Status::Ok, "{o:?}");
     };
     let mut rows: Vec<Row> = Vec::new();
-    let mut add = |name: &str, samples: Vec<f64>| rows.push(Row { name: name.into(), samples });
+    let mut add = |name: &str, samples: Vec<f64>| {
+        rows.push(Row {
+            name: name.into(),
+            samples,
+        })
+    };
 
-    for (label, prog) in [("/bin/true", vec!["/bin/true"]), ("python3 -c pass", vec![python, "-c", "pass"])] {
+    for (label, prog) in [
+        ("/bin/true", vec!["/bin/true"]),
+        ("python3 -c pass", vec![python, "-c", "pass"]),
+    ] {
         add(&format!("bare {label}"), time(n, || run_proc(&s(&prog))));
         let cmd = Command::new(prog[0]).args(&prog[1..]);
-        add(&format!("library {label} (hot loop)"), time(n, || lib(&cmd)));
+        add(
+            &format!("library {label} (hot loop)"),
+            time(n, || lib(&cmd)),
+        );
         let mut cli = vec![bin.display().to_string(), "run".into(), "--".into()];
         cli.extend(s(&prog));
         add(&format!("rsandbox run {label}"), time(n, || run_proc(&cli)));
@@ -98,10 +163,16 @@ fn main() {
             let mut u = s(&["unshare"]);
             u.extend(s(&ns));
             u.extend(s(&prog));
-            add(&format!("unshare (7 namespaces) {label}"), time(n, || run_proc(&u)));
+            add(
+                &format!("unshare (7 namespaces) {label}"),
+                time(n, || run_proc(&u)),
+            );
         }
         if bwrap {
-            add(&format!("bwrap --unshare-all {label}"), time(n, || run_proc(&bwrap_args(&prog))));
+            add(
+                &format!("bwrap --unshare-all {label}"),
+                time(n, || run_proc(&bwrap_args(&prog))),
+            );
         }
     }
     if cold_n > 0 {
@@ -118,14 +189,23 @@ fn main() {
             lib(&true_cmd);
             cold_lib.push(t.elapsed().as_secs_f64() * 1000.0);
         }
-        add(&format!("bare /bin/true, cold (after {}s idle)", idle.as_secs()), cold_bare);
-        add(&format!("library /bin/true, cold (after {}s idle)", idle.as_secs()), cold_lib);
+        add(
+            &format!("bare /bin/true, cold (after {}s idle)", idle.as_secs()),
+            cold_bare,
+        );
+        add(
+            &format!("library /bin/true, cold (after {}s idle)", idle.as_secs()),
+            cold_lib,
+        );
     }
 
     // The cost of moving a process into a v1 cgroup, hot and after an idle spell (a global
     // rwsem's RCU grace period): what every instance pays on v1 hosts (v2 clones into place).
     if let Ok(rsandbox::cgroup::Setup::V1 { bases }) = rsandbox::cgroup::setup() {
-        let mem = bases.iter().find(|(c, _)| *c == "memory").map(|(_, b)| b.join(format!("rsandbox-bench-{}", std::process::id())));
+        let mem = bases
+            .iter()
+            .find(|(c, _)| *c == "memory")
+            .map(|(_, b)| b.join(format!("rsandbox-bench-{}", std::process::id())));
         if let Some(dir) = mem.filter(|d| std::fs::create_dir(d).is_ok()) {
             let attach = || {
                 let mut child = Proc::new("/bin/sleep").arg("5").spawn().expect("sleep");
@@ -145,15 +225,32 @@ fn main() {
                 .collect();
             add("v1 cgroup attach (write cgroup.procs), hot", hot);
             if !cold.is_empty() {
-                add(&format!("v1 cgroup attach, cold (after {}s idle)", idle.as_secs()), cold);
+                add(
+                    &format!("v1 cgroup attach, cold (after {}s idle)", idle.as_secs()),
+                    cold,
+                );
             }
             let _ = std::fs::remove_dir(&dir);
         }
     }
 
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    println!("\nstartup bench: n={n} per hot row, {cold_n} cold samples; {} CPUs, kernel {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), kernel.trim());
-    println!("unshare: {}, bwrap: {}\n", if unshare { "yes" } else { "not installed/usable" }, if bwrap { "yes" } else { "not installed/usable" });
+    println!(
+        "\nstartup bench: n={n} per hot row, {cold_n} cold samples; {} CPUs, kernel {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        kernel.trim()
+    );
+    println!(
+        "unshare: {}, bwrap: {}\n",
+        if unshare {
+            "yes"
+        } else {
+            "not installed/usable"
+        },
+        if bwrap { "yes" } else { "not installed/usable" }
+    );
     println!("| run | median ms | p99 ms |");
     println!("|---|---:|---:|");
     let mut medians = std::collections::HashMap::new();
@@ -166,10 +263,20 @@ fn main() {
     if let (Some(bare), Some(lib)) = (get("bare /bin/true"), get("library /bin/true (hot loop)")) {
         println!("\nlibrary adds {:.2} ms over bare /bin/true", lib - bare);
         if let Some(u) = get("unshare (7 namespaces) /bin/true") {
-            println!("unshare adds {:.2} ms over bare /bin/true (goal: library adds less)", u - bare);
+            println!(
+                "unshare adds {:.2} ms over bare /bin/true (goal: library adds less)",
+                u - bare
+            );
         }
-        if let (Some(b), Some(c)) = (get("bwrap --unshare-all /bin/true"), get("rsandbox run /bin/true")) {
-            println!("rsandbox run adds {:.2} ms, bwrap adds {:.2} ms (goal: at most half)", c - bare, b - bare);
+        if let (Some(b), Some(c)) = (
+            get("bwrap --unshare-all /bin/true"),
+            get("rsandbox run /bin/true"),
+        ) {
+            println!(
+                "rsandbox run adds {:.2} ms, bwrap adds {:.2} ms (goal: at most half)",
+                c - bare,
+                b - bare
+            );
         }
     }
 }

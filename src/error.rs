@@ -11,11 +11,17 @@ use std::path::PathBuf;
 pub enum Error {
     /// A setting is invalid (named, with the reason).
     #[error("invalid {field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
 
     /// The host lacks something rsandbox needs.
     #[error("host does not support {feature}: {message}")]
-    Unsupported { feature: &'static str, message: String },
+    Unsupported {
+        feature: &'static str,
+        message: String,
+    },
 
     /// A host-side operation failed.
     #[error("{what} {}: {source}", path.as_ref().map(|p| p.display().to_string()).unwrap_or_default())]
@@ -53,12 +59,23 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(what: &'static str, path: impl Into<Option<PathBuf>>, source: io::Error) -> Error {
-        Error::Io { what, path: path.into(), source }
+    pub(crate) fn io(
+        what: &'static str,
+        path: impl Into<Option<PathBuf>>,
+        source: io::Error,
+    ) -> Error {
+        Error::Io {
+            what,
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Error {
-        Error::Invalid { field, message: message.into() }
+        Error::Invalid {
+            field,
+            message: message.into(),
+        }
     }
 
     /// The stage name used in `{"error": {"stage": ...}}`.

@@ -39,7 +39,12 @@ const RESOLVE: u64 = sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS | sys
 /// Splits a work-dir path into checked components: relative (or absolute under the work dir),
 /// no `.`/`..`, no NUL, not empty.
 fn components(path: &str) -> Result<Vec<CString>> {
-    let refuse = |reason: &str| Err(Error::Path { path: path.to_string(), reason: reason.to_string() });
+    let refuse = |reason: &str| {
+        Err(Error::Path {
+            path: path.to_string(),
+            reason: reason.to_string(),
+        })
+    };
     let rel = match path.strip_prefix(defaults::WORK_DIR) {
         Some(r) if r.is_empty() || r.starts_with('/') => r.trim_start_matches('/'),
         _ if path.starts_with('/') => return refuse("absolute paths must be under /home/sandbox"),
@@ -69,18 +74,21 @@ impl Instance {
         let ids = IdMap::for_slot(record.slot, euid, egid);
         let mut enforcement = inner.enforcement.clone();
         let cg = match crate::cgroup::setup() {
-            Ok(setup) => match crate::cgroup::InstanceCgroup::create(setup, record.slot, &inner.limits) {
-                Ok(cg) => Some(cg),
-                Err(e) if inner.strict => {
-                    record.remove();
-                    return Err(e);
+            Ok(setup) => {
+                match crate::cgroup::InstanceCgroup::create(setup, record.slot, &inner.limits) {
+                    Ok(cg) => Some(cg),
+                    Err(e) if inner.strict => {
+                        record.remove();
+                        return Err(e);
+                    }
+                    Err(_) => {
+                        (enforcement.memory, enforcement.cpu, enforcement.pids) =
+                            ("watchdog".into(), "none".into(), "rlimit".into());
+                        enforcement.devices = "mount-only".into();
+                        None
+                    }
                 }
-                Err(_) => {
-                    (enforcement.memory, enforcement.cpu, enforcement.pids) = ("watchdog".into(), "none".into(), "rlimit".into());
-                    enforcement.devices = "mount-only".into();
-                    None
-                }
-            },
+            }
             Err(_) => None,
         };
         if let Some(cg) = &cg {
@@ -97,7 +105,12 @@ impl Instance {
         };
         let cgroups = cg.as_ref().map(|c| c.paths()).unwrap_or_default();
         // Recorded before the clone, so a supervisor killed right after leaves them findable.
-        if let Err(e) = record.write(&RecordInfo { version: 1, supervisor_pid: std::process::id() as i32, cgroups: cgroups.clone(), ..Default::default() }) {
+        if let Err(e) = record.write(&RecordInfo {
+            version: 1,
+            supervisor_pid: std::process::id() as i32,
+            cgroups: cgroups.clone(),
+            ..Default::default()
+        }) {
             return fail(record, &cg, e);
         }
         let clone_into = match cg.as_ref().map(|c| c.clone_into()).transpose() {
@@ -112,7 +125,11 @@ impl Instance {
             loopback: inner.net == Net::Loopback,
         };
         let mut attach = |pid: i32| cg.as_ref().map_or(Ok(()), |c| c.attach(pid));
-        let reaper = match spawn::start_reaper(&spec, clone_into.as_ref().map(|f| f.as_raw_fd()), &mut attach) {
+        let reaper = match spawn::start_reaper(
+            &spec,
+            clone_into.as_ref().map(|f| f.as_raw_fd()),
+            &mut attach,
+        ) {
             Ok(r) => r,
             Err(e) => return fail(record, &cg, e),
         };
@@ -125,7 +142,16 @@ impl Instance {
             cgroups,
         };
         let slot = record.slot;
-        let mut inst = Instance { inner, reaper: Some(reaper), record: None, ids, cg, enforcement, slot, lock: Mutex::new(()) };
+        let mut inst = Instance {
+            inner,
+            reaper: Some(reaper),
+            record: None,
+            ids,
+            cg,
+            enforcement,
+            slot,
+            lock: Mutex::new(()),
+        };
         record.write(&info)?;
         inst.record = Some(record);
         Ok(inst)
@@ -150,24 +176,41 @@ impl Instance {
         let stdin = match &cmd.stdin {
             Stdin::Null => StdinSource::Null,
             Stdin::Bytes(b) => StdinSource::Bytes(b.clone()),
-            Stdin::File(p) => {
-                StdinSource::File(std::fs::File::open(p).map_err(|e| Error::io("opening stdin file", p.clone(), e))?)
-            }
+            Stdin::File(p) => StdinSource::File(
+                std::fs::File::open(p)
+                    .map_err(|e| Error::io("opening stdin file", p.clone(), e))?,
+            ),
         };
         let cwd = CString::new(defaults::WORK_DIR).unwrap();
         let mut rlimits = vec![
-            Rlimit { resource: libc::RLIMIT_CORE, cur: defaults::CORE, max: defaults::CORE },
-            Rlimit { resource: libc::RLIMIT_NOFILE, cur: defaults::NOFILE, max: defaults::NOFILE },
+            Rlimit {
+                resource: libc::RLIMIT_CORE,
+                cur: defaults::CORE,
+                max: defaults::CORE,
+            },
+            Rlimit {
+                resource: libc::RLIMIT_NOFILE,
+                cur: defaults::NOFILE,
+                max: defaults::NOFILE,
+            },
         ];
         if self.cg.is_none() {
             // Without cgroups: processes per (user namespace, uid), i.e. per instance; CPU
             // seconds per process as a backstop of the CPU-time limit.
             if let Some(p) = self.inner.limits.pids {
-                rlimits.push(Rlimit { resource: libc::RLIMIT_NPROC, cur: p, max: p });
+                rlimits.push(Rlimit {
+                    resource: libc::RLIMIT_NPROC,
+                    cur: p,
+                    max: p,
+                });
             }
             if let Some(t) = self.inner.cpu_time {
                 let s = t.as_secs_f64().ceil() as u64;
-                rlimits.push(Rlimit { resource: libc::RLIMIT_CPU, cur: s, max: s + 1 });
+                rlimits.push(Rlimit {
+                    resource: libc::RLIMIT_CPU,
+                    cur: s,
+                    max: s + 1,
+                });
             }
         }
         // A session's run gets its own cgroup (its timeout must not touch the session's other
@@ -183,12 +226,17 @@ impl Instance {
             (Some(_), Some(_)) => crate::spawn::proto::CGROUP_V1_PROCS,
             _ => crate::spawn::proto::CGROUP_NONE,
         };
-        let cgroup_fds: Vec<std::os::fd::RawFd> = run_cg.iter().flat_map(|r| r.join.iter().map(|f| f.as_raw_fd())).collect();
+        let cgroup_fds: Vec<std::os::fd::RawFd> = run_cg
+            .iter()
+            .flat_map(|r| r.join.iter().map(|f| f.as_raw_fd()))
+            .collect();
         // ceil(cpus) CPUs, spread over the host by slot, so thread pools size themselves.
         let cpus: Vec<usize> = match self.inner.limits.cpus {
             Some(c) if (c.ceil() as usize) < self.inner.ncpu => {
                 let n = c.ceil() as usize;
-                (0..n).map(|i| (self.slot as usize * n + i) % self.inner.ncpu).collect()
+                (0..n)
+                    .map(|i| (self.slot as usize * n + i) % self.inner.ncpu)
+                    .collect()
             }
             _ => Vec::new(),
         };
@@ -214,7 +262,14 @@ impl Instance {
         let (pid, io) = {
             let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             plan::write(&reaper.region, &spec).map_err(|t| {
-                Error::invalid("command", format!("arguments and environment need {} bytes; the limit is {}", t.needed, plan::REGION_LEN))
+                Error::invalid(
+                    "command",
+                    format!(
+                        "arguments and environment need {} bytes; the limit is {}",
+                        t.needed,
+                        plan::REGION_LEN
+                    ),
+                )
             })?;
             // The pipes' inodes belong to whoever creates them; the program reopens them through
             // /proc/self/fd (`> /dev/stdout`), which needs it to own them.
@@ -222,7 +277,11 @@ impl Instance {
             match spawn::start_program(reaper, &cmd.name(), &cgroup_fds) {
                 Ok(started) => started,
                 // A reaper that does not answer is stuck: end the instance, never hang.
-                Err(e @ Error::Setup { stage: "reaper", .. }) => {
+                Err(
+                    e @ Error::Setup {
+                        stage: "reaper", ..
+                    },
+                ) => {
                     spawn::kill_reaper(reaper);
                     return Err(e);
                 }
@@ -230,7 +289,11 @@ impl Instance {
             }
         };
         let timeout = cmd.timeout.unwrap_or(self.inner.timeout);
-        let sink = if cmd.pass_through { Sink::Inherit } else { Sink::Capture };
+        let sink = if cmd.pass_through {
+            Sink::Inherit
+        } else {
+            Sink::Capture
+        };
         // Ends the run: in a one-shot run the whole instance; in a session the run's cgroup
         // (every process it started, wherever it went), or its process group without cgroups.
         let kill_run = || {
@@ -245,7 +308,11 @@ impl Instance {
         };
         let mut on_timeout = || kill_run();
         let cpu_limit_us = self.inner.cpu_time.map(|t| t.as_micros() as u64);
-        let mem_watchdog = if self.cg.is_none() { self.inner.limits.memory } else { None };
+        let mem_watchdog = if self.cg.is_none() {
+            self.inner.limits.memory
+        } else {
+            None
+        };
         // A watchdog kill without cgroups: in a one-shot run the reaper kills every other process
         // of the instance (kill(-1) from pid 1), so the program's exit record and rusage still
         // arrive for the report.
@@ -276,7 +343,15 @@ impl Instance {
             }
             None
         };
-        let sup = wait::supervise(io, stdin, timeout, self.inner.output_limit, sink, &mut on_timeout, &mut watch);
+        let sup = wait::supervise(
+            io,
+            stdin,
+            timeout,
+            self.inner.output_limit,
+            sink,
+            &mut on_timeout,
+            &mut watch,
+        );
         let mut run_stats = run_cg.as_ref().map(|r| r.stats());
         let after = self.cg.as_ref().map(|c| c.stats()).unwrap_or_default();
         match run_cg {
@@ -304,7 +379,8 @@ impl Instance {
         let (mut exit_code, mut signal) = (None, None);
         let run = run_stats.unwrap_or_default();
         let oom_kills = after.oom_kills.saturating_sub(before.oom_kills) + run.oom_kills;
-        let pids_hits = after.pids_max_hits.saturating_sub(before.pids_max_hits) + run.pids_max_hits;
+        let pids_hits =
+            after.pids_max_hits.saturating_sub(before.pids_max_hits) + run.pids_max_hits;
         let status = if sup.timed_out {
             limits_hit.push(Limit::Wall);
             Status::Timeout
@@ -316,7 +392,9 @@ impl Instance {
                 Status::Memory
             }
         } else {
-            let Some(rec) = sup.exit else { return Err(Error::Gone) };
+            let Some(rec) = sup.exit else {
+                return Err(Error::Gone);
+            };
             let died = libc::WIFSIGNALED(rec.status) || libc::WEXITSTATUS(rec.status) != 0;
             if libc::WIFSIGNALED(rec.status) {
                 signal = Some(libc::WTERMSIG(rec.status));
@@ -356,7 +434,11 @@ impl Instance {
             limits_hit.push(Limit::Output);
         }
         let (mut user_ms, mut sys_ms, mut peak) = match sup.exit {
-            Some(r) => (r.utime_us as f64 / 1000.0, r.stime_us as f64 / 1000.0, Some(r.maxrss_kb as u64 * 1024)),
+            Some(r) => (
+                r.utime_us as f64 / 1000.0,
+                r.stime_us as f64 / 1000.0,
+                Some(r.maxrss_kb as u64 * 1024),
+            ),
             None => (0.0, 0.0, None),
         };
         // The cgroup counts every process of the run, waited for or not.
@@ -389,10 +471,12 @@ impl Instance {
             stderr_bytes: sup.stderr.total,
             stdout_truncated: sup.stdout.truncated,
             stderr_truncated: sup.stderr.truncated,
-            seccomp_violation: sup.violation.map(|(arch, nr)| crate::outcome::SeccompViolation {
-                syscall: crate::seccomp::syscall_name(arch, nr),
-                nr: nr as i64,
-            }),
+            seccomp_violation: sup
+                .violation
+                .map(|(arch, nr)| crate::outcome::SeccompViolation {
+                    syscall: crate::seccomp::syscall_name(arch, nr),
+                    nr: nr as i64,
+                }),
             enforcement: self.enforcement.clone(),
             queued_ms: None,
         })
@@ -405,12 +489,22 @@ impl Instance {
         let mut dir: Option<OwnedFd> = None;
         for c in &comps[..comps.len() - 1] {
             let base: BorrowedFd<'_> = dir.as_ref().map_or(work, |d| d.as_fd());
-            let open = || sys::openat2(base, c, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0, RESOLVE);
+            let open = || {
+                sys::openat2(
+                    base,
+                    c,
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                    0,
+                    RESOLVE,
+                )
+            };
             let next = match open() {
                 Err(e) if create && e.raw_os_error() == Some(libc::ENOENT) => {
                     match sys::mkdirat(base, c, 0o755) {
                         Ok(()) => open().map_err(|e| self.path_err(comps, e))?,
-                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => open().map_err(|e| self.path_err(comps, e))?,
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                            open().map_err(|e| self.path_err(comps, e))?
+                        }
                         Err(e) => return Err(self.path_err(comps, e)),
                     }
                 }
@@ -420,14 +514,21 @@ impl Instance {
         }
         match dir {
             Some(d) => Ok(d),
-            None => sys::openat2(work, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0, RESOLVE).map_err(|e| self.path_err(comps, e)),
+            None => sys::openat2(work, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0, RESOLVE)
+                .map_err(|e| self.path_err(comps, e)),
         }
     }
 
     fn path_err(&self, comps: &[CString], e: std::io::Error) -> Error {
-        let path = comps.iter().map(|c| c.to_string_lossy()).collect::<Vec<_>>().join("/");
+        let path = comps
+            .iter()
+            .map(|c| c.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
         let reason = match e.raw_os_error() {
-            Some(libc::ELOOP) => "a symlink is in the way (symlinks are never followed)".to_string(),
+            Some(libc::ELOOP) => {
+                "a symlink is in the way (symlinks are never followed)".to_string()
+            }
             Some(libc::EXDEV) => "it leads outside the work dir".to_string(),
             _ => e.to_string(),
         };
@@ -442,9 +543,15 @@ impl Instance {
         if !self.ids.privileged {
             return Ok(None);
         }
-        sys::act_as(self.ids.host_uid, self.ids.host_gid).map(Some).ok_or_else(|| {
-            Error::io("acting as the sandbox user", None, std::io::Error::from_raw_os_error(libc::EPERM))
-        })
+        sys::act_as(self.ids.host_uid, self.ids.host_gid)
+            .map(Some)
+            .ok_or_else(|| {
+                Error::io(
+                    "acting as the sandbox user",
+                    None,
+                    std::io::Error::from_raw_os_error(libc::EPERM),
+                )
+            })
     }
 
     /// Writes a file into the work dir (path relative to it), creating parent directories.
@@ -465,11 +572,17 @@ impl Instance {
         let f = std::fs::File::from(fd);
         let meta = f.metadata().map_err(|e| self.path_err(&comps, e))?;
         if !meta.is_file() {
-            return Err(Error::Path { path: path.to_string(), reason: "not a regular file".into() });
+            return Err(Error::Path {
+                path: path.to_string(),
+                reason: "not a regular file".into(),
+            });
         }
         sys::fchmod(f.as_fd(), mode & 0o7777 & !0o6000).map_err(|e| self.path_err(&comps, e))?;
         sys::write_all(f.as_raw_fd(), data).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOSPC) => Error::Path { path: path.to_string(), reason: "the work dir is full (--work-size)".into() },
+            Some(libc::ENOSPC) => Error::Path {
+                path: path.to_string(),
+                reason: "the work dir is full (--work-size)".into(),
+            },
             _ => self.path_err(&comps, e),
         })
     }
@@ -479,21 +592,38 @@ impl Instance {
         let comps = components(path)?;
         let _as_sandbox = self.act_as_sandbox()?;
         let dir = self.walk(&comps, false)?;
-        let fd = sys::openat2(dir.as_fd(), comps.last().unwrap(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0, RESOLVE)
-            .map_err(|e| self.path_err(&comps, e))?;
+        let fd = sys::openat2(
+            dir.as_fd(),
+            comps.last().unwrap(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+            0,
+            RESOLVE,
+        )
+        .map_err(|e| self.path_err(&comps, e))?;
         let f = std::fs::File::from(fd);
         let meta = f.metadata().map_err(|e| self.path_err(&comps, e))?;
         if !meta.is_file() {
-            return Err(Error::Path { path: path.to_string(), reason: "not a regular file".into() });
+            return Err(Error::Path {
+                path: path.to_string(),
+                reason: "not a regular file".into(),
+            });
         }
         if meta.len() > max {
-            return Err(Error::Path { path: path.to_string(), reason: format!("{} bytes is over the limit of {max}", meta.len()) });
+            return Err(Error::Path {
+                path: path.to_string(),
+                reason: format!("{} bytes is over the limit of {max}", meta.len()),
+            });
         }
         let mut out = Vec::with_capacity(meta.len() as usize);
         use std::io::Read;
-        f.take(max + 1).read_to_end(&mut out).map_err(|e| self.path_err(&comps, e))?;
+        f.take(max + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| self.path_err(&comps, e))?;
         if out.len() as u64 > max {
-            return Err(Error::Path { path: path.to_string(), reason: format!("grew over the limit of {max} bytes") });
+            return Err(Error::Path {
+                path: path.to_string(),
+                reason: format!("grew over the limit of {max} bytes"),
+            });
         }
         Ok(out)
     }
@@ -539,7 +669,12 @@ fn tree_cpu_us(pid: i32) -> u64 {
         if let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
             // After ")": state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
             // cmajflt utime stime cutime cstime (fields 3-17 of stat; some may be negative).
-            let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+            let f: Vec<&str> = s
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
             let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
             ticks += n(11) + n(12) + if is_root { n(13) + n(14) } else { 0 };
         }
@@ -573,7 +708,11 @@ fn tree_rss(pid: i32) -> u64 {
     let mut total = 0;
     for_tree(pid, |p, _| {
         if let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/status")) {
-            if let Some(kb) = s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()) {
+            if let Some(kb) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
                 total += kb * 1024;
             }
         }
@@ -597,7 +736,11 @@ mod tests {
     use super::components;
 
     fn names(p: &str) -> Vec<String> {
-        components(p).unwrap().iter().map(|c| c.to_string_lossy().into_owned()).collect()
+        components(p)
+            .unwrap()
+            .iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect()
     }
 
     #[test]
@@ -605,7 +748,17 @@ mod tests {
         assert_eq!(names("a/b/c.txt"), ["a", "b", "c.txt"]);
         assert_eq!(names("/home/sandbox/x"), ["x"]);
         assert_eq!(names("a//b/"), ["a", "b"]);
-        for bad in ["", "/", "..", "a/../b", "./a", "/etc/passwd", "/home/sandboxx/a", "/home/sandbox", "a\0b"] {
+        for bad in [
+            "",
+            "/",
+            "..",
+            "a/../b",
+            "./a",
+            "/etc/passwd",
+            "/home/sandboxx/a",
+            "/home/sandbox",
+            "a\0b",
+        ] {
             assert!(components(bad).is_err(), "{bad:?} must be refused");
         }
     }

@@ -72,14 +72,21 @@ pub fn plan(kernel_abi: u32, writable: &[String], devices: &[String], net_off: b
         return Plan::default();
     }
     let cs = |s: &str| CString::new(s).expect("inside paths have no NUL");
-    let mut rules = vec![PathRule { path: cs("/"), access: fs::EXECUTE | fs::READ_FILE | fs::READ_DIR }];
+    let mut rules = vec![PathRule {
+        path: cs("/"),
+        access: fs::EXECUTE | fs::READ_FILE | fs::READ_DIR,
+    }];
     for w in writable {
-        rules.push(PathRule { path: cs(w), access: fs_all(abi) });
+        rules.push(PathRule {
+            path: cs(w),
+            access: fs_all(abi),
+        });
     }
     for d in devices {
         rules.push(PathRule {
             path: cs(d),
-            access: (fs::READ_FILE | fs::WRITE_FILE | fs::TRUNCATE | fs::IOCTL_DEV) & file_rights(abi),
+            access: (fs::READ_FILE | fs::WRITE_FILE | fs::TRUNCATE | fs::IOCTL_DEV)
+                & file_rights(abi),
         });
     }
     Plan {

@@ -118,7 +118,9 @@ impl Outcome {
 fn bytes_of(text: &Option<String>, b64: &Option<String>) -> Vec<u8> {
     match (text, b64) {
         (Some(t), _) => t.as_bytes().to_vec(),
-        (None, Some(b)) => base64::engine::general_purpose::STANDARD.decode(b).unwrap_or_default(),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .unwrap_or_default(),
         _ => Vec::new(),
     }
 }
@@ -131,10 +133,14 @@ pub(crate) fn encode_output(c: &Captured, captured: bool) -> (Option<String>, Op
     }
     match std::str::from_utf8(&c.data) {
         Ok(s) => (Some(s.to_string()), None),
-        Err(e) if c.truncated && e.error_len().is_none() => {
-            (Some(String::from_utf8_lossy(&c.data[..e.valid_up_to()]).into_owned()), None)
-        }
-        Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(&c.data))),
+        Err(e) if c.truncated && e.error_len().is_none() => (
+            Some(String::from_utf8_lossy(&c.data[..e.valid_up_to()]).into_owned()),
+            None,
+        ),
+        Err(_) => (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(&c.data)),
+        ),
     }
 }
 
@@ -173,17 +179,27 @@ mod tests {
     use super::*;
 
     fn cap(data: &[u8], truncated: bool) -> Captured {
-        Captured { data: data.to_vec(), total: data.len() as u64, truncated }
+        Captured {
+            data: data.to_vec(),
+            total: data.len() as u64,
+            truncated,
+        }
     }
 
     #[test]
     fn output_is_text_when_utf8_and_base64_otherwise() {
-        assert_eq!(encode_output(&cap("héllo".as_bytes(), false), true), (Some("héllo".into()), None));
+        assert_eq!(
+            encode_output(&cap("héllo".as_bytes(), false), true),
+            (Some("héllo".into()), None)
+        );
         let (t, b) = encode_output(&cap(b"\xff\xfe", false), true);
         assert_eq!((t, b.as_deref()), (None, Some("//4=")));
         // A character cut by the cap is dropped from truncated output, not base64'd.
         let cut = &"aé".as_bytes()[..2];
-        assert_eq!(encode_output(&cap(cut, true), true), (Some("a".into()), None));
+        assert_eq!(
+            encode_output(&cap(cut, true), true),
+            (Some("a".into()), None)
+        );
         // ...but an incomplete character in complete output is data, kept exactly.
         assert_eq!(encode_output(&cap(cut, false), true).0, None);
         assert_eq!(encode_output(&cap(b"x", false), false), (None, None));
@@ -191,7 +207,8 @@ mod tests {
 
     #[test]
     fn cli_exit_codes_follow_the_design() {
-        let mut o: Outcome = serde_json::from_str(include_str!("../tests/data/report-ok.json")).unwrap();
+        let mut o: Outcome =
+            serde_json::from_str(include_str!("../tests/data/report-ok.json")).unwrap();
         assert_eq!(o.exit_code_for_cli(), 0);
         o.exit_code = Some(7);
         assert_eq!(o.exit_code_for_cli(), 7);

@@ -49,13 +49,18 @@ pub struct HostProbe {
 }
 
 fn read(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 fn detect() -> HostProbe {
     let (euid, _) = sys::ids();
     let kernel = read("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut userns = read("/proc/sys/user/max_user_namespaces").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) > 0;
+    let mut userns = read("/proc/sys/user/max_user_namespaces")
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0)
+        > 0;
     let mut userns_note = None;
     if !userns {
         userns_note = Some("user.max_user_namespaces is 0".to_string());
@@ -71,19 +76,47 @@ fn detect() -> HostProbe {
     }
     let mut cgroup_mounts = Vec::new();
     for line in read("/proc/self/mountinfo").unwrap_or_default().lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let mount_point = left.split_whitespace().nth(4).unwrap_or_default();
         let mut r = right.split_whitespace();
         let fstype = r.next().unwrap_or_default();
         let super_opts = r.nth(1).unwrap_or_default();
         match fstype {
-            "cgroup2" => cgroup_mounts.push(CgroupMount { version: 2, path: mount_point.into(), controllers: vec![] }),
+            "cgroup2" => cgroup_mounts.push(CgroupMount {
+                version: 2,
+                path: mount_point.into(),
+                controllers: vec![],
+            }),
             "cgroup" => {
-                let known = ["cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "freezer", "blkio", "hugetlb", "net_cls", "net_prio", "perf_event", "rdma", "misc"];
-                let controllers: Vec<String> =
-                    super_opts.split(',').filter(|o| known.contains(o)).map(str::to_string).collect();
+                let known = [
+                    "cpu",
+                    "cpuacct",
+                    "cpuset",
+                    "memory",
+                    "pids",
+                    "devices",
+                    "freezer",
+                    "blkio",
+                    "hugetlb",
+                    "net_cls",
+                    "net_prio",
+                    "perf_event",
+                    "rdma",
+                    "misc",
+                ];
+                let controllers: Vec<String> = super_opts
+                    .split(',')
+                    .filter(|o| known.contains(o))
+                    .map(str::to_string)
+                    .collect();
                 if !controllers.is_empty() {
-                    cgroup_mounts.push(CgroupMount { version: 1, path: mount_point.into(), controllers });
+                    cgroup_mounts.push(CgroupMount {
+                        version: 1,
+                        path: mount_point.into(),
+                        controllers,
+                    });
                 }
             }
             _ => {}
@@ -97,7 +130,11 @@ fn detect() -> HostProbe {
         (false, true) => CgroupLayout::V2,
         (false, false) => CgroupLayout::None,
     };
-    let own_cgroups = read("/proc/self/cgroup").unwrap_or_default().lines().map(str::to_string).collect();
+    let own_cgroups = read("/proc/self/cgroup")
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
     let seccomp_actions: Vec<String> = read("/proc/sys/kernel/seccomp/actions_avail")
         .unwrap_or_default()
         .split_whitespace()

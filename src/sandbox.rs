@@ -33,7 +33,9 @@ impl std::str::FromStr for Net {
         match s {
             "none" => Ok(Net::None),
             "loopback" => Ok(Net::Loopback),
-            _ => Err(format!("unknown network mode {s:?} (expected none or loopback)")),
+            _ => Err(format!(
+                "unknown network mode {s:?} (expected none or loopback)"
+            )),
         }
     }
 }
@@ -123,13 +125,21 @@ impl SandboxBuilder {
     /// Bind host path `host` read-only at `inside` (default: the same path).
     pub fn ro(mut self, host: impl Into<PathBuf>, inside: Option<PathBuf>) -> Self {
         let host = host.into();
-        self.binds.push(Bind { inside: inside.unwrap_or_else(|| host.clone()), host, writable: false });
+        self.binds.push(Bind {
+            inside: inside.unwrap_or_else(|| host.clone()),
+            host,
+            writable: false,
+        });
         self
     }
     /// Bind host path `host` read-write at `inside` (default: the same path).
     pub fn rw(mut self, host: impl Into<PathBuf>, inside: Option<PathBuf>) -> Self {
         let host = host.into();
-        self.binds.push(Bind { inside: inside.unwrap_or_else(|| host.clone()), host, writable: true });
+        self.binds.push(Bind {
+            inside: inside.unwrap_or_else(|| host.clone()),
+            host,
+            writable: true,
+        });
         self
     }
     /// Adds or overrides an environment variable of every program.
@@ -186,23 +196,38 @@ impl SandboxBuilder {
     /// Validates everything once, prepares the root template and the mount plan.
     pub fn build(self) -> Result<Sandbox> {
         validate_env(&self.env)?;
-        for (field, v) in [("tmp size", self.tmp_size), ("work size", self.work_size), ("shm size", self.shm_size)] {
+        for (field, v) in [
+            ("tmp size", self.tmp_size),
+            ("work size", self.work_size),
+            ("shm size", self.shm_size),
+        ] {
             if v < 4096 {
-                return Err(Error::invalid(field, format!("{v} bytes is below the minimum of 4096")));
+                return Err(Error::invalid(
+                    field,
+                    format!("{v} bytes is below the minimum of 4096"),
+                ));
             }
         }
         if self.timeout.is_zero() {
             return Err(Error::invalid("timeout", "must be greater than zero"));
         }
-        let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let ncpu = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         if let Some(c) = self.limits.cpus {
             if !(c >= 0.01 && c <= ncpu as f64) {
-                return Err(Error::invalid("cpus", format!("{c} is outside 0.01..={ncpu} (this host's CPUs)")));
+                return Err(Error::invalid(
+                    "cpus",
+                    format!("{c} is outside 0.01..={ncpu} (this host's CPUs)"),
+                ));
             }
         }
         if let Some(m) = self.limits.memory {
             if m < (8 << 20) {
-                return Err(Error::invalid("memory", format!("{} MiB is below the minimum of 8 MiB", m >> 20)));
+                return Err(Error::invalid(
+                    "memory",
+                    format!("{} MiB is below the minimum of 8 MiB", m >> 20),
+                ));
             }
         }
         if self.limits.pids == Some(0) {
@@ -224,7 +249,10 @@ impl SandboxBuilder {
                 let c = std::fs::canonicalize(r)
                     .map_err(|e| Error::invalid("rootfs", format!("{}: {e}", r.display())))?;
                 if !c.join("usr").is_dir() {
-                    return Err(Error::invalid("rootfs", format!("{} has no usr directory", c.display())));
+                    return Err(Error::invalid(
+                        "rootfs",
+                        format!("{} has no usr directory", c.display()),
+                    ));
                 }
                 c
             }
@@ -245,16 +273,31 @@ impl SandboxBuilder {
         let mut binds = Vec::new();
         if let Some(py) = &python {
             for b in &py.binds {
-                binds.push(Bind { host: b.clone(), inside: b.clone(), writable: false });
+                binds.push(Bind {
+                    host: b.clone(),
+                    inside: b.clone(),
+                    writable: false,
+                });
             }
         }
         for b in &self.binds {
-            let host = std::fs::canonicalize(&b.host)
-                .map_err(|e| Error::invalid(if b.writable { "rw" } else { "ro" }, format!("{}: {e}", b.host.display())))?;
-            template::check_inside(&b.inside).map_err(|m| {
-                Error::invalid(if b.writable { "rw" } else { "ro" }, format!("inside path {}: {m}", b.inside.display()))
+            let host = std::fs::canonicalize(&b.host).map_err(|e| {
+                Error::invalid(
+                    if b.writable { "rw" } else { "ro" },
+                    format!("{}: {e}", b.host.display()),
+                )
             })?;
-            binds.push(Bind { host, inside: b.inside.clone(), writable: b.writable });
+            template::check_inside(&b.inside).map_err(|m| {
+                Error::invalid(
+                    if b.writable { "rw" } else { "ro" },
+                    format!("inside path {}: {m}", b.inside.display()),
+                )
+            })?;
+            binds.push(Bind {
+                host,
+                inside: b.inside.clone(),
+                writable: b.writable,
+            });
         }
         // Parents before children, so nested binds land on their parent's contents.
         binds.sort_by_key(|b| b.inside.components().count());
@@ -263,31 +306,64 @@ impl SandboxBuilder {
             if !in_instance_tmpfs(&b.inside) {
                 template.ensure_mount_point(&b.inside, b.host.is_dir())?;
             } else if !b.host.is_dir() {
-                return Err(Error::invalid("bind", format!("{}: only directories can be bound under /tmp", b.inside.display())));
+                return Err(Error::invalid(
+                    "bind",
+                    format!(
+                        "{}: only directories can be bound under /tmp",
+                        b.inside.display()
+                    ),
+                ));
             }
         }
         let plan = mount_plan(&template, &source, &self, &binds);
-        let mut writable = vec![defaults::WORK_DIR.to_string(), "/tmp".into(), "/dev/shm".into()];
-        writable.extend(binds.iter().filter(|b| b.writable).map(|b| b.inside.display().to_string()));
+        let mut writable = vec![
+            defaults::WORK_DIR.to_string(),
+            "/tmp".into(),
+            "/dev/shm".into(),
+        ];
+        writable.extend(
+            binds
+                .iter()
+                .filter(|b| b.writable)
+                .map(|b| b.inside.display().to_string()),
+        );
         let devices: Vec<String> = DEV_NODES.iter().map(|n| format!("/dev/{n}")).collect();
-        let landlock = crate::landlock::plan(probe.landlock_abi, &writable, &devices, self.net == Net::None);
+        let landlock = crate::landlock::plan(
+            probe.landlock_abi,
+            &writable,
+            &devices,
+            self.net == Net::None,
+        );
         if self.strict {
             if landlock.abi == 0 {
-                return Err(Error::Unsupported { feature: "Landlock", message: "--strict asks for Landlock and this kernel has none".into() });
+                return Err(Error::Unsupported {
+                    feature: "Landlock",
+                    message: "--strict asks for Landlock and this kernel has none".into(),
+                });
             }
             if seccomp.is_some() && !probe.seccomp {
-                return Err(Error::Unsupported { feature: "seccomp", message: "--strict asks for a seccomp filter and this kernel has none".into() });
+                return Err(Error::Unsupported {
+                    feature: "seccomp",
+                    message: "--strict asks for a seccomp filter and this kernel has none".into(),
+                });
             }
         }
         let cgroups = crate::cgroup::setup();
         if let (true, Err(why)) = (self.strict, cgroups) {
-            return Err(Error::Unsupported { feature: "cgroups", message: format!("--strict asks for cgroup limits: {why}") });
+            return Err(Error::Unsupported {
+                feature: "cgroups",
+                message: format!("--strict asks for cgroup limits: {why}"),
+            });
         }
         let (memory, cpu, pids, devices) = match cgroups {
             Ok(s) => {
                 let devices = match s {
                     crate::cgroup::Setup::V2 { .. } if crate::sys::ids().0 == 0 => "bpf",
-                    crate::cgroup::Setup::V1 { bases } if bases.iter().any(|(c, _)| *c == "devices") => "cgroup1",
+                    crate::cgroup::Setup::V1 { bases }
+                        if bases.iter().any(|(c, _)| *c == "devices") =>
+                    {
+                        "cgroup1"
+                    }
                     _ => "mount-only",
                 };
                 (s.name(), s.name(), s.name(), devices)
@@ -332,7 +408,10 @@ impl SandboxBuilder {
 fn validate_env(env: &[(String, String)]) -> Result<()> {
     for (k, v) in env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(Error::invalid("env", format!("{k:?}: names must be non-empty without '=' or NUL, values without NUL")));
+            return Err(Error::invalid(
+                "env",
+                format!("{k:?}: names must be non-empty without '=' or NUL, values without NUL"),
+            ));
         }
     }
     Ok(())
@@ -343,22 +422,42 @@ fn mount_plan(t: &Template, source: &Path, b: &SandboxBuilder, binds: &[Bind]) -
     let mut p = PlanBuilder::new(&t.root);
     for d in SYSTEM_DIRS {
         let src = source.join(d);
-        if std::fs::symlink_metadata(&src).map(|m| m.is_dir()).unwrap_or(false) && t.root.join(d).is_dir() {
+        if std::fs::symlink_metadata(&src)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+            && t.root.join(d).is_dir()
+        {
             p.bind(&src, &Path::new("/").join(d), true, RO_ATTRS);
         }
     }
     p.proc(Path::new("/proc"));
     for n in DEV_NODES {
-        p.bind(&Path::new("/dev").join(n), &Path::new("/dev").join(n), false, DEV_ATTRS);
+        p.bind(
+            &Path::new("/dev").join(n),
+            &Path::new("/dev").join(n),
+            false,
+            DEV_ATTRS,
+        );
     }
     p.tmpfs(Path::new("/dev/shm"), b.shm_size, 0o1777, None, false);
     p.tmpfs(Path::new("/tmp"), b.tmp_size, 0o1777, None, false);
-    p.tmpfs(Path::new(defaults::WORK_DIR), b.work_size, 0o755, Some(SANDBOX_ID), true);
+    p.tmpfs(
+        Path::new(defaults::WORK_DIR),
+        b.work_size,
+        0o755,
+        Some(SANDBOX_ID),
+        true,
+    );
     for bind in binds {
         if in_instance_tmpfs(&bind.inside) {
             p.mkdir_p(&bind.inside);
         }
-        p.bind(&bind.host, &bind.inside, true, if bind.writable { RW_ATTRS } else { RO_ATTRS });
+        p.bind(
+            &bind.host,
+            &bind.inside,
+            true,
+            if bind.writable { RW_ATTRS } else { RO_ATTRS },
+        );
     }
     p.finish()
 }
@@ -464,7 +563,14 @@ pub struct Command {
 
 impl Command {
     fn with(program: Program) -> Command {
-        Command { program, env: Vec::new(), stdin: Stdin::Null, timeout: None, pass_through: false, files: Vec::new() }
+        Command {
+            program,
+            env: Vec::new(),
+            stdin: Stdin::Null,
+            timeout: None,
+            pass_through: false,
+            files: Vec::new(),
+        }
     }
     /// A program looked up on the instance's PATH (or a path inside it).
     pub fn new(program: impl AsRef<OsStr>) -> Command {
@@ -526,23 +632,41 @@ impl Command {
 }
 
 /// Turns a command into argv, envp and candidate executable paths.
-pub(crate) fn resolve(inner: &Inner, cmd: &Command) -> Result<(Vec<CString>, Vec<CString>, Vec<CString>)> {
+pub(crate) fn resolve(
+    inner: &Inner,
+    cmd: &Command,
+) -> Result<(Vec<CString>, Vec<CString>, Vec<CString>)> {
     validate_env(&cmd.env)?;
-    let cs = |b: &[u8], what: &'static str| CString::new(b).map_err(|_| Error::invalid(what, "contains a NUL byte"));
+    let cs = |b: &[u8], what: &'static str| {
+        CString::new(b).map_err(|_| Error::invalid(what, "contains a NUL byte"))
+    };
     let python = || {
         inner.python.as_ref().ok_or_else(|| {
-            Error::invalid("python", "no python3 found in /usr/bin or /usr/local/bin; pass --python PATH")
+            Error::invalid(
+                "python",
+                "no python3 found in /usr/bin or /usr/local/bin; pass --python PATH",
+            )
         })
     };
     let argv: Vec<CString> = match &cmd.program {
-        Program::Argv(v) => v.iter().map(|a| cs(a.as_bytes(), "argument")).collect::<Result<_>>()?,
+        Program::Argv(v) => v
+            .iter()
+            .map(|a| cs(a.as_bytes(), "argument"))
+            .collect::<Result<_>>()?,
         Program::PythonCode(code) => {
             let py = python()?;
-            vec![cs(py.exe.as_os_str().as_bytes(), "python")?, CString::new("-c").unwrap(), cs(code.as_bytes(), "code")?]
+            vec![
+                cs(py.exe.as_os_str().as_bytes(), "python")?,
+                CString::new("-c").unwrap(),
+                cs(code.as_bytes(), "code")?,
+            ]
         }
         Program::PythonScript(path, args) => {
             let py = python()?;
-            let mut v = vec![cs(py.exe.as_os_str().as_bytes(), "python")?, cs(path.as_bytes(), "script")?];
+            let mut v = vec![
+                cs(py.exe.as_os_str().as_bytes(), "python")?,
+                cs(path.as_bytes(), "script")?,
+            ];
             for a in args {
                 v.push(cs(a.as_bytes(), "argument")?);
             }
@@ -557,8 +681,15 @@ pub(crate) fn resolve(inner: &Inner, cmd: &Command) -> Result<(Vec<CString>, Vec
         env.retain(|(ek, _)| ek != k);
         env.push((k.clone(), v.clone()));
     }
-    let path_var = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_default();
-    let envp = env.iter().map(|(k, v)| cs(format!("{k}={v}").as_bytes(), "env")).collect::<Result<Vec<_>>>()?;
+    let path_var = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let envp = env
+        .iter()
+        .map(|(k, v)| cs(format!("{k}={v}").as_bytes(), "env"))
+        .collect::<Result<Vec<_>>>()?;
     let arg0 = argv[0].as_bytes();
     let paths = if arg0.contains(&b'/') {
         vec![argv[0].clone()]

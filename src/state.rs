@@ -51,7 +51,13 @@ pub struct Record {
 }
 
 fn open_locked(path: &Path) -> std::io::Result<Option<fs::File>> {
-    let f = fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)?;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
     match sys::flock(f.as_fd(), libc::LOCK_EX | libc::LOCK_NB) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => return Ok(None),
@@ -59,7 +65,8 @@ fn open_locked(path: &Path) -> std::io::Result<Option<fs::File>> {
     }
     // A janitor may have unlinked the file between our open and our lock: then ours is a
     // ghost, and the slot is free to try again.
-    let same = fs::symlink_metadata(path).map(|m| m.ino() == f.metadata().map(|n| n.ino()).unwrap_or(0));
+    let same =
+        fs::symlink_metadata(path).map(|m| m.ino() == f.metadata().map(|n| n.ino()).unwrap_or(0));
     if !same.unwrap_or(false) {
         return Ok(None);
     }
@@ -73,8 +80,15 @@ fn clean(info: &RecordInfo) {
     }
     for cg in &info.cgroups {
         // Only our own naming, never anything else a corrupted record might name.
-        let under_mount = crate::probe::host().cgroup_mounts.iter().any(|m| cg.starts_with(&m.path));
-        if cg.file_name().is_some_and(|n| n.to_string_lossy().starts_with("rsandbox-")) && under_mount {
+        let under_mount = crate::probe::host()
+            .cgroup_mounts
+            .iter()
+            .any(|m| cg.starts_with(&m.path));
+        if cg
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("rsandbox-"))
+            && under_mount
+        {
             crate::cgroup::remove_tree(cg);
         }
     }
@@ -103,7 +117,12 @@ pub fn sweep(dir: &Path) -> usize {
     let mut n = 0;
     for e in rd.flatten() {
         let path = e.path();
-        if path.file_name().and_then(|s| s.to_str()).and_then(|s| s.parse::<u32>().ok()).is_none() {
+        if path
+            .file_name()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u32>().ok())
+            .is_none()
+        {
             continue;
         }
         if let Ok(Some(mut f)) = open_locked(&path) {
@@ -134,14 +153,27 @@ pub fn claim(dir: &Path) -> Result<Record> {
                 return Ok(Record { file, path, slot });
             }
             Ok(None) => continue,
-            Err(e) => return Err(Error::io("claiming a state record in", dir.to_path_buf(), e)),
+            Err(e) => {
+                return Err(Error::io(
+                    "claiming a state record in",
+                    dir.to_path_buf(),
+                    e,
+                ))
+            }
         }
     }
-    Err(Error::io("claiming a state record in", dir.to_path_buf(), std::io::Error::other("all slots are in use")))
+    Err(Error::io(
+        "claiming a state record in",
+        dir.to_path_buf(),
+        std::io::Error::other("all slots are in use"),
+    ))
 }
 
 fn nanos() -> u32 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
 }
 
 impl Record {

@@ -63,7 +63,11 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     // SAFETY: F_GETFL/F_SETFL on a valid borrowed fd have no memory effects.
     unsafe {
         let flags = cvt(libc::fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
-        let flags = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+        let flags = if on {
+            flags | libc::O_NONBLOCK
+        } else {
+            flags & !libc::O_NONBLOCK
+        };
         cvt(libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags))?;
     }
     Ok(())
@@ -81,7 +85,10 @@ struct CmsgBuf([u8; CMSG_BUF]);
 pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
     assert!(fds.len() <= MAX_FDS);
     let mut cbuf = CmsgBuf([0; CMSG_BUF]);
-    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut _,
+        iov_len: data.len(),
+    };
     // SAFETY: msghdr is plain data; zeroed is a valid value.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -99,7 +106,11 @@ pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> 
             (*cmsg).cmsg_level = libc::SOL_SOCKET;
             (*cmsg).cmsg_type = libc::SCM_RIGHTS;
             (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as usize;
-            ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast::<RawFd>(), fds.len());
+            ptr::copy_nonoverlapping(
+                fds.as_ptr(),
+                libc::CMSG_DATA(cmsg).cast::<RawFd>(),
+                fds.len(),
+            );
         }
     }
     loop {
@@ -119,7 +130,10 @@ pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> 
 /// Returns (bytes, descriptors). Returns `Ok((0, 0))` on end of stream. No allocation.
 pub fn recv_with_fds(sock: RawFd, buf: &mut [u8], fds: &mut [RawFd]) -> io::Result<(usize, usize)> {
     let mut cbuf = CmsgBuf([0; CMSG_BUF]);
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
     // SAFETY: msghdr is plain data; zeroed is a valid value.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -144,7 +158,8 @@ pub fn recv_with_fds(sock: RawFd, buf: &mut [u8], fds: &mut [RawFd]) -> io::Resu
         while !cmsg.is_null() {
             if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
                 let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-                let count = ((*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
+                let count =
+                    ((*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
                 for i in 0..count {
                     let fd = ptr::read_unaligned(data.add(i));
                     if got < fds.len() {
@@ -245,7 +260,10 @@ pub unsafe fn clone_fork(flags: u64, cgroup_fd: Option<RawFd>) -> io::Result<For
     if r == 0 {
         Ok(Forked::Child)
     } else {
-        Ok(Forked::Parent { pid: r as libc::pid_t, pidfd: OwnedFd::from_raw_fd(pidfd) })
+        Ok(Forked::Parent {
+            pid: r as libc::pid_t,
+            pidfd: OwnedFd::from_raw_fd(pidfd),
+        })
     }
 }
 
@@ -253,7 +271,13 @@ pub unsafe fn clone_fork(flags: u64, cgroup_fd: Option<RawFd>) -> io::Result<For
 pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
     // SAFETY: a valid pidfd, a null siginfo, flags 0: no memory is touched.
     cvt_long(unsafe {
-        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, ptr::null::<u8>(), 0)
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            ptr::null::<u8>(),
+            0,
+        )
     })
     .map(drop)
 }
@@ -264,11 +288,16 @@ pub fn waitid_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<i32> {
         // SAFETY: siginfo_t is plain data; waitid writes into it.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: P_PIDFD (3) with a valid pidfd and a valid siginfo pointer.
-        let r = unsafe { libc::waitid(3, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED) };
+        let r =
+            unsafe { libc::waitid(3, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED) };
         if r == 0 {
             // SAFETY: waitid filled si_code/si_status for an exited child.
             let (code, status) = unsafe { (info.si_code, info.si_status()) };
-            return Ok(if code == libc::CLD_EXITED { (status & 0xff) << 8 } else { status & 0x7f });
+            return Ok(if code == libc::CLD_EXITED {
+                (status & 0xff) << 8
+            } else {
+                status & 0x7f
+            });
         }
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {
@@ -305,9 +334,14 @@ struct MountAttr {
 
 /// `mount_setattr(2)` on `path`, recursively when `recursive`.
 pub fn mount_setattr(path: &CStr, recursive: bool, attr_set: u64) -> io::Result<()> {
-    let attr = MountAttr { attr_set, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    let attr = MountAttr {
+        attr_set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
     let flags = if recursive { 0x8000 } else { 0 }; // AT_RECURSIVE
-    // SAFETY: a NUL-terminated path and a live, correctly sized mount_attr.
+                                                    // SAFETY: a NUL-terminated path and a live, correctly sized mount_attr.
     cvt_long(unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
@@ -331,7 +365,6 @@ pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
 pub const RESOLVE_BENEATH: u64 = 0x08;
 
-
 #[repr(C)]
 struct OpenHow {
     flags: u64,
@@ -340,8 +373,18 @@ struct OpenHow {
 }
 
 /// `openat2(2)`: open `path` relative to `dir` with the given resolve restrictions.
-pub fn openat2(dir: BorrowedFd<'_>, path: &CStr, flags: i32, mode: u32, resolve: u64) -> io::Result<OwnedFd> {
-    let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: mode as u64, resolve };
+pub fn openat2(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    flags: i32,
+    mode: u32,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: mode as u64,
+        resolve,
+    };
     loop {
         // SAFETY: a valid dirfd, a NUL-terminated path and a live open_how of the stated size.
         let r = unsafe {
@@ -487,7 +530,14 @@ pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
 /// Landlock's ABI version, or 0 when the kernel has none (parent side).
 pub fn landlock_abi() -> u32 {
     // SAFETY: LANDLOCK_CREATE_RULESET_VERSION (1) with a null attr and size 0 only queries.
-    let r = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, ptr::null::<u8>(), 0usize, 1u32) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            ptr::null::<u8>(),
+            0usize,
+            1u32,
+        )
+    };
     if r < 0 {
         0
     } else {
@@ -510,7 +560,10 @@ pub fn act_as(uid: u32, gid: u32) -> Option<FsIdGuard> {
     unsafe {
         let old_gid = libc::setfsgid(gid) as u32;
         let old_uid = libc::setfsuid(uid) as u32;
-        let guard = FsIdGuard { uid: old_uid, gid: old_gid };
+        let guard = FsIdGuard {
+            uid: old_uid,
+            gid: old_gid,
+        };
         if libc::setfsuid(u32::MAX) as u32 != uid || libc::setfsgid(u32::MAX) as u32 != gid {
             drop(guard);
             return None;
@@ -531,7 +584,8 @@ impl Drop for FsIdGuard {
 
 /// An anonymous memory file (`memfd_create`, close-on-exec).
 pub fn memfd(name: &str) -> io::Result<std::fs::File> {
-    let name = std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let name =
+        std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: a NUL-terminated name; the result is checked.
     let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
     // SAFETY: memfd_create returned a new descriptor that nothing else owns.

@@ -131,7 +131,12 @@ impl Insn {
         let regs = (src << 4) | (dst & 0x0f);
         #[cfg(target_endian = "big")]
         let regs = (dst << 4) | (src & 0x0f);
-        Insn { code, regs, off, imm }
+        Insn {
+            code,
+            regs,
+            off,
+            imm,
+        }
     }
 
     /// The destination register.
@@ -241,7 +246,11 @@ pub fn program(rules: &[DeviceRule]) -> Vec<Insn> {
                 Insn::or32_reg(R_DIFF, R_TMP),
             ]);
         }
-        p.extend([Insn::jne32_imm(R_DIFF, 0, 2), Insn::mov64_imm(R0, 1), Insn::exit()]);
+        p.extend([
+            Insn::jne32_imm(R_DIFF, 0, 2),
+            Insn::mov64_imm(R0, 1),
+            Insn::exit(),
+        ]);
     }
     p.extend([Insn::mov64_imm(R0, 0), Insn::exit()]);
     p
@@ -282,7 +291,8 @@ const LOG_SIZE: usize = 256 * 1024;
 
 /// `BPF_PROG_LOAD` of a cgroup device program; with `log`, verifier log level 1 into it.
 fn prog_load(insns: &[Insn], log: Option<&mut [u8]>) -> io::Result<OwnedFd> {
-    let insn_cnt = u32::try_from(insns.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
+    let insn_cnt =
+        u32::try_from(insns.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
     let (log_level, log_size, log_buf) = match log {
         Some(buf) => (1, buf.len() as u32, buf.as_mut_ptr() as u64),
         None => (0, 0, 0),
@@ -375,12 +385,20 @@ fn load(rules: &[DeviceRule]) -> io::Result<OwnedFd> {
 
 /// `load` of a program already built (from `rules` rules, for the error message).
 fn load_insns(insns: &[Insn], rules: usize) -> io::Result<OwnedFd> {
-    let detail = || format!("cgroup device program, {rules} rules, {} instructions", insns.len());
+    let detail = || {
+        format!(
+            "cgroup device program, {rules} rules, {} instructions",
+            insns.len()
+        )
+    };
     if insns.len() > MAX_INSNS {
         return Err(BpfError {
             call: "BPF_PROG_LOAD",
             errno: libc::E2BIG,
-            detail: format!("{}, over the verifier's limit of {MAX_INSNS}; not tried", detail()),
+            detail: format!(
+                "{}, over the verifier's limit of {MAX_INSNS}; not tried",
+                detail()
+            ),
             log: None,
         }
         .into());
@@ -424,7 +442,13 @@ pub struct BpfError {
 
 impl std::fmt::Display for BpfError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.call, self.detail, io::Error::from_raw_os_error(self.errno))?;
+        write!(
+            f,
+            "{} ({}): {}",
+            self.call,
+            self.detail,
+            io::Error::from_raw_os_error(self.errno)
+        )?;
         match self.log.as_deref() {
             Some("") => write!(f, "; verifier log empty"),
             Some(log) => write!(f, "; verifier log:\n{log}"),
@@ -476,7 +500,9 @@ mod tests {
         init[1] = true;
         let mut pc = 0usize;
         loop {
-            let Some(&insn) = prog.get(pc) else { panic!("pc {pc} ran off the end ({} insns)", prog.len()) };
+            let Some(&insn) = prog.get(pc) else {
+                panic!("pc {pc} ran off the end ({} insns)", prog.len())
+            };
             let at = pc;
             let (dst, src) = (insn.dst() as usize, insn.src() as usize);
             assert!(dst <= 10 && src <= 10, "bad register at {pc}: {insn:?}");
@@ -487,11 +513,19 @@ mod tests {
             pc += 1;
             match class {
                 BPF_LDX => {
-                    assert_eq!(insn.code, BPF_LDX | BPF_MEM | BPF_W, "unsupported load at {}", at);
+                    assert_eq!(
+                        insn.code,
+                        BPF_LDX | BPF_MEM | BPF_W,
+                        "unsupported load at {}",
+                        at
+                    );
                     read(src, &init);
                     assert_eq!(reg[src], CTX_ADDR, "load from a non-context pointer");
                     let off = insn.off;
-                    assert!(off >= 0 && off % 4 == 0 && off <= 8, "context read at bad offset {off}");
+                    assert!(
+                        off >= 0 && off % 4 == 0 && off <= 8,
+                        "context read at bad offset {off}"
+                    );
                     reg[dst] = u64::from(ctx[off as usize / 4]);
                     init[dst] = true;
                 }
@@ -597,11 +631,20 @@ mod tests {
         let p = program(&minimal());
         use DeviceKind::{Block, Char};
         for minor in [3, 5, 7, 8, 9] {
-            assert!(allowed(&p, Char, ACC_READ | ACC_WRITE, 1, minor), "char 1:{minor} rw");
+            assert!(
+                allowed(&p, Char, ACC_READ | ACC_WRITE, 1, minor),
+                "char 1:{minor} rw"
+            );
             assert!(allowed(&p, Char, ACC_READ, 1, minor), "char 1:{minor} r");
             assert!(allowed(&p, Char, ACC_WRITE, 1, minor), "char 1:{minor} w");
-            assert!(!allowed(&p, Char, ACC_MKNOD, 1, minor), "char 1:{minor} mknod");
-            assert!(!allowed(&p, Char, ACC_MKNOD | ACC_READ | ACC_WRITE, 1, minor), "char 1:{minor} rwm");
+            assert!(
+                !allowed(&p, Char, ACC_MKNOD, 1, minor),
+                "char 1:{minor} mknod"
+            );
+            assert!(
+                !allowed(&p, Char, ACC_MKNOD | ACC_READ | ACC_WRITE, 1, minor),
+                "char 1:{minor} rwm"
+            );
             assert!(!allowed(&p, Block, ACC_READ, 1, minor), "block 1:{minor}");
         }
         // An access bit the kernel may define later is not among the allowed ones.
@@ -611,7 +654,10 @@ mod tests {
         }
         assert!(!allowed(&p, Char, ACC_READ | ACC_WRITE, 1, 4), "/dev/port");
         assert!(!allowed(&p, Char, ACC_READ | ACC_WRITE, 195, 0), "nvidia0");
-        assert!(!allowed(&p, Char, ACC_READ | ACC_WRITE, 195, 255), "nvidiactl");
+        assert!(
+            !allowed(&p, Char, ACC_READ | ACC_WRITE, 195, 255),
+            "nvidiactl"
+        );
         assert!(!allowed(&p, Block, ACC_READ, 8, 0), "sda");
         assert!(!allowed(&p, Block, ACC_READ | ACC_WRITE, 8, 0), "sda rw");
         assert!(!allowed(&p, Char, ACC_READ, 0x1_0001, 3), "high major bits");
@@ -619,15 +665,30 @@ mod tests {
 
     #[test]
     fn minor_none_allows_any_minor_of_the_major() {
-        let rule =
-            DeviceRule { kind: DeviceKind::Char, major: 195, minor: None, read: true, write: true, mknod: false };
+        let rule = DeviceRule {
+            kind: DeviceKind::Char,
+            major: 195,
+            minor: None,
+            read: true,
+            write: true,
+            mknod: false,
+        };
         let mut rules = minimal();
         rules.push(rule);
         let p = program(&rules);
         for minor in [0, 1, 254, 255, 0xfffff, u32::MAX] {
-            assert!(allowed(&p, DeviceKind::Char, ACC_READ | ACC_WRITE, 195, minor), "195:{minor}");
-            assert!(!allowed(&p, DeviceKind::Char, ACC_MKNOD, 195, minor), "mknod 195:{minor}");
-            assert!(!allowed(&p, DeviceKind::Block, ACC_READ, 195, minor), "block 195:{minor}");
+            assert!(
+                allowed(&p, DeviceKind::Char, ACC_READ | ACC_WRITE, 195, minor),
+                "195:{minor}"
+            );
+            assert!(
+                !allowed(&p, DeviceKind::Char, ACC_MKNOD, 195, minor),
+                "mknod 195:{minor}"
+            );
+            assert!(
+                !allowed(&p, DeviceKind::Block, ACC_READ, 195, minor),
+                "block 195:{minor}"
+            );
         }
         assert!(!allowed(&p, DeviceKind::Char, ACC_READ, 194, 0));
         assert!(!allowed(&p, DeviceKind::Char, ACC_READ, 196, 0));
@@ -654,13 +715,25 @@ mod tests {
         assert!(allowed(&mk, DeviceKind::Block, ACC_MKNOD, 7, 0));
         assert!(!allowed(&mk, DeviceKind::Block, ACC_READ, 7, 0));
         let all = program(&[m(true, true, true)]);
-        assert!(allowed(&all, DeviceKind::Block, ACC_MKNOD | ACC_READ | ACC_WRITE, 7, 0));
+        assert!(allowed(
+            &all,
+            DeviceKind::Block,
+            ACC_MKNOD | ACC_READ | ACC_WRITE,
+            7,
+            0
+        ));
         assert!(!allowed(&all, DeviceKind::Char, ACC_READ, 7, 0));
         // Two rules for one device: an access needs one rule that allows all of it.
         let split = program(&[m(true, false, false), m(false, true, false)]);
         assert!(allowed(&split, DeviceKind::Block, ACC_READ, 7, 0));
         assert!(allowed(&split, DeviceKind::Block, ACC_WRITE, 7, 0));
-        assert!(!allowed(&split, DeviceKind::Block, ACC_READ | ACC_WRITE, 7, 0));
+        assert!(!allowed(
+            &split,
+            DeviceKind::Block,
+            ACC_READ | ACC_WRITE,
+            7,
+            0
+        ));
     }
 
     #[test]
@@ -681,9 +754,21 @@ mod tests {
             mknod: false,
         };
         let p = program(&[rule]);
-        assert!(allowed(&p, DeviceKind::Char, ACC_READ, 0xffff_fff0, 0x8000_0001));
+        assert!(allowed(
+            &p,
+            DeviceKind::Char,
+            ACC_READ,
+            0xffff_fff0,
+            0x8000_0001
+        ));
         assert!(!allowed(&p, DeviceKind::Char, ACC_READ, 0xffff_fff0, 1));
-        assert!(!allowed(&p, DeviceKind::Char, ACC_READ, 0x7fff_fff0, 0x8000_0001));
+        assert!(!allowed(
+            &p,
+            DeviceKind::Char,
+            ACC_READ,
+            0x7fff_fff0,
+            0x8000_0001
+        ));
     }
 
     #[test]
@@ -691,7 +776,11 @@ mod tests {
         // One conditional jump per rule, two instructions ahead.
         let rules: Vec<DeviceRule> = (0..20_000u32)
             .map(|i| DeviceRule {
-                kind: if i % 2 == 0 { DeviceKind::Char } else { DeviceKind::Block },
+                kind: if i % 2 == 0 {
+                    DeviceKind::Char
+                } else {
+                    DeviceKind::Block
+                },
                 major: 10 + i / 7,
                 minor: if i % 3 == 0 { None } else { Some(i) },
                 read: true,
@@ -700,7 +789,10 @@ mod tests {
             })
             .collect();
         let p = program(&rules);
-        assert!(p.len() > 100_000, "long enough that a global jump would overflow i16");
+        assert!(
+            p.len() > 100_000,
+            "long enough that a global jump would overflow i16"
+        );
         let jumps: Vec<&Insn> = p.iter().filter(|i| i.code & 0x07 == BPF_JMP32).collect();
         assert_eq!(jumps.len(), rules.len());
         assert!(jumps.iter().all(|i| i.off == 2));
@@ -710,7 +802,13 @@ mod tests {
             assert!(allowed(&p, r.kind, ACC_READ, r.major, minor), "rule {i}");
         }
         let last = rules[19_999];
-        assert!(!allowed(&p, last.kind, ACC_MKNOD, last.major, last.minor.unwrap()));
+        assert!(!allowed(
+            &p,
+            last.kind,
+            ACC_MKNOD,
+            last.major,
+            last.minor.unwrap()
+        ));
         assert!(!allowed(&p, DeviceKind::Char, ACC_READ, 1, 3));
     }
 
@@ -723,7 +821,11 @@ mod tests {
         }
         let rules: Vec<DeviceRule> = (0..10_000u32)
             .map(|i| DeviceRule {
-                kind: if i % 2 == 0 { DeviceKind::Char } else { DeviceKind::Block },
+                kind: if i % 2 == 0 {
+                    DeviceKind::Char
+                } else {
+                    DeviceKind::Block
+                },
                 major: i / 3,
                 minor: if i % 4 == 0 { None } else { Some(i) },
                 read: i % 3 != 0,
@@ -734,14 +836,25 @@ mod tests {
         let t = std::time::Instant::now();
         match load(&rules) {
             Ok(_) => {
-                eprintln!("loaded {} rules ({} insns) in {:?}", rules.len(), program(&rules).len(), t.elapsed())
+                eprintln!(
+                    "loaded {} rules ({} insns) in {:?}",
+                    rules.len(),
+                    program(&rules).len(),
+                    t.elapsed()
+                )
             }
-            Err(e) if matches!(
-                e.get_ref().and_then(|r| r.downcast_ref::<BpfError>()).map(|b| b.errno),
-                Some(libc::EPERM | libc::ENOSYS)
-            ) =>
+            Err(e)
+                if matches!(
+                    e.get_ref()
+                        .and_then(|r| r.downcast_ref::<BpfError>())
+                        .map(|b| b.errno),
+                    Some(libc::EPERM | libc::ENOSYS)
+                ) =>
             {
-                skip("bpf-devices", &format!("cannot load a cgroup device program: {e}"))
+                skip(
+                    "bpf-devices",
+                    &format!("cannot load a cgroup device program: {e}"),
+                )
             }
             Err(e) => panic!("{e}"),
         }
@@ -755,10 +868,17 @@ mod tests {
             return;
         }
         // Exit without setting r0: the verifier must refuse, and say why.
-        let e = load_insns(&[Insn::exit()], 0).expect_err("verifier accepted a program that never sets r0");
-        let b = e.get_ref().and_then(|r| r.downcast_ref::<BpfError>()).expect("a BpfError inside");
+        let e = load_insns(&[Insn::exit()], 0)
+            .expect_err("verifier accepted a program that never sets r0");
+        let b = e
+            .get_ref()
+            .and_then(|r| r.downcast_ref::<BpfError>())
+            .expect("a BpfError inside");
         if matches!(b.errno, libc::EPERM | libc::ENOSYS) {
-            return skip("bpf-devices", &format!("cannot load a cgroup device program: {e}"));
+            return skip(
+                "bpf-devices",
+                &format!("cannot load a cgroup device program: {e}"),
+            );
         }
         assert_eq!(b.errno, libc::EACCES, "{e}");
         let log = b.log.as_deref().unwrap_or_default();
@@ -797,7 +917,10 @@ mod tests {
         let mut out = Vec::with_capacity(b.len());
         let mut i = 0;
         while i < b.len() {
-            if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            if b[i] == b'\\'
+                && i + 3 < b.len()
+                && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+            {
                 out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
                 i += 4;
             } else {
@@ -811,7 +934,9 @@ mod tests {
     /// This process's cgroup v2 path (`0::/...`).
     fn own_v2_path() -> Option<String> {
         let s = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-        s.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_owned)
+        s.lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .map(str::to_owned)
     }
 
     /// The test's cgroup and the one child in it: on drop, the child is killed and reaped,
@@ -836,13 +961,19 @@ mod tests {
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return,
                     Err(e) => {
-                        eprintln!("warning: could not remove test cgroup {}: {e}", self.dir.display());
+                        eprintln!(
+                            "warning: could not remove test cgroup {}: {e}",
+                            self.dir.display()
+                        );
                         return;
                     }
                     Ok(()) => return,
                 }
             }
-            eprintln!("warning: test cgroup {} still busy; left behind", self.dir.display());
+            eprintln!(
+                "warning: test cgroup {} still busy; left behind",
+                self.dir.display()
+            );
         }
     }
 
@@ -891,24 +1022,39 @@ mod tests {
         let name = format!(
             "rsandbox-devtest-{}-{}",
             std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
         );
         let dir = parent.join(name);
         if let Err(e) = std::fs::create_dir(&dir) {
-            return skip("cgroup2", &format!("cannot create a cgroup under {}: {e}", parent.display()));
+            return skip(
+                "cgroup2",
+                &format!("cannot create a cgroup under {}: {e}", parent.display()),
+            );
         }
-        let mut cg = TestCgroup { dir: dir.clone(), child: None };
+        let mut cg = TestCgroup {
+            dir: dir.clone(),
+            child: None,
+        };
 
         let cgroup_dir = std::fs::File::open(&dir).expect("open the test cgroup directory");
         let prog = match attach(cgroup_dir.as_fd(), &minimal()) {
             Ok(fd) => fd,
-            Err(e) if matches!(
-                e.get_ref().and_then(|r| r.downcast_ref::<BpfError>()).map(|b| b.errno),
-                Some(libc::EPERM | libc::ENOSYS)
-            ) =>
+            Err(e)
+                if matches!(
+                    e.get_ref()
+                        .and_then(|r| r.downcast_ref::<BpfError>())
+                        .map(|b| b.errno),
+                    Some(libc::EPERM | libc::ENOSYS)
+                ) =>
             {
                 // Lockdown, no CAP_BPF, or no bpf(2): the feature is missing, not broken.
-                return skip("bpf-devices", &format!("cannot load or attach a cgroup device program: {e}"));
+                return skip(
+                    "bpf-devices",
+                    &format!("cannot load or attach a cgroup device program: {e}"),
+                );
             }
             Err(e) => panic!("attach failed: {e}"),
         };
@@ -920,7 +1066,10 @@ mod tests {
         let port = match port_node(tmp.path()) {
             Ok(p) => p,
             Err(e) => {
-                return skip("bpf-devices", &format!("no /dev/port and mknod of a 1:4 node failed: {e}"))
+                return skip(
+                    "bpf-devices",
+                    &format!("no /dev/port and mknod of a 1:4 node failed: {e}"),
+                )
             }
         };
         // Control: outside the cgroup, opening the node must not fail with EPERM (it may fail
@@ -929,11 +1078,19 @@ mod tests {
         match std::fs::File::open(&port) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
-                let why = format!("{} cannot be opened here (nodev mount?): {e}", port.display());
+                let why = format!(
+                    "{} cannot be opened here (nodev mount?): {e}",
+                    port.display()
+                );
                 return skip("bpf-devices", &why);
             }
             Err(e) => {
-                assert_ne!(e.raw_os_error(), Some(libc::EPERM), "control open of {} already gets EPERM", port.display())
+                assert_ne!(
+                    e.raw_os_error(),
+                    Some(libc::EPERM),
+                    "control open of {} already gets EPERM",
+                    port.display()
+                )
             }
         }
 
@@ -956,26 +1113,59 @@ echo done"#;
         std::fs::write(dir.join("cgroup.procs"), pid.to_string())
             .expect("move the child into the test cgroup");
         let now_in = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-        let want = format!("0::{}", Path::new(&own).join(dir.file_name().unwrap()).display());
-        assert!(now_in.lines().any(|l| l == want), "child not in the test cgroup: {now_in:?}, want {want}");
+        let want = format!(
+            "0::{}",
+            Path::new(&own).join(dir.file_name().unwrap()).display()
+        );
+        assert!(
+            now_in.lines().any(|l| l == want),
+            "child not in the test cgroup: {now_in:?}, want {want}"
+        );
 
         let child = cg.child.as_mut().unwrap();
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(b"go\n").unwrap();
         drop(stdin);
         let mut out = String::new();
-        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         let status = child.wait().unwrap();
         cg.child = None;
         eprintln!("child output:\n{out}");
         assert!(status.success(), "sh failed: {status}; output {out:?}");
-        assert!(out.lines().any(|l| l == "zero-ok"), "/dev/zero should work: {out:?}");
-        let port_line = out.lines().find(|l| l.starts_with("port: ")).unwrap_or_default();
-        assert!(port_line.contains("Operation not permitted"), "char 1:4 should get EPERM: {out:?}");
-        let mknod_line = out.lines().find(|l| l.starts_with("mknod: ")).unwrap_or_default();
-        assert!(mknod_line.contains("Operation not permitted"), "mknod of 1:3 should get EPERM: {out:?}");
-        assert!(out.lines().any(|l| l == "done"), "script did not finish: {out:?}");
+        assert!(
+            out.lines().any(|l| l == "zero-ok"),
+            "/dev/zero should work: {out:?}"
+        );
+        let port_line = out
+            .lines()
+            .find(|l| l.starts_with("port: "))
+            .unwrap_or_default();
+        assert!(
+            port_line.contains("Operation not permitted"),
+            "char 1:4 should get EPERM: {out:?}"
+        );
+        let mknod_line = out
+            .lines()
+            .find(|l| l.starts_with("mknod: "))
+            .unwrap_or_default();
+        assert!(
+            mknod_line.contains("Operation not permitted"),
+            "mknod of 1:3 should get EPERM: {out:?}"
+        );
+        assert!(
+            out.lines().any(|l| l == "done"),
+            "script did not finish: {out:?}"
+        );
         drop(cg);
-        assert!(!dir.exists(), "test cgroup {} was not removed", dir.display());
+        assert!(
+            !dir.exists(),
+            "test cgroup {} was not removed",
+            dir.display()
+        );
     }
 }

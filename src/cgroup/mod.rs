@@ -33,9 +33,13 @@ pub struct Limits {
 /// Where and how instances' cgroups are made on this host.
 #[derive(Debug)]
 pub enum Setup {
-    V2 { base: PathBuf },
+    V2 {
+        base: PathBuf,
+    },
     /// (controller, base directory) for memory, cpu, cpuacct, pids and (if mounted) devices.
-    V1 { bases: Vec<(&'static str, PathBuf)> },
+    V1 {
+        bases: Vec<(&'static str, PathBuf)>,
+    },
 }
 
 impl Setup {
@@ -65,16 +69,32 @@ fn own_path(matches: impl Fn(&str) -> bool) -> Option<String> {
 }
 
 fn detect_v2() -> std::result::Result<Setup, String> {
-    let mount = probe::host().cgroup_mounts.iter().find(|m| m.version == 2).ok_or("no cgroup2 mount")?;
+    let mount = probe::host()
+        .cgroup_mounts
+        .iter()
+        .find(|m| m.version == 2)
+        .ok_or("no cgroup2 mount")?;
     let own = own_path(|c| c.is_empty()).ok_or("no 0:: line in /proc/self/cgroup")?;
     let dir = mount.path.join(own.trim_start_matches('/'));
-    let controllers = read(&dir.join("cgroup.controllers")).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let want: Vec<&str> = ["memory", "pids", "cpu"].into_iter().filter(|c| controllers.split_whitespace().any(|x| x == *c)).collect();
+    let controllers =
+        read(&dir.join("cgroup.controllers")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let want: Vec<&str> = ["memory", "pids", "cpu"]
+        .into_iter()
+        .filter(|c| controllers.split_whitespace().any(|x| x == *c))
+        .collect();
     if !want.contains(&"memory") || !want.contains(&"pids") {
-        return Err(format!("{} lacks the memory or pids controller (has: {})", dir.display(), controllers.trim()));
+        return Err(format!(
+            "{} lacks the memory or pids controller (has: {})",
+            dir.display(),
+            controllers.trim()
+        ));
     }
     let enabled = read(&dir.join("cgroup.subtree_control")).unwrap_or_default();
-    let missing: Vec<String> = want.iter().filter(|c| !enabled.split_whitespace().any(|x| x == **c)).map(|c| format!("+{c}")).collect();
+    let missing: Vec<String> = want
+        .iter()
+        .filter(|c| !enabled.split_whitespace().any(|x| x == **c))
+        .map(|c| format!("+{c}"))
+        .collect();
     if !missing.is_empty() {
         if let Err(e) = fs::write(dir.join("cgroup.subtree_control"), missing.join(" ")) {
             // EBUSY: processes live in our cgroup, so controllers cannot be enabled for children
@@ -96,7 +116,10 @@ fn detect_v1() -> std::result::Result<Setup, String> {
     }
     let mut bases = Vec::new();
     for ctl in ["memory", "cpu", "cpuacct", "pids", "devices"] {
-        let mount = probe::host().cgroup_mounts.iter().find(|m| m.version == 1 && m.controllers.iter().any(|c| c == ctl));
+        let mount = probe::host()
+            .cgroup_mounts
+            .iter()
+            .find(|m| m.version == 1 && m.controllers.iter().any(|c| c == ctl));
         let Some(mount) = mount else {
             if ctl == "devices" {
                 continue;
@@ -166,12 +189,16 @@ pub struct InstanceStats {
 fn keyed(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let mut it = l.split_whitespace();
-        (it.next() == Some(key)).then(|| it.next().and_then(|v| v.parse().ok())).flatten()
+        (it.next() == Some(key))
+            .then(|| it.next().and_then(|v| v.parse().ok()))
+            .flatten()
     })
 }
 
 fn open_dir(p: &Path) -> Result<OwnedFd> {
-    fs::File::open(p).map(OwnedFd::from).map_err(|e| Error::io("opening", p.to_path_buf(), e))
+    fs::File::open(p)
+        .map(OwnedFd::from)
+        .map_err(|e| Error::io("opening", p.to_path_buf(), e))
 }
 
 /// Kills everything in `dir` (v2: cgroup.kill; v1: SIGKILL each listed pid until none is
@@ -185,7 +212,10 @@ fn kill_and_wait(v2: bool, dir: &Path) {
         if v2 {
             let _ = fs::write(dir.join("cgroup.kill"), "1");
         } else {
-            for pid in procs.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            for pid in procs
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
                 let _ = crate::sys::kill(pid, libc::SIGKILL);
             }
         }
@@ -197,7 +227,9 @@ fn kill_and_wait(v2: bool, dir: &Path) {
 fn remove(dir: &Path) {
     for _ in 0..100 {
         match fs::remove_dir(dir) {
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(std::time::Duration::from_millis(2)),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(2))
+            }
             _ => return,
         }
     }
@@ -224,9 +256,16 @@ impl InstanceCgroup {
         let name = format!("rsandbox-{slot}");
         let (v2, dirs): (bool, Vec<(&'static str, PathBuf)>) = match setup {
             Setup::V2 { base } => (true, vec![("", base.join(&name))]),
-            Setup::V1 { bases } => (false, bases.iter().map(|(c, b)| (*c, b.join(&name))).collect()),
+            Setup::V1 { bases } => (
+                false,
+                bases.iter().map(|(c, b)| (*c, b.join(&name))).collect(),
+            ),
         };
-        let cg = InstanceCgroup { v2, dirs, next_run: AtomicU32::new(0) };
+        let cg = InstanceCgroup {
+            v2,
+            dirs,
+            next_run: AtomicU32::new(0),
+        };
         for (_, d) in &cg.dirs {
             let mut r = fs::create_dir(d);
             if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists) {
@@ -247,7 +286,10 @@ impl InstanceCgroup {
     }
 
     fn dir(&self, ctl: &str) -> Option<&Path> {
-        self.dirs.iter().find(|(c, _)| self.v2 || *c == ctl).map(|(_, d)| d.as_path())
+        self.dirs
+            .iter()
+            .find(|(c, _)| self.v2 || *c == ctl)
+            .map(|(_, d)| d.as_path())
     }
 
     fn write_limits(&self, l: &Limits) -> Result<()> {
@@ -265,7 +307,10 @@ impl InstanceCgroup {
             }
             if let Some(c) = l.cpus {
                 if d.join("cpu.max").exists() {
-                    write(&d.join("cpu.max"), &format!("{} 100000", (c * 100_000.0).round().max(1000.0) as u64))?;
+                    write(
+                        &d.join("cpu.max"),
+                        &format!("{} 100000", (c * 100_000.0).round().max(1000.0) as u64),
+                    )?;
                 }
             }
         } else {
@@ -282,14 +327,24 @@ impl InstanceCgroup {
             }
             if let (Some(c), Some(d)) = (l.cpus, self.dir("cpu")) {
                 write(&d.join("cpu.cfs_period_us"), "100000")?;
-                write(&d.join("cpu.cfs_quota_us"), &((c * 100_000.0).round().max(1000.0) as u64).to_string())?;
+                write(
+                    &d.join("cpu.cfs_quota_us"),
+                    &((c * 100_000.0).round().max(1000.0) as u64).to_string(),
+                )?;
             }
             if let Some(d) = self.dir("devices") {
                 write(&d.join("devices.deny"), "a")?;
                 for r in devices::minimal() {
                     let minor = r.minor.map_or("*".to_string(), |m| m.to_string());
-                    let kind = if r.kind == devices::DeviceKind::Char { 'c' } else { 'b' };
-                    write(&d.join("devices.allow"), &format!("{kind} {}:{minor} rw", r.major))?;
+                    let kind = if r.kind == devices::DeviceKind::Char {
+                        'c'
+                    } else {
+                        'b'
+                    };
+                    write(
+                        &d.join("devices.allow"),
+                        &format!("{kind} {}:{minor} rw", r.major),
+                    )?;
                 }
             }
         }
@@ -332,14 +387,24 @@ impl InstanceCgroup {
         for (_, d) in &self.dirs {
             if let Ok(rd) = fs::read_dir(d) {
                 for e in rd.flatten() {
-                    if e.file_name().to_string_lossy().starts_with("run-") && e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    if e.file_name().to_string_lossy().starts_with("run-")
+                        && e.file_type().map(|t| t.is_dir()).unwrap_or(false)
+                    {
                         let _ = fs::remove_dir(e.path()); // EBUSY while populated: kept
                     }
                 }
             }
         }
-        let dirs: Vec<(&'static str, PathBuf)> = self.dirs.iter().map(|(c, d)| (*c, d.join(format!("run-{n}")))).collect();
-        let mut run = RunCgroup { v2: self.v2, dirs: Vec::new(), join: Vec::new() };
+        let dirs: Vec<(&'static str, PathBuf)> = self
+            .dirs
+            .iter()
+            .map(|(c, d)| (*c, d.join(format!("run-{n}"))))
+            .collect();
+        let mut run = RunCgroup {
+            v2: self.v2,
+            dirs: Vec::new(),
+            join: Vec::new(),
+        };
         for (c, d) in dirs {
             fs::create_dir(&d).map_err(|e| Error::io("creating the cgroup", d.clone(), e))?;
             run.dirs.push((c, d.clone()));
@@ -347,7 +412,11 @@ impl InstanceCgroup {
                 open_dir(&d)?
             } else {
                 let p = d.join("cgroup.procs");
-                fs::OpenOptions::new().write(true).open(&p).map(OwnedFd::from).map_err(|e| Error::io("opening", p, e))?
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&p)
+                    .map(OwnedFd::from)
+                    .map_err(|e| Error::io("opening", p, e))?
             };
             run.join.push(fd);
         }
@@ -359,16 +428,32 @@ impl InstanceCgroup {
         let mut s = InstanceStats::default();
         if self.v2 {
             let d = &self.dirs[0].1;
-            s.peak_memory = read(&d.join("memory.peak")).ok().and_then(|v| v.trim().parse().ok());
-            s.oom_kills = read(&d.join("memory.events")).ok().and_then(|t| keyed(&t, "oom_kill")).unwrap_or(0);
-            s.pids_max_hits = read(&d.join("pids.events")).ok().and_then(|t| keyed(&t, "max")).unwrap_or(0);
+            s.peak_memory = read(&d.join("memory.peak"))
+                .ok()
+                .and_then(|v| v.trim().parse().ok());
+            s.oom_kills = read(&d.join("memory.events"))
+                .ok()
+                .and_then(|t| keyed(&t, "oom_kill"))
+                .unwrap_or(0);
+            s.pids_max_hits = read(&d.join("pids.events"))
+                .ok()
+                .and_then(|t| keyed(&t, "max"))
+                .unwrap_or(0);
         } else {
             if let Some(d) = self.dir("memory") {
-                s.peak_memory = read(&d.join("memory.max_usage_in_bytes")).ok().and_then(|v| v.trim().parse().ok());
-                s.oom_kills = read(&d.join("memory.oom_control")).ok().and_then(|t| keyed(&t, "oom_kill")).unwrap_or(0);
+                s.peak_memory = read(&d.join("memory.max_usage_in_bytes"))
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok());
+                s.oom_kills = read(&d.join("memory.oom_control"))
+                    .ok()
+                    .and_then(|t| keyed(&t, "oom_kill"))
+                    .unwrap_or(0);
             }
             if let Some(d) = self.dir("pids") {
-                s.pids_max_hits = read(&d.join("pids.events")).ok().and_then(|t| keyed(&t, "max")).unwrap_or(0);
+                s.pids_max_hits = read(&d.join("pids.events"))
+                    .ok()
+                    .and_then(|t| keyed(&t, "max"))
+                    .unwrap_or(0);
             }
         }
         s
@@ -376,7 +461,9 @@ impl InstanceCgroup {
 
     /// The limit values as the kernel holds them (for tests and `check`).
     pub fn read_file(&self, ctl: &str, file: &str) -> Option<String> {
-        self.dir(ctl).and_then(|d| read(&d.join(file)).ok()).map(|s| s.trim().to_string())
+        self.dir(ctl)
+            .and_then(|d| read(&d.join(file)).ok())
+            .map(|s| s.trim().to_string())
     }
 
     fn clean_dir(&self, d: &Path) {
@@ -413,7 +500,11 @@ impl InstanceCgroup {
     /// The instance's cgroups seen as one run (a one-shot run, whose program simply inherits
     /// the reaper's cgroups: no per-run directories to create, join and remove).
     pub fn as_run(&self) -> RunCgroup {
-        RunCgroup { v2: self.v2, dirs: self.dirs.clone(), join: Vec::new() }
+        RunCgroup {
+            v2: self.v2,
+            dirs: self.dirs.clone(),
+            join: Vec::new(),
+        }
     }
 }
 
@@ -427,20 +518,38 @@ impl RunCgroup {
                 s.sys_us = keyed(&t, "system_usec").unwrap_or(0);
             }
         } else {
-            let dir = |ctl: &str| self.dirs.iter().find(|(c, _)| *c == ctl).map(|(_, d)| d.clone());
+            let dir = |ctl: &str| {
+                self.dirs
+                    .iter()
+                    .find(|(c, _)| *c == ctl)
+                    .map(|(_, d)| d.clone())
+            };
             if let Some(d) = dir("memory") {
-                s.oom_kills = read(&d.join("memory.oom_control")).ok().and_then(|t| keyed(&t, "oom_kill")).unwrap_or(0);
+                s.oom_kills = read(&d.join("memory.oom_control"))
+                    .ok()
+                    .and_then(|t| keyed(&t, "oom_kill"))
+                    .unwrap_or(0);
             }
             if let Some(d) = dir("pids") {
-                s.pids_max_hits = read(&d.join("pids.events")).ok().and_then(|t| keyed(&t, "max")).unwrap_or(0);
+                s.pids_max_hits = read(&d.join("pids.events"))
+                    .ok()
+                    .and_then(|t| keyed(&t, "max"))
+                    .unwrap_or(0);
             }
         }
         if self.v2 {
         } else if let Some((_, d)) = self.dirs.iter().find(|(c, _)| *c == "cpuacct") {
-            s.cpu_us = read(&d.join("cpuacct.usage")).ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0) / 1000;
+            s.cpu_us = read(&d.join("cpuacct.usage"))
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+                / 1000;
             if let Ok(t) = read(&d.join("cpuacct.stat")) {
                 // USER_HZ ticks; scale so user + sys matches the exact total.
-                let (u, y) = (keyed(&t, "user").unwrap_or(0), keyed(&t, "system").unwrap_or(0));
+                let (u, y) = (
+                    keyed(&t, "user").unwrap_or(0),
+                    keyed(&t, "system").unwrap_or(0),
+                );
                 if u + y > 0 {
                     s.user_us = s.cpu_us * u / (u + y);
                     s.sys_us = s.cpu_us - s.user_us;

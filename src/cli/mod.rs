@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use rsandbox::{defaults, Command, Net, Outcome, Sandbox, Status, Stdin};
 
 #[derive(Parser)]
-#[command(name = "rsandbox", version, about = "Run untrusted code in fresh Linux namespaces, without containers")]
+#[command(
+    name = "rsandbox",
+    version,
+    about = "Run untrusted code in fresh Linux namespaces, without containers"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -42,12 +46,17 @@ fn parse_size(s: &str) -> Result<u64, String> {
         }
         _ => (s, 1),
     };
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (e.g. 256M, 1G, 4096)"))?;
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 256M, 1G, 4096)"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
     if !(v > 0.0 && v < 1e9) {
         return Err(format!("{s:?} must be a positive number of seconds"));
     }
@@ -74,15 +83,19 @@ fn parse_bind(s: &str) -> Result<(PathBuf, Option<PathBuf>), String> {
 fn parse_file(s: &str) -> Result<(PathBuf, String), String> {
     match s.split_once(':') {
         Some((h, i)) if !h.is_empty() && !i.is_empty() => Ok((h.into(), i.to_string())),
-        _ => Err(format!("{s:?} is not HOST:INSIDE (INSIDE is relative to the work dir)")),
+        _ => Err(format!(
+            "{s:?} is not HOST:INSIDE (INSIDE is relative to the work dir)"
+        )),
     }
 }
 
 #[derive(Args)]
-#[command(after_help = "Exit status: the program's own; 128+N when killed by signal N; 124 timeout; \
+#[command(
+    after_help = "Exit status: the program's own; 128+N when killed by signal N; 124 timeout; \
 125 the sandbox failed; 126 not executable; 127 not found.\n\nExamples:\n  rsandbox run script.py\n  \
 rsandbox run --timeout 5 --json -c 'print(1+1)'\n  rsandbox run --file data.csv:data.csv job.py\n  \
-rsandbox run -- /bin/sh -c 'ls /'")]
+rsandbox run -- /bin/sh -c 'ls /'"
+)]
 pub struct RunArgs {
     /// Python code to run (python -c CODE).
     #[arg(short = 'c', value_name = "CODE", conflicts_with_all = ["script", "program"])]
@@ -157,7 +170,15 @@ pub struct RunArgs {
 
 fn file_mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| if m.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 }).unwrap_or(0o644)
+    std::fs::metadata(p)
+        .map(|m| {
+            if m.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            }
+        })
+        .unwrap_or(0o644)
 }
 
 /// The command a script asks for: by extension, else by its `#!` line.
@@ -177,7 +198,11 @@ fn script_command(name: &str, data: &[u8]) -> anyhow::Result<(Command, u32)> {
 fn prepare(a: &RunArgs) -> anyhow::Result<(Sandbox, Command)> {
     let mut b = Sandbox::builder()
         .cpus(a.cpus)
-        .memory(a.mem.checked_mul(1 << 20).ok_or_else(|| anyhow!("--mem {} is too large", a.mem))?)
+        .memory(
+            a.mem
+                .checked_mul(1 << 20)
+                .ok_or_else(|| anyhow!("--mem {} is too large", a.mem))?,
+        )
         .pids(a.pids)
         .timeout(a.timeout)
         .tmp_size(a.tmp_size)
@@ -212,23 +237,30 @@ fn prepare(a: &RunArgs) -> anyhow::Result<(Sandbox, Command)> {
         }
         Command::new(&a.program[0]).args(&a.program[1..])
     } else if let Some(script) = &a.script {
-        let data = std::fs::read(script).with_context(|| format!("reading script {}", script.display()))?;
+        let data = std::fs::read(script)
+            .with_context(|| format!("reading script {}", script.display()))?;
         let name = script
             .file_name()
             .and_then(|n| n.to_str())
             .ok_or_else(|| anyhow!("script name {} is not valid UTF-8", script.display()))?
             .to_string();
         let (cmd, mode) = script_command(&name, &data)?;
-        cmd.file(name, data, mode.max(file_mode(script))).args(&a.script_args)
+        cmd.file(name, data, mode.max(file_mode(script)))
+            .args(&a.script_args)
     } else {
         bail!("nothing to run: give a SCRIPT, -c CODE, or -- PROGRAM [ARGS...]");
     };
     for (host, inside) in &a.file {
-        let data = std::fs::read(host).with_context(|| format!("reading --file {}", host.display()))?;
+        let data =
+            std::fs::read(host).with_context(|| format!("reading --file {}", host.display()))?;
         cmd = cmd.file(inside.clone(), data, file_mode(host));
     }
     if let Some(s) = &a.stdin {
-        cmd = cmd.stdin(if s == Path::new("-") { Stdin::File("/dev/stdin".into()) } else { Stdin::File(s.clone()) });
+        cmd = cmd.stdin(if s == Path::new("-") {
+            Stdin::File("/dev/stdin".into())
+        } else {
+            Stdin::File(s.clone())
+        });
     }
     Ok((b.build()?, cmd.pass_through(!a.json)))
 }
@@ -252,7 +284,10 @@ pub fn run(a: &RunArgs) -> i32 {
                 None => ("usage", 125, format!("{e:#}")),
             };
             if a.json {
-                println!("{}", serde_json::json!({"error": {"stage": stage, "message": message}}));
+                println!(
+                    "{}",
+                    serde_json::json!({"error": {"stage": stage, "message": message}})
+                );
             } else {
                 eprintln!("rsandbox: {message}");
             }
@@ -264,9 +299,15 @@ pub fn run(a: &RunArgs) -> i32 {
 /// One-line notes on stderr for what a pass-through run cannot show otherwise.
 fn notes(out: &Outcome, timeout: Duration) {
     if out.status == Status::Timeout {
-        eprintln!("rsandbox: timed out after {:.1}s; every process of the run was killed", timeout.as_secs_f64());
+        eprintln!(
+            "rsandbox: timed out after {:.1}s; every process of the run was killed",
+            timeout.as_secs_f64()
+        );
     }
-    for (name, trunc, total) in [("stdout", out.stdout_truncated, out.stdout_bytes), ("stderr", out.stderr_truncated, out.stderr_bytes)] {
+    for (name, trunc, total) in [
+        ("stdout", out.stdout_truncated, out.stdout_bytes),
+        ("stderr", out.stderr_truncated, out.stderr_bytes),
+    ] {
         if trunc {
             eprintln!("rsandbox: {name} truncated ({total} bytes written, limit --output-limit)");
         }
@@ -298,16 +339,60 @@ pub fn check(json: bool) -> i32 {
         println!("{}", serde_json::to_string_pretty(&v).unwrap());
     } else {
         println!("kernel            {}", probe.kernel);
-        println!("running as        uid {}{}", probe.euid, if probe.euid == 0 { " (root: instances get host uids 1000000000+slot)" } else { " (unprivileged: instances map to this uid)" });
-        println!("user namespaces   {}", if probe.userns { "yes".to_string() } else { format!("no ({})", probe.userns_note.clone().unwrap_or_default()) });
+        println!(
+            "running as        uid {}{}",
+            probe.euid,
+            if probe.euid == 0 {
+                " (root: instances get host uids 1000000000+slot)"
+            } else {
+                " (unprivileged: instances map to this uid)"
+            }
+        );
+        println!(
+            "user namespaces   {}",
+            if probe.userns {
+                "yes".to_string()
+            } else {
+                format!("no ({})", probe.userns_note.clone().unwrap_or_default())
+            }
+        );
         let mounts: Vec<String> = probe
             .cgroup_mounts
             .iter()
-            .map(|m| format!("{} v{}{}", m.path.display(), m.version, if m.controllers.is_empty() { String::new() } else { format!(" [{}]", m.controllers.join(",")) }))
+            .map(|m| {
+                format!(
+                    "{} v{}{}",
+                    m.path.display(),
+                    m.version,
+                    if m.controllers.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [{}]", m.controllers.join(","))
+                    }
+                )
+            })
             .collect();
-        println!("cgroups           {:?}: {}", probe.cgroup_layout, mounts.join("; "));
-        println!("landlock          {}", if probe.landlock_abi > 0 { format!("ABI {}", probe.landlock_abi) } else { "no".into() });
-        println!("seccomp           {}", if probe.seccomp { probe.seccomp_actions.join(" ") } else { "no".into() });
+        println!(
+            "cgroups           {:?}: {}",
+            probe.cgroup_layout,
+            mounts.join("; ")
+        );
+        println!(
+            "landlock          {}",
+            if probe.landlock_abi > 0 {
+                format!("ABI {}", probe.landlock_abi)
+            } else {
+                "no".into()
+            }
+        );
+        println!(
+            "seccomp           {}",
+            if probe.seccomp {
+                probe.seccomp_actions.join(" ")
+            } else {
+                "no".into()
+            }
+        );
         match (&enforcement, &error) {
             (Some(e), _) => {
                 println!("sandbox           works (ran /bin/true in fresh user/mount/pid/net/ipc/uts/cgroup namespaces)");
@@ -344,7 +429,10 @@ mod tests {
         assert_eq!(parse_bind("/a"), Ok(("/a".into(), None)));
         assert_eq!(parse_bind("/a:/b"), Ok(("/a".into(), Some("/b".into()))));
         assert!(parse_bind(":/b").is_err() && parse_bind("/a:").is_err());
-        assert_eq!(parse_file("d.csv:in/d.csv"), Ok(("d.csv".into(), "in/d.csv".to_string())));
+        assert_eq!(
+            parse_file("d.csv:in/d.csv"),
+            Ok(("d.csv".into(), "in/d.csv".to_string()))
+        );
         assert!(parse_file("d.csv").is_err());
         assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
         assert!(parse_env("NOEQUALS").is_err() && parse_env("=x").is_err());

@@ -15,7 +15,11 @@ pub enum MountKind {
     /// Bind `src` (recursively when `recursive`), then apply `attrs` with `mount_setattr`.
     Bind { src: CString, recursive: bool },
     /// A new filesystem: `mount(fstype, dst, fstype, flags, data)`.
-    Fs { fstype: CString, flags: libc::c_ulong, data: CString },
+    Fs {
+        fstype: CString,
+        flags: libc::c_ulong,
+        data: CString,
+    },
     /// `mkdir -p dst` as the sandbox user, for a mount point inside a tmpfs of this instance
     /// (e.g. a virtualenv under /tmp), where the template's mount points are hidden.
     MkdirP,
@@ -64,7 +68,10 @@ fn cstring(p: &Path) -> CString {
 
 impl PlanBuilder {
     pub fn new(root: &Path) -> PlanBuilder {
-        PlanBuilder { root: root.to_path_buf(), ops: Vec::new() }
+        PlanBuilder {
+            root: root.to_path_buf(),
+            ops: Vec::new(),
+        }
     }
 
     fn dst(&self, inside: &Path) -> CString {
@@ -74,7 +81,10 @@ impl PlanBuilder {
     /// Bind host `src` at `inside` with `attrs`.
     pub fn bind(&mut self, src: &Path, inside: &Path, recursive: bool, attrs: u64) {
         self.ops.push(MountOp {
-            kind: MountKind::Bind { src: cstring(src), recursive },
+            kind: MountKind::Bind {
+                src: cstring(src),
+                recursive,
+            },
             dst: self.dst(inside),
             attrs,
             inside: inside.display().to_string(),
@@ -83,7 +93,14 @@ impl PlanBuilder {
     }
 
     /// Mount a tmpfs of `size_bytes` at `inside` with the given mode (and owner, inside ids).
-    pub fn tmpfs(&mut self, inside: &Path, size_bytes: u64, mode: u32, owner: Option<u32>, is_work: bool) {
+    pub fn tmpfs(
+        &mut self,
+        inside: &Path,
+        size_bytes: u64,
+        mode: u32,
+        owner: Option<u32>,
+        is_work: bool,
+    ) {
         let mut data = format!("size={size_bytes},mode={mode:o}");
         if let Some(id) = owner {
             data.push_str(&format!(",uid={id},gid={id}"));
@@ -128,6 +145,9 @@ impl PlanBuilder {
     }
 
     pub fn finish(self) -> MountPlan {
-        MountPlan { root: cstring(&self.root), ops: self.ops }
+        MountPlan {
+            root: cstring(&self.root),
+            ops: self.ops,
+        }
     }
 }

@@ -56,7 +56,10 @@ pub fn user_runtime_dir() -> PathBuf {
     let (uid, _) = sys::ids();
     if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
         let d = PathBuf::from(d);
-        if fs::metadata(&d).map(|m| std::os::unix::fs::MetadataExt::uid(&m) == uid).unwrap_or(false) {
+        if fs::metadata(&d)
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == uid)
+            .unwrap_or(false)
+        {
             return d;
         }
     }
@@ -115,7 +118,8 @@ impl Locked {
             .open(path)
             .map_err(|e| Error::io("opening lock", path.to_path_buf(), e))?;
         use std::os::fd::AsFd;
-        sys::flock(f.as_fd(), libc::LOCK_EX).map_err(|e| Error::io("locking", path.to_path_buf(), e))?;
+        sys::flock(f.as_fd(), libc::LOCK_EX)
+            .map_err(|e| Error::io("locking", path.to_path_buf(), e))?;
         Ok(Locked(f))
     }
 }
@@ -126,7 +130,11 @@ pub fn ensure(source: &Path) -> Result<Template> {
     private_dir(&base, 0o755)?;
     let root = base.join(name_for(source));
     let lock = base.join("template.lock");
-    let t = Template { root: root.clone(), source: source.to_path_buf(), lock: lock.clone() };
+    let t = Template {
+        root: root.clone(),
+        source: source.to_path_buf(),
+        lock: lock.clone(),
+    };
     if root.with_extension(MARKER).exists() {
         return Ok(t);
     }
@@ -146,13 +154,19 @@ pub fn ensure(source: &Path) -> Result<Template> {
     let tmp = base.join(format!(".build-{}", std::process::id()));
     let res = build(&tmp, source)
         .map_err(|e| Error::io("building the root template in", tmp.clone(), e))
-        .and_then(|_| fs::rename(&tmp, &root).map_err(|e| Error::io("installing the root template at", root.clone(), e)));
+        .and_then(|_| {
+            fs::rename(&tmp, &root)
+                .map_err(|e| Error::io("installing the root template at", root.clone(), e))
+        });
     if let Err(e) = res {
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    write_file(&root.with_extension(MARKER), format!("{VERSION}\n").as_bytes())
-        .map_err(|e| Error::io("marking the root template ready", root.clone(), e))?;
+    write_file(
+        &root.with_extension(MARKER),
+        format!("{VERSION}\n").as_bytes(),
+    )
+    .map_err(|e| Error::io("marking the root template ready", root.clone(), e))?;
     Ok(t)
 }
 
@@ -162,13 +176,19 @@ fn mkdir(p: &Path, mode: u32) -> std::io::Result<()> {
 }
 
 fn write_file(p: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut f = fs::OpenOptions::new().create_new(true).write(true).mode(0o644).open(p)?;
+    let mut f = fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o644)
+        .open(p)?;
     f.write_all(contents)
 }
 
 /// Copies a file or replicates a symlink from `src` to `dst` (missing sources are skipped).
 fn copy_entry(src: &Path, dst: &Path) -> std::io::Result<()> {
-    let Ok(m) = fs::symlink_metadata(src) else { return Ok(()) };
+    let Ok(m) = fs::symlink_metadata(src) else {
+        return Ok(());
+    };
     if let Some(parent) = dst.parent() {
         mkdir(parent, 0o755)?;
     }
@@ -192,7 +212,16 @@ fn build(t: &Path, source: &Path) -> std::io::Result<()> {
             _ => {}
         }
     }
-    for d in ["proc", "dev/shm", "dev/pts", "tmp", "home/sandbox", "etc/ssl/certs", "run", "var"] {
+    for d in [
+        "proc",
+        "dev/shm",
+        "dev/pts",
+        "tmp",
+        "home/sandbox",
+        "etc/ssl/certs",
+        "run",
+        "var",
+    ] {
         mkdir(&t.join(d), 0o755)?;
     }
     fs::set_permissions(t.join("tmp"), fs::Permissions::from_mode(0o1777))?;
@@ -210,11 +239,20 @@ fn build(t: &Path, source: &Path) -> std::io::Result<()> {
         b"root:x:0:0:root:/root:/bin/sh\nsandbox:x:1000:1000:sandbox:/home/sandbox:/bin/sh\n\
           nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
     )?;
-    write_file(&etc.join("group"), b"root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n")?;
-    write_file(&etc.join("hosts"), b"127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n")?;
+    write_file(
+        &etc.join("group"),
+        b"root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n",
+    )?;
+    write_file(
+        &etc.join("hosts"),
+        b"127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    )?;
     write_file(&etc.join("hostname"), b"sandbox\n")?;
     write_file(&etc.join("resolv.conf"), b"")?;
-    write_file(&etc.join("nsswitch.conf"), b"passwd: files\ngroup: files\nhosts: files\n")?;
+    write_file(
+        &etc.join("nsswitch.conf"),
+        b"passwd: files\ngroup: files\nhosts: files\n",
+    )?;
     for f in ETC_COPIES {
         copy_entry(&source.join("etc").join(f), &etc.join(f))?;
     }
@@ -244,13 +282,22 @@ pub fn check_inside(inside: &Path) -> std::result::Result<(), String> {
     if depth == 0 {
         return Err("cannot be /".into());
     }
-    let first = inside.components().nth(1).map(|c| c.as_os_str().to_string_lossy().into_owned()).unwrap_or_default();
+    let first = inside
+        .components()
+        .nth(1)
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .unwrap_or_default();
     let reserved = ["proc", "dev", "tmp", "etc", "run", "var"];
     if SYSTEM_DIRS.contains(&first.as_str()) || reserved.contains(&first.as_str()) {
-        return Err(format!("/{first} is managed by rsandbox (system binds, /proc, /dev, /tmp, /etc)"));
+        return Err(format!(
+            "/{first} is managed by rsandbox (system binds, /proc, /dev, /tmp, /etc)"
+        ));
     }
     if inside.starts_with(crate::defaults::WORK_DIR) {
-        return Err(format!("{} is the work dir; copy files in with --file", crate::defaults::WORK_DIR));
+        return Err(format!(
+            "{} is the work dir; copy files in with --file",
+            crate::defaults::WORK_DIR
+        ));
     }
     Ok(())
 }
@@ -268,15 +315,27 @@ impl Template {
             cur.push(c);
             match fs::symlink_metadata(&cur) {
                 Ok(m) if m.file_type().is_symlink() => {
-                    return Err(Error::invalid("mount point", format!("{} passes through a symlink in the template", inside.display())))
+                    return Err(Error::invalid(
+                        "mount point",
+                        format!(
+                            "{} passes through a symlink in the template",
+                            inside.display()
+                        ),
+                    ))
                 }
                 Ok(m) if i + 1 < comps.len() && !m.is_dir() => {
-                    return Err(Error::invalid("mount point", format!("{} is under a file", inside.display())))
+                    return Err(Error::invalid(
+                        "mount point",
+                        format!("{} is under a file", inside.display()),
+                    ))
                 }
                 Ok(m) if i + 1 == comps.len() && m.is_dir() != is_dir => {
                     return Err(Error::invalid(
                         "mount point",
-                        format!("{} is already a mount point of the other kind (file vs directory)", inside.display()),
+                        format!(
+                            "{} is already a mount point of the other kind (file vs directory)",
+                            inside.display()
+                        ),
                     ))
                 }
                 _ => {}
@@ -289,10 +348,13 @@ impl Template {
         let res = if is_dir {
             mkdir(&target, 0o755)
         } else {
-            target.parent().map_or(Ok(()), |p| mkdir(p, 0o755)).and_then(|_| match write_file(&target, b"") {
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-                r => r,
-            })
+            target
+                .parent()
+                .map_or(Ok(()), |p| mkdir(p, 0o755))
+                .and_then(|_| match write_file(&target, b"") {
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                    r => r,
+                })
         };
         res.map_err(|e| Error::io("creating the mount point", target, e))
     }
@@ -305,11 +367,30 @@ mod tests {
 
     #[test]
     fn inside_paths_must_not_shadow_managed_directories() {
-        for ok in ["/data", "/opt/models", "/root/.pyenv/versions/3.11.7", "/mnt/x"] {
+        for ok in [
+            "/data",
+            "/opt/models",
+            "/root/.pyenv/versions/3.11.7",
+            "/mnt/x",
+        ] {
             assert!(check_inside(Path::new(ok)).is_ok(), "{ok}");
         }
-        for bad in ["relative", "/", "/proc", "/proc/sys", "/usr/lib/x", "/dev/sda", "/etc", "/tmp/x", "/home/sandbox/x", "/a/../b"] {
-            assert!(check_inside(Path::new(bad)).is_err(), "{bad} must be refused");
+        for bad in [
+            "relative",
+            "/",
+            "/proc",
+            "/proc/sys",
+            "/usr/lib/x",
+            "/dev/sda",
+            "/etc",
+            "/tmp/x",
+            "/home/sandbox/x",
+            "/a/../b",
+        ] {
+            assert!(
+                check_inside(Path::new(bad)).is_err(),
+                "{bad} must be refused"
+            );
         }
     }
 }

@@ -29,9 +29,17 @@ impl IdMap {
     /// The mapping for state slot `slot`, given the supervisor's effective ids.
     pub fn for_slot(slot: u32, euid: u32, egid: u32) -> IdMap {
         if euid == 0 {
-            IdMap { host_uid: UID_BASE + slot, host_gid: UID_BASE + slot, privileged: true }
+            IdMap {
+                host_uid: UID_BASE + slot,
+                host_gid: UID_BASE + slot,
+                privileged: true,
+            }
         } else {
-            IdMap { host_uid: euid, host_gid: egid, privileged: false }
+            IdMap {
+                host_uid: euid,
+                host_gid: egid,
+                privileged: false,
+            }
         }
     }
 
@@ -40,8 +48,14 @@ impl IdMap {
         if !self.privileged {
             std::fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
         }
-        std::fs::write(format!("/proc/{pid}/uid_map"), format!("{SANDBOX_ID} {} 1\n", self.host_uid))?;
-        std::fs::write(format!("/proc/{pid}/gid_map"), format!("{SANDBOX_ID} {} 1\n", self.host_gid))?;
+        std::fs::write(
+            format!("/proc/{pid}/uid_map"),
+            format!("{SANDBOX_ID} {} 1\n", self.host_uid),
+        )?;
+        std::fs::write(
+            format!("/proc/{pid}/gid_map"),
+            format!("{SANDBOX_ID} {} 1\n", self.host_gid),
+        )?;
         Ok(())
     }
 }

@@ -28,7 +28,12 @@ pub struct Data {
 
 impl Data {
     pub fn new(arch: u32, nr: i32, args: [u64; 6]) -> Data {
-        Data { nr, arch, ip: 0, args }
+        Data {
+            nr,
+            arch,
+            ip: 0,
+            args,
+        }
     }
 
     fn word(&self, off: u32) -> Option<u32> {
@@ -77,7 +82,9 @@ pub fn run(prog: &[libc::sock_filter], data: &Data) -> Result<Verdict, String> {
     let mut mem = [0u32; 16];
     let mut pc = 0usize;
     for _ in 0..=prog.len() {
-        let Some(ins) = prog.get(pc) else { return Err(format!("fell off the end at {pc}")) };
+        let Some(ins) = prog.get(pc) else {
+            return Err(format!("fell off the end at {pc}"));
+        };
         let k = ins.k;
         let class = ins.code & 0x07;
         pc += 1;

@@ -11,19 +11,26 @@ pub mod bpf;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
 /// Docker writes `null` for empty lists; treat it as empty.
-fn null_default<'de, D: serde::Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> std::result::Result<T, D::Error> {
+fn null_default<'de, D: serde::Deserializer<'de>, T: Default + Deserialize<'de>>(
+    d: D,
+) -> std::result::Result<T, D::Error> {
     Option::<T>::deserialize(d).map(Option::unwrap_or_default)
 }
 
 /// The profiles shipped with rsandbox.
 pub const BUILTIN: &[(&str, &str)] = &[
-    ("default", include_str!("../../seccomp-profiles/default.json")),
+    (
+        "default",
+        include_str!("../../seccomp-profiles/default.json"),
+    ),
     ("strict", include_str!("../../seccomp-profiles/strict.json")),
 ];
 
@@ -62,7 +69,10 @@ impl Profile {
             Profile::Default => "default".into(),
             Profile::Strict => "strict".into(),
             Profile::Unconfined => "none".into(),
-            Profile::File(p) => p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into()),
+            Profile::File(p) => p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "file".into()),
         }
     }
 }
@@ -163,25 +173,42 @@ fn native_arch_names() -> &'static [&'static str] {
 }
 
 fn kernel_at_least(min: &str) -> bool {
-    let parse = |s: &str| -> Vec<u32> { s.split(['.', '-']).take(2).filter_map(|p| p.parse().ok()).collect() };
+    let parse = |s: &str| -> Vec<u32> {
+        s.split(['.', '-'])
+            .take(2)
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
     let running = parse(&crate::probe::host().kernel);
     let want = parse(min);
     running >= want
 }
 
-fn action(name: &str, errno: Option<u32>, default_errno: Option<u32>, origin: &str) -> Result<ScmpAction> {
+fn action(
+    name: &str,
+    errno: Option<u32>,
+    default_errno: Option<u32>,
+    origin: &str,
+) -> Result<ScmpAction> {
     let errno = errno.or(default_errno).unwrap_or(libc::EPERM as u32) as i32;
     match name {
         "SCMP_ACT_ERRNO" => Ok(ScmpAction::Errno(errno)),
-        "SCMP_ACT_NOTIFY" => Err(bad(origin, "SCMP_ACT_NOTIFY is reserved for rsandbox's own use")),
+        "SCMP_ACT_NOTIFY" => Err(bad(
+            origin,
+            "SCMP_ACT_NOTIFY is reserved for rsandbox's own use",
+        )),
         "SCMP_ACT_TRACE" => Ok(ScmpAction::Trace(errno as u16)),
-        other => ScmpAction::from_str(other, None).map_err(|_| bad(origin, format!("unknown action {other:?}"))),
+        other => ScmpAction::from_str(other, None)
+            .map_err(|_| bad(origin, format!("unknown action {other:?}"))),
     }
 }
 
 fn compare(a: &Arg, origin: &str) -> Result<ScmpArgCompare> {
     if a.index > 5 {
-        return Err(bad(origin, format!("argument index {} is out of range 0-5", a.index)));
+        return Err(bad(
+            origin,
+            format!("argument index {} is out of range 0-5", a.index),
+        ));
     }
     let op = match a.op.as_str() {
         "SCMP_CMP_NE" => ScmpCompareOp::NotEqual,
@@ -191,19 +218,27 @@ fn compare(a: &Arg, origin: &str) -> Result<ScmpArgCompare> {
         "SCMP_CMP_GE" => ScmpCompareOp::GreaterEqual,
         "SCMP_CMP_GT" => ScmpCompareOp::Greater,
         // Docker: `value` is the mask, `valueTwo` the value to compare with.
-        "SCMP_CMP_MASKED_EQ" => return Ok(ScmpArgCompare::new(a.index, ScmpCompareOp::MaskedEqual(a.value), a.value_two)),
+        "SCMP_CMP_MASKED_EQ" => {
+            return Ok(ScmpArgCompare::new(
+                a.index,
+                ScmpCompareOp::MaskedEqual(a.value),
+                a.value_two,
+            ))
+        }
         other => return Err(bad(origin, format!("unknown comparison {other:?}"))),
     };
     Ok(ScmpArgCompare::new(a.index, op, a.value))
 }
 
 fn arch(name: &str, origin: &str) -> Result<ScmpArch> {
-    name.parse::<ScmpArch>().map_err(|_| bad(origin, format!("unknown architecture {name:?}")))
+    name.parse::<ScmpArch>()
+        .map_err(|_| bad(origin, format!("unknown architecture {name:?}")))
 }
 
 /// Compiles a profile's JSON text. `origin` names it in errors.
 pub fn compile_json(json: &str, origin: &str, name: &str) -> Result<Compiled> {
-    let spec: Spec = serde_json::from_str(json).map_err(|e| bad(origin, format!("not a seccomp profile: {e}")))?;
+    let spec: Spec = serde_json::from_str(json)
+        .map_err(|e| bad(origin, format!("not a seccomp profile: {e}")))?;
     compile(&spec, origin, name)
 }
 
@@ -214,7 +249,8 @@ pub fn compile(spec: &Spec, origin: &str, name: &str) -> Result<Compiled> {
     let mut kills = matches!(default, ScmpAction::KillProcess | ScmpAction::KillThread);
     let mut ctx = ScmpFilterContext::new(default).map_err(lib)?;
     // Every ABI the profile does not list is refused with ENOSYS (i386 `int 0x80`, x32).
-    ctx.set_act_badarch(ScmpAction::Errno(libc::ENOSYS)).map_err(lib)?;
+    ctx.set_act_badarch(ScmpAction::Errno(libc::ENOSYS))
+        .map_err(lib)?;
     ctx.set_ctl_nnp(false).map_err(lib)?;
     let native = ScmpArch::native();
     let mut arches: Vec<ScmpArch> = Vec::new();
@@ -247,10 +283,21 @@ pub fn compile(spec: &Spec, origin: &str, name: &str) -> Result<Compiled> {
         if !rule.includes.caps.is_empty() {
             continue;
         }
-        if !rule.includes.arches.is_empty() && !rule.includes.arches.iter().any(|a| native_names.contains(&a.as_str())) {
+        if !rule.includes.arches.is_empty()
+            && !rule
+                .includes
+                .arches
+                .iter()
+                .any(|a| native_names.contains(&a.as_str()))
+        {
             continue;
         }
-        if rule.excludes.arches.iter().any(|a| native_names.contains(&a.as_str())) {
+        if rule
+            .excludes
+            .arches
+            .iter()
+            .any(|a| native_names.contains(&a.as_str()))
+        {
             continue;
         }
         if let Some(k) = &rule.includes.min_kernel {
@@ -258,12 +305,21 @@ pub fn compile(spec: &Spec, origin: &str, name: &str) -> Result<Compiled> {
                 continue;
             }
         }
-        let act = action(&rule.action, rule.errno_ret, spec.default_errno_ret, &where_)?;
+        let act = action(
+            &rule.action,
+            rule.errno_ret,
+            spec.default_errno_ret,
+            &where_,
+        )?;
         if act == default {
             continue;
         }
         kills |= matches!(act, ScmpAction::KillProcess | ScmpAction::KillThread);
-        let cmps = rule.args.iter().map(|a| compare(a, &where_)).collect::<Result<Vec<_>>>()?;
+        let cmps = rule
+            .args
+            .iter()
+            .map(|a| compare(a, &where_))
+            .collect::<Result<Vec<_>>>()?;
         // runc's rule: comparisons on distinct arguments are ANDed in one rule; several on the
         // same argument become one rule each (ORed).
         let mut seen = std::collections::HashSet::new();
@@ -277,12 +333,15 @@ pub fn compile(spec: &Spec, origin: &str, name: &str) -> Result<Compiled> {
                 }
             };
             if cmps.is_empty() {
-                ctx.add_rule(act, sc).map_err(|e| bad(&where_, format!("{n}: {e}")))?;
+                ctx.add_rule(act, sc)
+                    .map_err(|e| bad(&where_, format!("{n}: {e}")))?;
             } else if distinct {
-                ctx.add_rule_conditional(act, sc, &cmps).map_err(|e| bad(&where_, format!("{n}: {e}")))?;
+                ctx.add_rule_conditional(act, sc, &cmps)
+                    .map_err(|e| bad(&where_, format!("{n}: {e}")))?;
             } else {
                 for c in &cmps {
-                    ctx.add_rule_conditional(act, sc, std::slice::from_ref(c)).map_err(|e| bad(&where_, format!("{n}: {e}")))?;
+                    ctx.add_rule_conditional(act, sc, std::slice::from_ref(c))
+                        .map_err(|e| bad(&where_, format!("{n}: {e}")))?;
                 }
             }
         }
@@ -291,20 +350,35 @@ pub fn compile(spec: &Spec, origin: &str, name: &str) -> Result<Compiled> {
     if kills && cfg!(target_arch = "x86_64") {
         program = with_violation_listener(&program);
     }
-    Ok(Compiled { name: name.to_string(), program, unknown, kills })
+    Ok(Compiled {
+        name: name.to_string(),
+        program,
+        unknown,
+        kills,
+    })
 }
 
 /// Exports the BPF through a memfd (Debian 12's libseccomp 2.5.4 has no export_bpf_mem).
 fn export(ctx: &ScmpFilterContext, origin: &str) -> Result<Vec<libc::sock_filter>> {
-    let mut f = crate::sys::memfd("rsandbox-seccomp").map_err(|e| Error::io("creating a memfd for", None, e))?;
-    ctx.export_bpf(&f).map_err(|e| bad(origin, format!("exporting BPF: {e}")))?;
+    let mut f = crate::sys::memfd("rsandbox-seccomp")
+        .map_err(|e| Error::io("creating a memfd for", None, e))?;
+    ctx.export_bpf(&f)
+        .map_err(|e| bad(origin, format!("exporting BPF: {e}")))?;
     use std::io::Seek;
-    f.seek(std::io::SeekFrom::Start(0)).map_err(|e| Error::io("reading the compiled filter", None, e))?;
+    f.seek(std::io::SeekFrom::Start(0))
+        .map_err(|e| Error::io("reading the compiled filter", None, e))?;
     let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes).map_err(|e| Error::io("reading the compiled filter", None, e))?;
+    f.read_to_end(&mut bytes)
+        .map_err(|e| Error::io("reading the compiled filter", None, e))?;
     const INSN: usize = std::mem::size_of::<libc::sock_filter>();
     if bytes.is_empty() || bytes.len() % INSN != 0 || bytes.len() / INSN > 4096 {
-        return Err(bad(origin, format!("compiled filter has an invalid size of {} bytes", bytes.len())));
+        return Err(bad(
+            origin,
+            format!(
+                "compiled filter has an invalid size of {} bytes",
+                bytes.len()
+            ),
+        ));
     }
     Ok(bytes
         .chunks_exact(INSN)
@@ -330,7 +404,10 @@ pub fn with_violation_listener(prog: &[libc::sock_filter]) -> Vec<libc::sock_fil
     let mut out = allow_exact(libc::SYS_sendmsg, HANDOFF_FD as u64).to_vec();
     out.extend(prog.iter().map(|i| {
         let ins = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
-        let kill = matches!(i.k & SECCOMP_RET_ACTION_FULL, SECCOMP_RET_KILL_PROCESS | SECCOMP_RET_KILL_THREAD);
+        let kill = matches!(
+            i.k & SECCOMP_RET_ACTION_FULL,
+            SECCOMP_RET_KILL_PROCESS | SECCOMP_RET_KILL_THREAD
+        );
         if i.code == RET && kill {
             ins(RET, 0, 0, SECCOMP_RET_USER_NOTIF)
         } else {
@@ -355,9 +432,9 @@ fn allow_exact(nr: i64, arg0: u64) -> [libc::sock_filter; 9] {
         ins(JEQ, 0, 7, AUDIT_ARCH_X86_64), // not native: the profile decides
         ins(LD_ABS, 0, 0, 0),              // nr (an x32 number has bit 30 set: no match)
         ins(JEQ, 0, 5, nr as u32),
-        ins(LD_ABS, 0, 0, 16),             // args[0], low half
+        ins(LD_ABS, 0, 0, 16), // args[0], low half
         ins(JEQ, 0, 3, arg0 as u32),
-        ins(LD_ABS, 0, 0, 20),             // args[0], high half
+        ins(LD_ABS, 0, 0, 20), // args[0], high half
         ins(JEQ, 0, 1, (arg0 >> 32) as u32),
         ins(RET, 0, 0, SECCOMP_RET_ALLOW),
     ]
@@ -368,12 +445,17 @@ pub fn load(profile: &Profile) -> Result<Option<Compiled>> {
     match profile {
         Profile::Unconfined => Ok(None),
         Profile::File(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| Error::invalid("seccomp", format!("{}: {e}", p.display())))?;
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| Error::invalid("seccomp", format!("{}: {e}", p.display())))?;
             compile_json(&text, &p.display().to_string(), &profile.name()).map(Some)
         }
         builtin => {
             let name = builtin.name();
-            let json = BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, j)| *j).expect("builtin profile");
+            let json = BUILTIN
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, j)| *j)
+                .expect("builtin profile");
             let mut c = compile_json(json, &format!("seccomp-profiles/{name}.json"), &name)?;
             if *builtin == Profile::Default && cfg!(target_arch = "x86_64") {
                 // personality(0xffffffff) only reads the persona; the flag rules would match it.
@@ -393,7 +475,8 @@ pub fn syscall_name(arch: u32, nr: i32) -> String {
         bpf::AUDIT_ARCH_I386 => Some(ScmpArch::X86),
         _ => None,
     };
-    a.and_then(|a| ScmpSyscall::from(nr).get_name_by_arch(a).ok()).unwrap_or_else(|| format!("syscall_{nr}"))
+    a.and_then(|a| ScmpSyscall::from(nr).get_name_by_arch(a).ok())
+        .unwrap_or_else(|| format!("syscall_{nr}"))
 }
 
 /// Whether `path` names one of the shipped profiles' files.
@@ -422,7 +505,11 @@ mod tests {
         for (name, json) in BUILTIN {
             let c = compile_json(json, name, name).unwrap();
             assert!(c.program.len() > 10, "{name}");
-            assert!(c.unknown.is_empty(), "{name}: unknown syscalls {:?}", c.unknown);
+            assert!(
+                c.unknown.is_empty(),
+                "{name}: unknown syscalls {:?}",
+                c.unknown
+            );
         }
     }
 
@@ -433,21 +520,60 @@ mod tests {
         let c = load(&Profile::Default).unwrap().unwrap();
         use libc::*;
         for nr in [
-            SYS_mount, SYS_umount2, SYS_pivot_root, SYS_fsopen, SYS_fsmount, SYS_move_mount, SYS_open_tree,
-            SYS_mount_setattr, SYS_setns, SYS_ptrace, SYS_process_vm_readv, SYS_process_vm_writev, SYS_pidfd_getfd,
-            SYS_bpf, SYS_keyctl, SYS_add_key, SYS_request_key, SYS_io_uring_setup, SYS_io_uring_enter,
-            SYS_io_uring_register, SYS_perf_event_open, SYS_userfaultfd, SYS_init_module, SYS_finit_module,
-            SYS_delete_module, SYS_kexec_load, SYS_kexec_file_load, SYS_reboot, SYS_swapon, SYS_swapoff, SYS_acct,
-            SYS_syslog, SYS_settimeofday, SYS_clock_settime, SYS_clock_adjtime, SYS_adjtimex, SYS_open_by_handle_at,
+            SYS_mount,
+            SYS_umount2,
+            SYS_pivot_root,
+            SYS_fsopen,
+            SYS_fsmount,
+            SYS_move_mount,
+            SYS_open_tree,
+            SYS_mount_setattr,
+            SYS_setns,
+            SYS_ptrace,
+            SYS_process_vm_readv,
+            SYS_process_vm_writev,
+            SYS_pidfd_getfd,
+            SYS_bpf,
+            SYS_keyctl,
+            SYS_add_key,
+            SYS_request_key,
+            SYS_io_uring_setup,
+            SYS_io_uring_enter,
+            SYS_io_uring_register,
+            SYS_perf_event_open,
+            SYS_userfaultfd,
+            SYS_init_module,
+            SYS_finit_module,
+            SYS_delete_module,
+            SYS_kexec_load,
+            SYS_kexec_file_load,
+            SYS_reboot,
+            SYS_swapon,
+            SYS_swapoff,
+            SYS_acct,
+            SYS_syslog,
+            SYS_settimeofday,
+            SYS_clock_settime,
+            SYS_clock_adjtime,
+            SYS_adjtimex,
+            SYS_open_by_handle_at,
         ] {
             assert_eq!(x64(&c, nr, 0, 0), DENY_EPERM, "syscall {nr}");
         }
         assert_eq!(x64(&c, SYS_clone3, 0, 0), DENY_ENOSYS);
         // New namespaces through clone/unshare flags; threads and plain forks stay allowed.
         assert_eq!(x64(&c, SYS_unshare, CLONE_NEWUSER as u64, 0), DENY_EPERM);
-        assert_eq!(x64(&c, SYS_clone, (CLONE_NEWUSER | SIGCHLD) as u64, 0), DENY_EPERM);
-        assert_eq!(x64(&c, SYS_clone, (CLONE_NEWNET | SIGCHLD) as u64, 0), DENY_EPERM);
-        let thread = (CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM) as u64;
+        assert_eq!(
+            x64(&c, SYS_clone, (CLONE_NEWUSER | SIGCHLD) as u64, 0),
+            DENY_EPERM
+        );
+        assert_eq!(
+            x64(&c, SYS_clone, (CLONE_NEWNET | SIGCHLD) as u64, 0),
+            DENY_EPERM
+        );
+        let thread =
+            (CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM)
+                as u64;
         assert_eq!(x64(&c, SYS_clone, thread, 0), Verdict::Allow);
         assert_eq!(x64(&c, SYS_clone, SIGCHLD as u64, 0), Verdict::Allow);
         // TIOCSTI/TIOCLINUX on the low 32 bits, as the kernel reads the command.
@@ -462,15 +588,25 @@ mod tests {
         assert_eq!(x64(&c, SYS_personality, 0, 0), Verdict::Allow);
         assert_eq!(x64(&c, SYS_personality, 0xffff_ffff, 0), Verdict::Allow); // the query
         assert_eq!(x64(&c, SYS_personality, 0x1_ffff_ffff, 0), DENY_EPERM); // not the query: flags
-        for nr in [SYS_read, SYS_write, SYS_openat, SYS_execve, SYS_mmap, SYS_futex, SYS_wait4] {
+        for nr in [
+            SYS_read, SYS_write, SYS_openat, SYS_execve, SYS_mmap, SYS_futex, SYS_wait4,
+        ] {
             assert_eq!(x64(&c, nr, 0, 0), Verdict::Allow, "syscall {nr}");
         }
         // Non-native ABIs: i386 (`int 0x80`: ptrace 26, mount 21, getpid 20) and x32.
         for nr in [26, 21, 20, 288, 310] {
-            assert_eq!(eval(&c, AUDIT_ARCH_I386, nr, [0; 6]), DENY_ENOSYS, "i386 {nr}");
+            assert_eq!(
+                eval(&c, AUDIT_ARCH_I386, nr, [0; 6]),
+                DENY_ENOSYS,
+                "i386 {nr}"
+            );
         }
         for nr in [SYS_ptrace, SYS_mount, SYS_getpid, SYS_keyctl] {
-            assert_eq!(eval(&c, AUDIT_ARCH_X86_64, (X32_SYSCALL_BIT as i64) | nr, [0; 6]), DENY_ENOSYS, "x32 {nr}");
+            assert_eq!(
+                eval(&c, AUDIT_ARCH_X86_64, (X32_SYSCALL_BIT as i64) | nr, [0; 6]),
+                DENY_ENOSYS,
+                "x32 {nr}"
+            );
         }
     }
 
@@ -481,14 +617,23 @@ mod tests {
         let c = load(&Profile::Strict).unwrap().unwrap();
         assert!(c.kills);
         use libc::*;
-        for nr in [SYS_read, SYS_write, SYS_openat, SYS_execve, SYS_futex, SYS_wait4] {
+        for nr in [
+            SYS_read, SYS_write, SYS_openat, SYS_execve, SYS_futex, SYS_wait4,
+        ] {
             assert_eq!(x64(&c, nr, 0, 0), Verdict::Allow, "syscall {nr}");
         }
         assert_eq!(x64(&c, SYS_clone, SIGCHLD as u64, 0), Verdict::Allow);
         assert_eq!(x64(&c, SYS_socketpair, AF_UNIX as u64, 0), Verdict::Allow);
         assert_eq!(x64(&c, SYS_socket, 40, 0), DENY_ENOSYS);
         assert_eq!(x64(&c, SYS_ioctl, 0, TCGETS), Verdict::Allow);
-        for nr in [SYS_ptrace, SYS_bpf, SYS_keyctl, SYS_io_uring_setup, SYS_mount, SYS_unshare] {
+        for nr in [
+            SYS_ptrace,
+            SYS_bpf,
+            SYS_keyctl,
+            SYS_io_uring_setup,
+            SYS_mount,
+            SYS_unshare,
+        ] {
             assert_eq!(x64(&c, nr, 0, 0), Verdict::Notify, "syscall {nr}");
         }
         assert_eq!(x64(&c, SYS_acct, 0, 0), DENY_ENOSYS);
@@ -504,7 +649,10 @@ mod tests {
         let k = compile_json(kill_sendmsg, "k.json", "k").unwrap();
         assert_eq!(x64(&k, SYS_sendmsg, HANDOFF_FD as u64, 0), Verdict::Allow);
         assert_eq!(x64(&k, SYS_sendmsg, 3, 0), Verdict::Notify);
-        assert_eq!(x64(&k, SYS_sendmsg, (1u64 << 32) | HANDOFF_FD as u64, 0), Verdict::Notify);
+        assert_eq!(
+            x64(&k, SYS_sendmsg, (1u64 << 32) | HANDOFF_FD as u64, 0),
+            Verdict::Notify
+        );
         assert_eq!(x64(&k, SYS_read, 0, 0), Verdict::Allow);
     }
 
@@ -522,19 +670,33 @@ mod tests {
         assert_eq!(x64(&c, SYS_personality, 0x0400000, 0), DENY_EPERM);
         assert_eq!(x64(&c, SYS_personality, 0, 0), Verdict::Allow);
         // Docker lists x86 and x32 as sub-architectures: they are filtered, not refused.
-        assert_eq!(eval(&c, AUDIT_ARCH_I386, 3 /* read */, [0; 6]), Verdict::Allow);
+        assert_eq!(
+            eval(&c, AUDIT_ARCH_I386, 3 /* read */, [0; 6]),
+            Verdict::Allow
+        );
     }
 
     /// Bad profiles are refused with a message that says what is wrong.
     #[test]
     fn bad_profiles_are_refused_clearly() {
         let e = compile_json("{", "x.json", "x").unwrap_err().to_string();
-        assert!(e.contains("x.json") && e.contains("not a seccomp profile"), "{e}");
-        let e = compile_json(r#"{"defaultAction":"SCMP_ACT_NOPE"}"#, "x.json", "x").unwrap_err().to_string();
+        assert!(
+            e.contains("x.json") && e.contains("not a seccomp profile"),
+            "{e}"
+        );
+        let e = compile_json(r#"{"defaultAction":"SCMP_ACT_NOPE"}"#, "x.json", "x")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown action"), "{e}");
         let bad_op = r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["read"],"action":"SCMP_ACT_ERRNO","args":[{"index":0,"value":1,"op":"SCMP_CMP_LIKE"}]}]}"#;
-        assert!(compile_json(bad_op, "x.json", "x").unwrap_err().to_string().contains("unknown comparison"));
+        assert!(compile_json(bad_op, "x.json", "x")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown comparison"));
         let bad_arch = r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_Z80"]}"#;
-        assert!(compile_json(bad_arch, "x.json", "x").unwrap_err().to_string().contains("unknown architecture"));
+        assert!(compile_json(bad_arch, "x.json", "x")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown architecture"));
     }
 }

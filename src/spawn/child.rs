@@ -45,7 +45,12 @@ fn send_reply(kind: u32, pid: i32, err: ChildError, fd: Option<RawFd>) {
 }
 
 fn fail_setup(stage: u32, detail: u32) -> ! {
-    let err = ChildError { stage, errno: sys::errno(), detail, _pad: 0 };
+    let err = ChildError {
+        stage,
+        errno: sys::errno(),
+        detail,
+        _pad: 0,
+    };
     send_reply(proto::REPLY_SETUP_FAILED, 0, err, None);
     // SAFETY: _exit is async-signal-safe and never returns.
     unsafe { libc::_exit(125) }
@@ -86,7 +91,10 @@ pub fn reaper_main(args: &ReaperArgs<'_>) -> ! {
         }
 
         let host = args.hostname.to_bytes();
-        check!(sys::cvt(libc::sethostname(host.as_ptr().cast(), host.len())), stage::HOSTNAME);
+        check!(
+            sys::cvt(libc::sethostname(host.as_ptr().cast(), host.len())),
+            stage::HOSTNAME
+        );
         if args.loopback {
             check!(loopback_up(), stage::LOOPBACK);
         }
@@ -101,7 +109,10 @@ pub fn reaper_main(args: &ReaperArgs<'_>) -> ! {
         }
         libc::close(null);
 
-        check!(sys::cvt(libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0)), stage::DUMPABLE);
+        check!(
+            sys::cvt(libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0)),
+            stage::DUMPABLE
+        );
         if args.landlock.abi > 0 {
             check!(apply_landlock(args.landlock), stage::LANDLOCK);
         }
@@ -110,7 +121,10 @@ pub fn reaper_main(args: &ReaperArgs<'_>) -> ! {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGCHLD);
-        check!(sys::cvt(libc::sigprocmask(libc::SIG_BLOCK, &set, ptr::null_mut())), stage::SIGNALS);
+        check!(
+            sys::cvt(libc::sigprocmask(libc::SIG_BLOCK, &set, ptr::null_mut())),
+            stage::SIGNALS
+        );
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         let sfd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
         check!(sys::cvt(sfd), stage::SIGNALS);
@@ -131,25 +145,55 @@ fn setup_root(plan: &MountPlan) -> RawFd {
             sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None),
             stage::MOUNT_PRIVATE
         );
-        check!(sys::mount(Some(root), root, None, libc::MS_BIND, None), stage::BIND_ROOT);
+        check!(
+            sys::mount(Some(root), root, None, libc::MS_BIND, None),
+            stage::BIND_ROOT
+        );
         let mut work_fd = -1;
         for (i, op) in plan.ops.iter().enumerate() {
             match &op.kind {
                 MountKind::Bind { src, recursive } => {
                     let flags = libc::MS_BIND | if *recursive { libc::MS_REC } else { 0 };
-                    check!(sys::mount(Some(src), &op.dst, None, flags, None), stage::MOUNT, i);
+                    check!(
+                        sys::mount(Some(src), &op.dst, None, flags, None),
+                        stage::MOUNT,
+                        i
+                    );
                     if op.attrs != 0 {
-                        check!(sys::mount_setattr(&op.dst, *recursive, op.attrs), stage::MOUNT_ATTR, i);
+                        check!(
+                            sys::mount_setattr(&op.dst, *recursive, op.attrs),
+                            stage::MOUNT_ATTR,
+                            i
+                        );
                     }
                 }
-                MountKind::Fs { fstype, flags, data } => {
-                    let data = if data.is_empty() { None } else { Some(data.as_c_str()) };
-                    check!(sys::mount(Some(fstype), &op.dst, Some(fstype), *flags, data), stage::MOUNT, i);
+                MountKind::Fs {
+                    fstype,
+                    flags,
+                    data,
+                } => {
+                    let data = if data.is_empty() {
+                        None
+                    } else {
+                        Some(data.as_c_str())
+                    };
+                    check!(
+                        sys::mount(Some(fstype), &op.dst, Some(fstype), *flags, data),
+                        stage::MOUNT,
+                        i
+                    );
                 }
-                MountKind::MkdirP => check!(mkdir_p_as_sandbox(&op.dst, root.to_bytes().len()), stage::MOUNT, i),
+                MountKind::MkdirP => check!(
+                    mkdir_p_as_sandbox(&op.dst, root.to_bytes().len()),
+                    stage::MOUNT,
+                    i
+                ),
             }
             if op.is_work {
-                work_fd = libc::open(op.dst.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC);
+                work_fd = libc::open(
+                    op.dst.as_ptr(),
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                );
                 check!(sys::cvt(work_fd), stage::WORK_FD, i);
             }
         }
@@ -159,10 +203,17 @@ fn setup_root(plan: &MountPlan) -> RawFd {
         );
         check!(sys::cvt(libc::chdir(root.as_ptr())), stage::PIVOT_ROOT);
         check!(
-            sys::cvt_long(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr())),
+            sys::cvt_long(libc::syscall(
+                libc::SYS_pivot_root,
+                c".".as_ptr(),
+                c".".as_ptr()
+            )),
             stage::PIVOT_ROOT
         );
-        check!(sys::cvt(libc::umount2(c".".as_ptr(), libc::MNT_DETACH)), stage::DETACH_OLD_ROOT);
+        check!(
+            sys::cvt(libc::umount2(c".".as_ptr(), libc::MNT_DETACH)),
+            stage::DETACH_OLD_ROOT
+        );
         check!(sys::cvt(libc::chdir(c"/".as_ptr())), stage::DETACH_OLD_ROOT);
         work_fd
     }
@@ -182,20 +233,43 @@ fn apply_landlock(p: &crate::landlock::Plan) -> std::io::Result<()> {
         allowed_access: u64,
         parent_fd: i32,
     }
-    let attr = RulesetAttr { handled_access_fs: p.handled_fs, handled_access_net: p.handled_net, scoped: p.scoped };
+    let attr = RulesetAttr {
+        handled_access_fs: p.handled_fs,
+        handled_access_net: p.handled_net,
+        scoped: p.scoped,
+    };
     // The struct grew over ABIs: pass only the fields this kernel knows.
-    let size = if p.abi >= 6 { 24 } else if p.abi >= 4 { 16 } else { 8 };
+    let size = if p.abi >= 6 {
+        24
+    } else if p.abi >= 4 {
+        16
+    } else {
+        8
+    };
     // SAFETY: raw landlock syscalls with stack structures and fds we own and close.
     unsafe {
-        let ruleset = sys::cvt_long(libc::syscall(libc::SYS_landlock_create_ruleset, &attr as *const RulesetAttr, size, 0))?
-            as RawFd;
+        let ruleset = sys::cvt_long(libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            &attr as *const RulesetAttr,
+            size,
+            0,
+        ))? as RawFd;
         for rule in &p.rules {
             let fd = libc::open(rule.path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
             if fd < 0 {
                 continue; // a path this instance does not have (e.g. an absent device)
             }
-            let pb = PathBeneath { allowed_access: rule.access & p.handled_fs, parent_fd: fd };
-            let r = libc::syscall(libc::SYS_landlock_add_rule, ruleset, 1 /* PATH_BENEATH */, &pb as *const PathBeneath, 0);
+            let pb = PathBeneath {
+                allowed_access: rule.access & p.handled_fs,
+                parent_fd: fd,
+            };
+            let r = libc::syscall(
+                libc::SYS_landlock_add_rule,
+                ruleset,
+                1, /* PATH_BENEATH */
+                &pb as *const PathBeneath,
+                0,
+            );
             libc::close(fd);
             if r < 0 {
                 libc::close(ruleset);
@@ -217,7 +291,14 @@ fn apply_landlock(p: &crate::landlock::Plan) -> std::io::Result<()> {
 fn mkdir_p_as_sandbox(path: &CStr, skip: usize) -> std::io::Result<()> {
     // SAFETY: raw clone without CLONE_VM; the child only runs mkdir_p and _exit.
     unsafe {
-        let pid = libc::syscall(libc::SYS_clone, (libc::CLONE_VFORK | libc::SIGCHLD) as libc::c_ulong, 0, 0, 0, 0);
+        let pid = libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_VFORK | libc::SIGCHLD) as libc::c_ulong,
+            0,
+            0,
+            0,
+            0,
+        );
         if pid == 0 {
             libc::syscall(libc::SYS_setfsgid, crate::ns::user::SANDBOX_ID);
             libc::syscall(libc::SYS_setfsuid, crate::ns::user::SANDBOX_ID);
@@ -272,7 +353,11 @@ fn mkdir_p(path: &CStr, skip: usize) -> std::io::Result<()> {
 fn loopback_up() -> std::io::Result<()> {
     // SAFETY: an ifreq on the stack, an AF_INET socket we close before returning.
     unsafe {
-        let s = sys::cvt(libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0))?;
+        let s = sys::cvt(libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            0,
+        ))?;
         let mut ifr: libc::ifreq = std::mem::zeroed();
         for (i, b) in b"lo\0".iter().enumerate() {
             ifr.ifr_name[i] = *b as c_char;
@@ -293,8 +378,16 @@ fn serve(args: &ReaperArgs<'_>, sfd: RawFd) -> ! {
     let mut running = [(0 as libc::pid_t, -1 as RawFd); MAX_PROGRAMS];
     loop {
         let mut pfds = [
-            libc::pollfd { fd: CTRL, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: sfd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: CTRL,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         if sys::poll(&mut pfds, -1).is_err() {
             // SAFETY: _exit never returns; exiting pid 1 kills the namespace's processes.
@@ -384,7 +477,12 @@ fn start(args: &ReaperArgs<'_>, fds: &[RawFd], running: &mut [(libc::pid_t, RawF
     };
     let Some(slot) = running.iter().position(|s| s.0 == 0) else {
         close_all(false);
-        let err = ChildError { stage: stage::FORK, errno: libc::EAGAIN, detail: 0, _pad: 0 };
+        let err = ChildError {
+            stage: stage::FORK,
+            errno: libc::EAGAIN,
+            detail: 0,
+            _pad: 0,
+        };
         send_reply(proto::REPLY_START_FAILED, 0, err, None);
         return;
     };
@@ -402,31 +500,70 @@ fn start(args: &ReaperArgs<'_>, fds: &[RawFd], running: &mut [(libc::pid_t, RawF
         // set_tid_size, cgroup
         let args = CloneArgs([
             (libc::CLONE_VFORK as u64) | 0x2_0000_0000, // CLONE_INTO_CGROUP
-            0, 0, 0, libc::SIGCHLD as u64, 0, 0, 0, 0, 0, fds[5] as u64,
+            0,
+            0,
+            0,
+            libc::SIGCHLD as u64,
+            0,
+            0,
+            0,
+            0,
+            0,
+            fds[5] as u64,
         ]);
         // SAFETY: clone3 without CLONE_VM and without a stack: fork-like; the child only runs
         // program_main, which ends in execve or _exit.
-        unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) }
+        unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        }
     } else {
         // SAFETY: as above, with the classic clone.
-        unsafe { libc::syscall(libc::SYS_clone, (libc::CLONE_VFORK | libc::SIGCHLD) as libc::c_ulong, 0, 0, 0, 0) }
+        unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (libc::CLONE_VFORK | libc::SIGCHLD) as libc::c_ulong,
+                0,
+                0,
+                0,
+                0,
+            )
+        }
     };
     if pid == 0 {
         program_main(plan, fds);
     }
     if pid < 0 {
-        let err = ChildError { stage: stage::FORK, errno: sys::errno(), detail: 0, _pad: 0 };
+        let err = ChildError {
+            stage: stage::FORK,
+            errno: sys::errno(),
+            detail: 0,
+            _pad: 0,
+        };
         close_all(false);
         send_reply(proto::REPLY_START_FAILED, 0, err, None);
         return;
     }
     close_all(true);
     running[slot] = (pid as libc::pid_t, fds[4]);
-    send_reply(proto::REPLY_STARTED, pid as i32, ChildError::default(), None);
+    send_reply(
+        proto::REPLY_STARTED,
+        pid as i32,
+        ChildError::default(),
+        None,
+    );
 }
 
 fn program_fail(errfd: RawFd, stage: u32, errno: i32) -> ! {
-    let err = ChildError { stage, errno, detail: 0, _pad: 0 };
+    let err = ChildError {
+        stage,
+        errno,
+        detail: 0,
+        _pad: 0,
+    };
     let _ = sys::write_all(errfd, proto::as_bytes(&err));
     // SAFETY: _exit never returns.
     unsafe { libc::_exit(if stage == stage::EXEC { 127 } else { 125 }) }
@@ -462,7 +599,12 @@ fn program_main(plan: &ExecPlan, fds: &[RawFd]) -> ! {
         }
         if plan.affinity_len != 0 {
             step!(
-                sys::cvt_long(libc::syscall(libc::SYS_sched_setaffinity, 0, plan.affinity_len as usize, plan.affinity.as_ptr())),
+                sys::cvt_long(libc::syscall(
+                    libc::SYS_sched_setaffinity,
+                    0,
+                    plan.affinity_len as usize,
+                    plan.affinity.as_ptr()
+                )),
                 stage::AFFINITY
             );
         }
@@ -480,37 +622,91 @@ fn program_main(plan: &ExecPlan, fds: &[RawFd]) -> ! {
 
         step!(sys::cvt(libc::chdir(plan.cwd)), stage::CHDIR);
         for rl in &plan.rlimits[..plan.nrlimits as usize] {
-            let lim = libc::rlimit { rlim_cur: rl.cur, rlim_max: rl.max };
-            step!(sys::cvt(libc::setrlimit(rl.resource as _, &lim)), stage::RLIMIT);
+            let lim = libc::rlimit {
+                rlim_cur: rl.cur,
+                rlim_max: rl.max,
+            };
+            step!(
+                sys::cvt(libc::setrlimit(rl.resource as _, &lim)),
+                stage::RLIMIT
+            );
         }
 
         // Raw syscalls, never glibc's wrappers: those broadcast the change to every thread in
         // glibc's list (__nptl_setxid), a list copied from the multi-threaded supervisor, and
         // wait forever on a thread that was being created at the moment of the clone.
         if plan.clear_groups != 0 {
-            step!(sys::cvt_long(libc::syscall(libc::SYS_setgroups, 0, ptr::null::<libc::gid_t>())), stage::SETGROUPS);
+            step!(
+                sys::cvt_long(libc::syscall(
+                    libc::SYS_setgroups,
+                    0,
+                    ptr::null::<libc::gid_t>()
+                )),
+                stage::SETGROUPS
+            );
         }
-        step!(sys::cvt_long(libc::syscall(libc::SYS_setresgid, plan.gid, plan.gid, plan.gid)), stage::SETGID);
-        step!(sys::cvt_long(libc::syscall(libc::SYS_setresuid, plan.uid, plan.uid, plan.uid)), stage::SETUID);
+        step!(
+            sys::cvt_long(libc::syscall(
+                libc::SYS_setresgid,
+                plan.gid,
+                plan.gid,
+                plan.gid
+            )),
+            stage::SETGID
+        );
+        step!(
+            sys::cvt_long(libc::syscall(
+                libc::SYS_setresuid,
+                plan.uid,
+                plan.uid,
+                plan.uid
+            )),
+            stage::SETUID
+        );
         step!(drop_capabilities(), stage::CAPS);
-        step!(sys::cvt(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)), stage::NO_NEW_PRIVS);
+        step!(
+            sys::cvt(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)),
+            stage::NO_NEW_PRIVS
+        );
         // Mark, don't close: the exec-error pipe must survive until execve succeeds.
-        step!(sys::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC), stage::CLOSE_FDS);
+        step!(
+            sys::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC),
+            stage::CLOSE_FDS
+        );
         // seccomp last: everything above may use syscalls the filter denies.
         if !plan.filter.is_null() {
-            let prog = libc::sock_fprog { len: plan.filter_len as u16, filter: plan.filter as *mut libc::sock_filter };
+            let prog = libc::sock_fprog {
+                len: plan.filter_len as u16,
+                filter: plan.filter as *mut libc::sock_filter,
+            };
             let handoff = crate::seccomp::HANDOFF_FD as RawFd;
             if plan.notify != 0 {
-                step!(sys::cvt(libc::dup3(errfd, handoff, libc::O_CLOEXEC)), stage::SECCOMP);
+                step!(
+                    sys::cvt(libc::dup3(errfd, handoff, libc::O_CLOEXEC)),
+                    stage::SECCOMP
+                );
             }
             let flags: libc::c_ulong = if plan.notify != 0 { 1 << 3 } else { 0 }; // NEW_LISTENER
-            let r = libc::syscall(libc::SYS_seccomp, 1 /* SECCOMP_SET_MODE_FILTER */, flags, &prog as *const libc::sock_fprog);
+            let r = libc::syscall(
+                libc::SYS_seccomp,
+                1, /* SECCOMP_SET_MODE_FILTER */
+                flags,
+                &prog as *const libc::sock_fprog,
+            );
             step!(sys::cvt_long(r), stage::SECCOMP);
             if plan.notify != 0 {
                 // The one syscall the prefix allows: sendmsg on the handoff fd. The listener is
                 // close-on-exec, and so is the handoff fd.
-                let rec = ChildError { stage: stage::LISTENER, errno: 0, detail: 0, _pad: 0 };
-                step!(sys::send_with_fds(handoff, proto::as_bytes(&rec), &[r as RawFd]), stage::SECCOMP);
+                let rec = ChildError {
+                    stage: stage::LISTENER,
+                    errno: 0,
+                    detail: 0,
+                    _pad: 0,
+                };
+                step!(
+                    sys::send_with_fds(handoff, proto::as_bytes(&rec), &[r as RawFd]),
+                    stage::SECCOMP
+                );
             }
         }
 
@@ -547,7 +743,13 @@ fn drop_capabilities() -> std::io::Result<()> {
                 return Err(std::io::Error::last_os_error());
             }
         }
-        sys::cvt(libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0))?;
+        sys::cvt(libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        ))?;
         #[repr(C)]
         struct Header {
             version: u32,
@@ -559,9 +761,27 @@ fn drop_capabilities() -> std::io::Result<()> {
             permitted: u32,
             inheritable: u32,
         }
-        let hdr = Header { version: 0x20080522, pid: 0 }; // _LINUX_CAPABILITY_VERSION_3
-        let data = [Data { effective: 0, permitted: 0, inheritable: 0 }, Data { effective: 0, permitted: 0, inheritable: 0 }];
-        sys::cvt_long(libc::syscall(libc::SYS_capset, &hdr as *const Header, data.as_ptr()))?;
+        let hdr = Header {
+            version: 0x20080522,
+            pid: 0,
+        }; // _LINUX_CAPABILITY_VERSION_3
+        let data = [
+            Data {
+                effective: 0,
+                permitted: 0,
+                inheritable: 0,
+            },
+            Data {
+                effective: 0,
+                permitted: 0,
+                inheritable: 0,
+            },
+        ];
+        sys::cvt_long(libc::syscall(
+            libc::SYS_capset,
+            &hdr as *const Header,
+            data.as_ptr(),
+        ))?;
     }
     Ok(())
 }

@@ -72,13 +72,23 @@ pub const REPLY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3
 /// Sends one request (with fds) and reads the reaper's reply (and its fd, if any).
 pub fn call(ctrl: RawFd, req: Request, fds: &[RawFd]) -> Result<(Reply, Option<OwnedFd>)> {
     sys::send_with_fds(ctrl, proto::as_bytes(&req), fds).map_err(|_| Error::Gone)?;
-    let mut pfd = [libc::pollfd { fd: ctrl, events: libc::POLLIN, revents: 0 }];
+    let mut pfd = [libc::pollfd {
+        fd: ctrl,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
     let ms = REPLY_DEADLINE.as_millis() as i32;
     if sys::poll(&mut pfd, ms).map_err(|e| Error::io("waiting for the reaper", None, e))? == 0 {
         return Err(Error::Setup {
             stage: "reaper",
             detail: String::new(),
-            source: io::Error::new(io::ErrorKind::TimedOut, format!("no answer from the instance's reaper in {}s", REPLY_DEADLINE.as_secs())),
+            source: io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no answer from the instance's reaper in {}s",
+                    REPLY_DEADLINE.as_secs()
+                ),
+            ),
         });
     }
     recv_reply(ctrl)
@@ -96,9 +106,15 @@ fn recv_reply(ctrl: RawFd) -> Result<(Reply, Option<OwnedFd>)> {
 
 /// Clones the reaper into fresh namespaces, maps its ids, lets it build the root, and waits
 /// until it is ready. On any failure the child is killed and reaped before returning.
-pub fn start_reaper(spec: &ReaperSpec<'_>, cgroup: Option<RawFd>, after_clone: &mut dyn FnMut(i32) -> Result<()>) -> Result<Reaper> {
-    let region = SharedRegion::new(plan::REGION_LEN).map_err(|e| Error::io("mapping the exec region", None, e))?;
-    let (ctrl, child_ctrl) = sys::seqpacket_pair().map_err(|e| Error::io("creating the control socket", None, e))?;
+pub fn start_reaper(
+    spec: &ReaperSpec<'_>,
+    cgroup: Option<RawFd>,
+    after_clone: &mut dyn FnMut(i32) -> Result<()>,
+) -> Result<Reaper> {
+    let region = SharedRegion::new(plan::REGION_LEN)
+        .map_err(|e| Error::io("mapping the exec region", None, e))?;
+    let (ctrl, child_ctrl) =
+        sys::seqpacket_pair().map_err(|e| Error::io("creating the control socket", None, e))?;
     let args = child::ReaperArgs {
         ctrl: child_ctrl.as_raw_fd(),
         plan: spec.plan,
@@ -133,18 +149,31 @@ pub fn start_reaper(spec: &ReaperSpec<'_>, cgroup: Option<RawFd>, after_clone: &
     };
     if let Err(e) = spec.ids.write(pid) {
         kill_and_reap(&pidfd);
-        return Err(Error::io("writing the id maps of", Some(format!("/proc/{pid}").into()), e));
+        return Err(Error::io(
+            "writing the id maps of",
+            Some(format!("/proc/{pid}").into()),
+            e,
+        ));
     }
     if let Err(e) = after_clone(pid) {
         kill_and_reap(&pidfd);
         return Err(e);
     }
-    let go = Request { op: proto::OP_GO, ..Default::default() };
+    let go = Request {
+        op: proto::OP_GO,
+        ..Default::default()
+    };
     let reply = sys::send_with_fds(ctrl.as_raw_fd(), proto::as_bytes(&go), &[])
         .map_err(|_| Error::Gone)
         .and_then(|_| recv_reply(ctrl.as_raw_fd()));
     match reply {
-        Ok((r, Some(work))) if r.kind == proto::REPLY_READY => Ok(Reaper { pid, pidfd, ctrl, region, work }),
+        Ok((r, Some(work))) if r.kind == proto::REPLY_READY => Ok(Reaper {
+            pid,
+            pidfd,
+            ctrl,
+            region,
+            work,
+        }),
         Ok((r, _)) if r.kind == proto::REPLY_SETUP_FAILED => {
             kill_and_reap(&pidfd);
             Err(setup_error(spec.plan, r.err))
@@ -172,13 +201,18 @@ pub struct ProgramIo {
 
 /// Starts the program whose plan was just written into the region. The caller holds the exec
 /// lock. Returns the program's pid inside the instance and its pipes.
-pub fn start_program(reaper: &Reaper, program: &str, cgroup_fds: &[RawFd]) -> Result<(i32, ProgramIo)> {
+pub fn start_program(
+    reaper: &Reaper,
+    program: &str,
+    cgroup_fds: &[RawFd],
+) -> Result<(i32, ProgramIo)> {
     let pipe = || sys::pipe().map_err(|e| Error::io("creating a pipe", None, e));
     let (stdin_r, stdin_w) = pipe()?;
     let (stdout_r, stdout_w) = pipe()?;
     let (stderr_r, stderr_w) = pipe()?;
     // A socket, not a pipe: besides (stage, errno) records it carries the seccomp listener.
-    let (err_r, err_w) = sys::seqpacket_pair().map_err(|e| Error::io("creating a socket pair", None, e))?;
+    let (err_r, err_w) =
+        sys::seqpacket_pair().map_err(|e| Error::io("creating a socket pair", None, e))?;
     let (status_r, status_w) = pipe()?;
     let mut fds = vec![
         stdin_r.as_raw_fd(),
@@ -188,7 +222,10 @@ pub fn start_program(reaper: &Reaper, program: &str, cgroup_fds: &[RawFd]) -> Re
         status_w.as_raw_fd(),
     ];
     fds.extend_from_slice(cgroup_fds);
-    let req = Request { op: proto::OP_EXEC, ..Default::default() };
+    let req = Request {
+        op: proto::OP_EXEC,
+        ..Default::default()
+    };
     let (reply, _) = call(reaper.ctrl.as_raw_fd(), req, &fds)?;
     drop((stdin_r, stdout_w, stderr_w, err_w, status_w));
     if reply.kind != proto::REPLY_STARTED {
@@ -217,17 +254,43 @@ pub fn start_program(reaper: &Reaper, program: &str, cgroup_fds: &[RawFd]) -> Re
         }
         let source = io::Error::from_raw_os_error(err.errno);
         return Err(if err.stage == proto::stage::EXEC {
-            Error::Exec { program: program.to_string(), source }
+            Error::Exec {
+                program: program.to_string(),
+                source,
+            }
         } else {
-            Error::Setup { stage: proto::stage_name(err.stage), detail: String::new(), source }
+            Error::Setup {
+                stage: proto::stage_name(err.stage),
+                detail: String::new(),
+                source,
+            }
         });
     }
-    Ok((reply.pid, ProgramIo { stdin: stdin_w, stdout: stdout_r, stderr: stderr_r, status: status_r, listener }))
+    Ok((
+        reply.pid,
+        ProgramIo {
+            stdin: stdin_w,
+            stdout: stdout_r,
+            stderr: stderr_r,
+            status: status_r,
+            listener,
+        },
+    ))
 }
 
 /// Asks the reaper to signal a program's process group (or, with pid -1, everything).
 pub fn signal(reaper: &Reaper, pid: i32, sig: i32) -> Result<()> {
-    call(reaper.ctrl.as_raw_fd(), Request { op: proto::OP_KILL, pid, sig, _pad: 0 }, &[]).map(drop)
+    call(
+        reaper.ctrl.as_raw_fd(),
+        Request {
+            op: proto::OP_KILL,
+            pid,
+            sig,
+            _pad: 0,
+        },
+        &[],
+    )
+    .map(drop)
 }
 
 /// Kills the reaper (and with it, as pid 1 of its namespace, every process of the instance)

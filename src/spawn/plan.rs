@@ -74,8 +74,10 @@ impl Bump<'_> {
     fn array(&mut self, items: &[CString]) -> *const *const c_char {
         let ptrs: Vec<*const c_char> = items.iter().map(|s| self.cstr(s)).collect();
         let n = ptrs.len() + 1;
-        let p = self.alloc(n * std::mem::size_of::<*const c_char>(), std::mem::align_of::<*const c_char>())
-            as *mut *const c_char;
+        let p = self.alloc(
+            n * std::mem::size_of::<*const c_char>(),
+            std::mem::align_of::<*const c_char>(),
+        ) as *mut *const c_char;
         if !p.is_null() {
             // SAFETY: p is aligned and has room for n pointers (checked by alloc).
             unsafe {
@@ -90,14 +92,21 @@ impl Bump<'_> {
 /// Lays `spec` out in `region`; the caller must hold the instance's exec lock.
 pub fn write(region: &SharedRegion, spec: &ExecSpec<'_>) -> Result<(), TooLarge> {
     assert!(spec.rlimits.len() <= MAX_RLIMITS);
-    let mut bump = Bump { region, off: std::mem::size_of::<ExecPlan>(), needed: 0 };
+    let mut bump = Bump {
+        region,
+        off: std::mem::size_of::<ExecPlan>(),
+        needed: 0,
+    };
     let argv = bump.array(spec.argv);
     let envp = bump.array(spec.envp);
     let paths = bump.array(spec.paths);
     let cwd = bump.cstr(spec.cwd);
     let (filter, filter_len) = match spec.filter {
         Some(prog) => {
-            let p = bump.alloc(std::mem::size_of_val(prog), std::mem::align_of::<libc::sock_filter>()) as *mut libc::sock_filter;
+            let p = bump.alloc(
+                std::mem::size_of_val(prog),
+                std::mem::align_of::<libc::sock_filter>(),
+            ) as *mut libc::sock_filter;
             if !p.is_null() {
                 // SAFETY: p is aligned with room for the whole program (checked by alloc).
                 unsafe { ptr::copy_nonoverlapping(prog.as_ptr(), p, prog.len()) };
@@ -106,10 +115,20 @@ pub fn write(region: &SharedRegion, spec: &ExecSpec<'_>) -> Result<(), TooLarge>
         }
         None => (ptr::null(), 0),
     };
-    if bump.off >= region.len() || argv.is_null() || envp.is_null() || paths.is_null() || cwd.is_null()
+    if bump.off >= region.len()
+        || argv.is_null()
+        || envp.is_null()
+        || paths.is_null()
+        || cwd.is_null()
         || (spec.filter.is_some() && filter.is_null())
     {
-        let needed = bump.needed.max(spec.argv.iter().chain(spec.envp).map(|s| s.as_bytes().len() + 9).sum());
+        let needed = bump.needed.max(
+            spec.argv
+                .iter()
+                .chain(spec.envp)
+                .map(|s| s.as_bytes().len() + 9)
+                .sum(),
+        );
         return Err(TooLarge { needed });
     }
     let mut affinity = [0u64; 16];
@@ -133,7 +152,11 @@ pub fn write(region: &SharedRegion, spec: &ExecSpec<'_>) -> Result<(), TooLarge>
         notify: spec.notify as u32,
         cgroup_mode: spec.cgroup_mode,
         affinity,
-        affinity_len: if spec.cpus.is_empty() { 0 } else { std::mem::size_of::<[u64; 16]>() as u32 },
+        affinity_len: if spec.cpus.is_empty() {
+            0
+        } else {
+            std::mem::size_of::<[u64; 16]>() as u32
+        },
     };
     // SAFETY: the region starts page-aligned and is larger than ExecPlan; no reader runs now.
     unsafe { ptr::write(region.as_ptr() as *mut ExecPlan, plan) };

@@ -69,7 +69,13 @@ fn recv_notification(listener: &OwnedFd) -> Option<(i32, u32, i32)> {
     let mut n = SeccompNotif::default();
     // SAFETY: a zeroed, correctly sized seccomp_notif for the kernel to fill.
     #[allow(unsafe_code)]
-    let r = unsafe { libc::ioctl(listener.as_raw_fd(), SECCOMP_IOCTL_NOTIF_RECV, &mut n as *mut SeccompNotif) };
+    let r = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            SECCOMP_IOCTL_NOTIF_RECV,
+            &mut n as *mut SeccompNotif,
+        )
+    };
     (r == 0).then_some((n.pid as i32, n.arch, n.nr))
 }
 
@@ -160,8 +166,16 @@ pub fn supervise(
         let _ = sys::set_nonblocking(fd.as_fd(), true);
     }
     let mut streams = [
-        Stream { fd: Some(io.stdout), out: Captured::default(), target: 1 },
-        Stream { fd: Some(io.stderr), out: Captured::default(), target: 2 },
+        Stream {
+            fd: Some(io.stdout),
+            out: Captured::default(),
+            target: 1,
+        },
+        Stream {
+            fd: Some(io.stderr),
+            out: Captured::default(),
+            target: 2,
+        },
     ];
     let mut status = Some(io.status);
     let mut listener = io.listener;
@@ -196,17 +210,36 @@ pub fn supervise(
                 hard_stop.get_or_insert(Instant::now() + Duration::from_secs(5));
             }
         }
-        let wait_until = hard_stop.unwrap_or(deadline).min(if watched.is_none() { next_watch } else { deadline });
-        let ms = wait_until.saturating_duration_since(now).as_millis().min(i32::MAX as u128) as i32;
-        let mut pfds = vec![libc::pollfd { fd: st.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        let wait_until = hard_stop.unwrap_or(deadline).min(if watched.is_none() {
+            next_watch
+        } else {
+            deadline
+        });
+        let ms = wait_until
+            .saturating_duration_since(now)
+            .as_millis()
+            .min(i32::MAX as u128) as i32;
+        let mut pfds = vec![libc::pollfd {
+            fd: st.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
         for s in &streams {
             if let Some(fd) = &s.fd {
-                pfds.push(libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+                pfds.push(libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
             }
         }
         let li = pfds.len();
         if let Some(l) = &listener {
-            pfds.push(libc::pollfd { fd: l.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            pfds.push(libc::pollfd {
+                fd: l.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
         }
         if sys::poll(&mut pfds, ms.max(1)).is_err() {
             break;
@@ -248,12 +281,24 @@ pub fn supervise(
     let drain_until = Instant::now() + Duration::from_millis(100);
     for s in streams.iter_mut() {
         while s.pump(&mut buf, limit, sink) && Instant::now() < drain_until {
-            let mut pfd = [libc::pollfd { fd: s.fd.as_ref().unwrap().as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+            let mut pfd = [libc::pollfd {
+                fd: s.fd.as_ref().unwrap().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
             if sys::poll(&mut pfd, 0).map_or(true, |n| n == 0) {
                 break;
             }
         }
     }
     let [out, err] = streams;
-    Supervised { exit, timed_out, wall, stdout: out.out, stderr: err.out, violation, watched }
+    Supervised {
+        exit,
+        timed_out,
+        wall,
+        stdout: out.out,
+        stderr: err.out,
+        violation,
+        watched,
+    }
 }

@@ -10,7 +10,11 @@ use crate::util;
 
 /// `rsandbox ARGS...` with a clean environment apart from what the CLI needs.
 fn rsb<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(args: I) -> Output {
-    Command::new(util::bin()).args(args).stdin(Stdio::null()).output().expect("running rsandbox")
+    Command::new(util::bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running rsandbox")
 }
 
 fn stdout(o: &Output) -> String {
@@ -22,13 +26,19 @@ fn stderr(o: &Output) -> String {
 }
 
 fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or_else(|| panic!("rsandbox died of a signal: {o:?}"))
+    o.status
+        .code()
+        .unwrap_or_else(|| panic!("rsandbox died of a signal: {o:?}"))
 }
 
 /// Parses the single JSON document `--json` prints on stdout.
 fn json(o: &Output) -> serde_json::Value {
     let s = stdout(o);
-    assert_eq!(s.trim_end().lines().count(), 1, "--json printed more than one line: {s}");
+    assert_eq!(
+        s.trim_end().lines().count(),
+        1,
+        "--json printed more than one line: {s}"
+    );
     serde_json::from_str(&s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
@@ -71,16 +81,33 @@ fn run_shell_shebang_and_unknown_scripts() {
     let dir = tempfile::tempdir().unwrap();
     let sh = write(dir.path(), "job.sh", "echo sh ran $1; exit 3\n", 0o644);
     let o = rsb(["run", sh.to_str().unwrap(), "arg1"]);
-    assert_eq!((code(&o), stdout(&o).as_str()), (3, "sh ran arg1\n"), "{o:?}");
+    assert_eq!(
+        (code(&o), stdout(&o).as_str()),
+        (3, "sh ran arg1\n"),
+        "{o:?}"
+    );
 
-    let bang = write(dir.path(), "tool", "#!/bin/sh\necho shebang ran as $(id -u) in $(pwd)\n", 0o644);
+    let bang = write(
+        dir.path(),
+        "tool",
+        "#!/bin/sh\necho shebang ran as $(id -u) in $(pwd)\n",
+        0o644,
+    );
     let o = rsb(["run", bang.to_str().unwrap()]);
-    assert_eq!((code(&o), stdout(&o).as_str()), (0, "shebang ran as 1000 in /home/sandbox\n"), "{o:?}");
+    assert_eq!(
+        (code(&o), stdout(&o).as_str()),
+        (0, "shebang ran as 1000 in /home/sandbox\n"),
+        "{o:?}"
+    );
 
     let plain = write(dir.path(), "notes", "echo hi\n", 0o755);
     let o = rsb(["run", plain.to_str().unwrap()]);
     assert_eq!(code(&o), 125, "{o:?}");
-    assert!(stderr(&o).contains("cannot tell how to run notes"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot tell how to run notes"),
+        "{}",
+        stderr(&o)
+    );
     assert!(stdout(&o).is_empty());
 }
 
@@ -111,7 +138,16 @@ fn exit_codes_for_timeout_signal_and_exit() {
     if !util::require("userns") {
         return;
     }
-    let o = rsb(["run", "--timeout", "0.5", "--json", "--", "/bin/sh", "-c", "echo started; sleep 30"]);
+    let o = rsb([
+        "run",
+        "--timeout",
+        "0.5",
+        "--json",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo started; sleep 30",
+    ]);
     assert_eq!(code(&o), 124, "{o:?}");
     let v = json(&o);
     assert_eq!(v["status"], "timeout");
@@ -127,7 +163,14 @@ fn exit_codes_for_timeout_signal_and_exit() {
     let o = rsb(["run", "--json", "--", "/bin/sh", "-c", "kill -9 $$"]);
     assert_eq!(code(&o), 137, "{o:?}");
     let v = json(&o);
-    assert_eq!((v["status"].as_str(), v["signal"].as_i64(), v["signal_name"].as_str()), (Some("signal"), Some(9), Some("SIGKILL")));
+    assert_eq!(
+        (
+            v["status"].as_str(),
+            v["signal"].as_i64(),
+            v["signal_name"].as_str()
+        ),
+        (Some("signal"), Some(9), Some("SIGKILL"))
+    );
 
     let o = rsb(["run", "--json", "-c", "import sys; sys.exit(42)"]);
     assert_eq!(code(&o), 42, "{o:?}");
@@ -163,9 +206,19 @@ fn file_option_copies_into_the_work_dir() {
     assert_eq!(stdout(&o), "10\nTrue\n");
 
     // A missing --file source is a clear error naming it.
-    let o = rsb(["run", "--file", "/nonexistent/data.csv:data.csv", "-c", "pass"]);
+    let o = rsb([
+        "run",
+        "--file",
+        "/nonexistent/data.csv:data.csv",
+        "-c",
+        "pass",
+    ]);
     assert_eq!(code(&o), 125, "{o:?}");
-    assert!(stderr(&o).contains("/nonexistent/data.csv"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/nonexistent/data.csv"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// `--env K=V` is visible (and may override a default); the caller's own environment is not
@@ -177,14 +230,28 @@ fn env_option_and_clean_environment() {
         return;
     }
     let o = Command::new(util::bin())
-        .args(["run", "--env", "K=V with spaces", "--env", "LANG=C", "--env", "EMPTY=", "--", "/bin/sh", "-c"])
+        .args([
+            "run",
+            "--env",
+            "K=V with spaces",
+            "--env",
+            "LANG=C",
+            "--env",
+            "EMPTY=",
+            "--",
+            "/bin/sh",
+            "-c",
+        ])
         .arg("echo \"$K|$LANG|${EMPTY-unset}|${HOST_SECRET-absent}|$HOME|$PATH\"")
         .env("HOST_SECRET", "leaked")
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(code(&o), 0, "{o:?}");
-    assert_eq!(stdout(&o), "V with spaces|C||absent|/home/sandbox|/usr/local/bin:/usr/bin:/bin\n");
+    assert_eq!(
+        stdout(&o),
+        "V with spaces|C||absent|/home/sandbox|/usr/local/bin:/usr/bin:/bin\n"
+    );
 }
 
 /// `--stdin FILE` feeds a host file; `--stdin -` feeds what is piped into the CLI; without
@@ -201,15 +268,30 @@ fn stdin_option_from_file_and_pipe() {
     assert_eq!((code(&o), stdout(&o).as_str()), (0, "3\n"), "{o:?}");
 
     let mut child = Command::new(util::bin())
-        .args(["run", "--stdin", "-", "-c", "import sys; print(sys.stdin.read().upper(), end='')"])
+        .args([
+            "run",
+            "--stdin",
+            "-",
+            "-c",
+            "import sys; print(sys.stdin.read().upper(), end='')",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"piped into the cli\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"piped into the cli\n")
+        .unwrap();
     let o = child.wait_with_output().unwrap();
-    assert_eq!((code(&o), stdout(&o).as_str()), (0, "PIPED INTO THE CLI\n"), "{o:?}");
+    assert_eq!(
+        (code(&o), stdout(&o).as_str()),
+        (0, "PIPED INTO THE CLI\n"),
+        "{o:?}"
+    );
 
     let o = rsb(["run", "--timeout", "5", "--", "cat"]);
     assert_eq!((code(&o), stdout(&o).as_str()), (0, ""), "{o:?}");
@@ -227,11 +309,17 @@ fn program_after_double_dash_and_exec_errors() {
     assert_eq!(code(&o), 0, "{o:?}");
     let entries: Vec<String> = stdout(&o).lines().map(str::to_string).collect();
     for want in ["bin", "dev", "etc", "home", "proc", "tmp", "usr"] {
-        assert!(entries.iter().any(|e| e == want), "/{want} missing from {entries:?}");
+        assert!(
+            entries.iter().any(|e| e == want),
+            "/{want} missing from {entries:?}"
+        );
     }
     // Host-only top-level directories are not there.
     for host_only in ["boot", "lost+found", "srv", "sys"] {
-        assert!(!entries.iter().any(|e| e == host_only), "/{host_only} is visible inside: {entries:?}");
+        assert!(
+            !entries.iter().any(|e| e == host_only),
+            "/{host_only} is visible inside: {entries:?}"
+        );
     }
 
     let o = rsb(["run", "--", "nosuchprog", "arg"]);
@@ -245,8 +333,19 @@ fn program_after_double_dash_and_exec_errors() {
     assert_eq!(code(&o), 126, "{o:?}");
     assert!(stderr(&o).contains("/etc/passwd"), "{}", stderr(&o));
     let dir = tempfile::tempdir().unwrap();
-    let data = write(dir.path(), "prog", "#!/bin/sh\necho should not run\n", 0o644);
-    let o = rsb(["run", "--file", &format!("{}:prog", data.display()), "--", "./prog"]);
+    let data = write(
+        dir.path(),
+        "prog",
+        "#!/bin/sh\necho should not run\n",
+        0o644,
+    );
+    let o = rsb([
+        "run",
+        "--file",
+        &format!("{}:prog", data.display()),
+        "--",
+        "./prog",
+    ]);
     assert_eq!(code(&o), 126, "{o:?}");
     assert!(stdout(&o).is_empty());
 }
@@ -263,7 +362,10 @@ fn run_help_shows_every_option_with_its_default() {
         let lines: Vec<&str> = help.lines().collect();
         let start = lines
             .iter()
-            .position(|l| l.trim_start().starts_with(flag) || l.trim_start().starts_with(&format!("-c, {flag}")))
+            .position(|l| {
+                l.trim_start().starts_with(flag)
+                    || l.trim_start().starts_with(&format!("-c, {flag}"))
+            })
             .unwrap_or_else(|| panic!("{flag} is not in run --help:\n{help}"));
         let mut text = lines[start].to_string();
         for l in &lines[start + 1..] {
@@ -283,13 +385,32 @@ fn run_help_shows_every_option_with_its_default() {
         ("--seccomp", "[default: default]"),
     ] {
         let text = option_text(flag);
-        assert!(text.contains(default), "{flag} does not show {default}: {text}");
+        assert!(
+            text.contains(default),
+            "{flag} does not show {default}: {text}"
+        );
     }
-    for flag in ["-c <CODE>", "--ro", "--rw", "--file", "--env", "--stdin", "--python", "--rootfs", "--strict", "--json"] {
+    for flag in [
+        "-c <CODE>",
+        "--ro",
+        "--rw",
+        "--file",
+        "--env",
+        "--stdin",
+        "--python",
+        "--rootfs",
+        "--strict",
+        "--json",
+    ] {
         option_text(flag);
     }
     // The exit statuses are documented.
-    assert!(help.contains("124") && help.contains("125") && help.contains("126") && help.contains("127"));
+    assert!(
+        help.contains("124")
+            && help.contains("125")
+            && help.contains("126")
+            && help.contains("127")
+    );
 }
 
 /// Bad input is a clear error: option syntax errors are clap usage errors (exit 2) naming the
@@ -314,7 +435,10 @@ fn bad_input_gives_clear_errors() {
         assert_eq!(code(&o), 2, "{args:?}: {o:?}");
         let err = stderr(&o);
         for n in needles {
-            assert!(err.contains(n), "{args:?}: the error does not mention {n:?}: {err}");
+            assert!(
+                err.contains(n),
+                "{args:?}: the error does not mention {n:?}: {err}"
+            );
         }
     }
     for (args, needle) in [
@@ -324,14 +448,27 @@ fn bad_input_gives_clear_errors() {
         (vec!["--ro", "/etc:relative"], "relative"),
         (vec!["--ro", "/etc:/home/sandbox/etc"], "/home/sandbox"),
         (vec!["--work-size", "1K"], "work size"),
-        (vec!["--python", "/nonexistent/python3"], "/nonexistent/python3"),
-        (vec!["--rootfs", "/nonexistent-rootfs"], "/nonexistent-rootfs"),
+        (
+            vec!["--python", "/nonexistent/python3"],
+            "/nonexistent/python3",
+        ),
+        (
+            vec!["--rootfs", "/nonexistent-rootfs"],
+            "/nonexistent-rootfs",
+        ),
     ] {
         let o = rsb(["run"].iter().chain(&args).chain(&["-c", "pass"]));
         assert_eq!(code(&o), 125, "{args:?}: {o:?}");
         let err = stderr(&o);
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err}");
-        assert!(err.starts_with("rsandbox: ") && err.contains(needle), "{args:?}: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: not one line: {err}"
+        );
+        assert!(
+            err.starts_with("rsandbox: ") && err.contains(needle),
+            "{args:?}: {err}"
+        );
         assert!(stdout(&o).is_empty());
 
         let mut json_args = vec!["run", "--json"];
@@ -342,8 +479,14 @@ fn bad_input_gives_clear_errors() {
         let v = json(&o);
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["error"], "{v}");
-        assert!(v["error"]["stage"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
-        assert!(v["error"]["message"].as_str().unwrap().contains(needle), "{v}");
+        assert!(
+            v["error"]["stage"].as_str().is_some_and(|s| !s.is_empty()),
+            "{v}"
+        );
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{v}"
+        );
     }
     // Nothing to run, or two things to run.
     let o = rsb(["run"]);
@@ -359,8 +502,16 @@ fn bad_input_gives_clear_errors() {
 fn limit_options_are_accepted_shown_and_checked() {
     let _g = util::shared();
     let help = stdout(&rsb(["run", "--help"]));
-    for (flag, default) in [("--cpus <CPUS>", Some("[default: 1]")), ("--mem <MB>", Some("[default: 512]")), ("--pids <N>", Some("[default: 256]")), ("--cpu-time <SECS>", None)] {
-        let line = help.lines().find(|l| l.trim_start().starts_with(flag)).unwrap_or_else(|| panic!("{flag} is not in run --help:\n{help}"));
+    for (flag, default) in [
+        ("--cpus <CPUS>", Some("[default: 1]")),
+        ("--mem <MB>", Some("[default: 512]")),
+        ("--pids <N>", Some("[default: 256]")),
+        ("--cpu-time <SECS>", None),
+    ] {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("{flag} is not in run --help:\n{help}"));
         if let Some(d) = default {
             assert!(line.contains(d), "{flag} does not show {d}: {line}");
         }
@@ -368,19 +519,49 @@ fn limit_options_are_accepted_shown_and_checked() {
     if !util::require("userns") {
         return;
     }
-    let o = rsb(["run", "--cpus", "1", "--mem", "100", "--pids", "10", "--cpu-time", "5", "-c", "print('ran')"]);
+    let o = rsb([
+        "run",
+        "--cpus",
+        "1",
+        "--mem",
+        "100",
+        "--pids",
+        "10",
+        "--cpu-time",
+        "5",
+        "-c",
+        "print('ran')",
+    ]);
     assert_eq!((code(&o), stdout(&o).as_str()), (0, "ran\n"), "{o:?}");
-    for (flag, value) in [("--cpus", "0"), ("--cpus", "1000"), ("--mem", "1"), ("--pids", "0")] {
+    for (flag, value) in [
+        ("--cpus", "0"),
+        ("--cpus", "1000"),
+        ("--mem", "1"),
+        ("--pids", "0"),
+    ] {
         let o = rsb(["run", flag, value, "-c", "print('ran')"]);
         assert_eq!(code(&o), 125, "{flag} {value}: {o:?}");
         let err = stderr(&o);
-        assert_eq!(err.trim_end().lines().count(), 1, "{flag} {value}: not one line: {err}");
-        assert!(err.starts_with("rsandbox: ") && err.contains(flag.trim_start_matches('-')), "{flag} {value}: the error does not name the option: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{flag} {value}: not one line: {err}"
+        );
+        assert!(
+            err.starts_with("rsandbox: ") && err.contains(flag.trim_start_matches('-')),
+            "{flag} {value}: the error does not name the option: {err}"
+        );
         assert!(stdout(&o).is_empty(), "{flag} {value}: the program ran");
         let o = rsb(["run", "--json", flag, value, "-c", "print('ran')"]);
         assert_eq!(code(&o), 125, "{flag} {value}: {o:?}");
         let v = json(&o);
-        assert!(v["error"]["message"].as_str().unwrap().contains(flag.trim_start_matches('-')), "{flag} {value}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(flag.trim_start_matches('-')),
+            "{flag} {value}: {v}"
+        );
     }
 }
 
@@ -396,12 +577,18 @@ fn check_reports_the_host() {
     assert_eq!(code(&o), 0, "{o:?}");
     let text = stdout(&o);
     let line = |key: &str| {
-        text.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key} line in:\n{text}")).to_string()
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} line in:\n{text}"))
+            .to_string()
     };
     assert!(line("user namespaces").contains("yes"), "{text}");
     let cg = line("cgroups");
     let layout = format!("{:?}", rsandbox::probe::host().cgroup_layout);
-    assert!(cg.contains(&layout), "{cg} does not name the layout {layout}");
+    assert!(
+        cg.contains(&layout),
+        "{cg} does not name the layout {layout}"
+    );
     assert!(line("sandbox").contains("works"), "{text}");
 
     let o = rsb(["check", "--json"]);
@@ -410,7 +597,10 @@ fn check_reports_the_host() {
     assert_eq!(v["sandbox_works"], true, "{v}");
     assert!(v["error"].is_null(), "{v}");
     assert_eq!(v["host"]["userns"], true);
-    assert!(["v1", "v2", "hybrid", "none"].contains(&v["host"]["cgroup_layout"].as_str().unwrap()), "{v}");
+    assert!(
+        ["v1", "v2", "hybrid", "none"].contains(&v["host"]["cgroup_layout"].as_str().unwrap()),
+        "{v}"
+    );
     assert!(v["host"]["cgroup_mounts"].is_array());
     assert_eq!(v["defaults"]["timeout_s"], 30);
     assert_eq!(v["defaults"]["output_limit"], 1 << 20);
@@ -436,7 +626,15 @@ fn net_loopback_works_and_none_blocks() {
     if !util::require("userns") {
         return;
     }
-    let o = rsb(["run", "--net", "loopback", "--timeout", "10", "-c", ECHO_SERVER]);
+    let o = rsb([
+        "run",
+        "--net",
+        "loopback",
+        "--timeout",
+        "10",
+        "-c",
+        ECHO_SERVER,
+    ]);
     assert_eq!((code(&o), stdout(&o).as_str()), (0, "PING\n"), "{o:?}");
 
     for net in [&["--net", "none"][..], &[][..]] {
@@ -460,10 +658,17 @@ fn net_loopback_works_and_none_blocks() {
     let o = rsb(["run", "--net", "none", "-c", connect]);
     assert_eq!(code(&o), 0, "{o:?}");
     let out = stdout(&o);
-    assert!(out == "ENETUNREACH\n['lo']\n" || out == "EACCES\n['lo']\n", "--net none: {out}");
+    assert!(
+        out == "ENETUNREACH\n['lo']\n" || out == "EACCES\n['lo']\n",
+        "--net none: {out}"
+    );
     // With loopback up, the same connection reaches the (closed) port: refused, not unreachable.
     let o = rsb(["run", "--net", "loopback", "-c", connect]);
-    assert_eq!((code(&o), stdout(&o).as_str()), (0, "ECONNREFUSED\n['lo']\n"), "{o:?}");
+    assert_eq!(
+        (code(&o), stdout(&o).as_str()),
+        (0, "ECONNREFUSED\n['lo']\n"),
+        "{o:?}"
+    );
 }
 
 /// `--ro HOST:INSIDE` shows a host directory at INSIDE, read-only (writes fail with EROFS and
@@ -489,9 +694,16 @@ fn ro_bind_is_readable_and_not_writable() {
     ]);
     assert_eq!(code(&o), 0, "{o:?}");
     assert_eq!(stdout(&o), "host content\nwrite-failed\nappend-failed\n");
-    assert!(stderr(&o).contains("Read-only file system"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!dir.path().join("new.txt").exists());
-    assert_eq!(std::fs::read_to_string(dir.path().join("f.txt")).unwrap(), "host content\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("f.txt")).unwrap(),
+        "host content\n"
+    );
 }
 
 /// `--rw`: a host directory is writable inside and what the program writes appears on the
@@ -520,15 +732,28 @@ fn rw_bind_is_writable_and_changes_reach_the_host() {
         "-c",
         "echo from inside > /mnt/rsandbox-test-rw/out.txt && cat /mnt/rsandbox-test-rw/out.txt",
     ]);
-    assert_eq!((code(&o), stdout(&o).as_str()), (0, "from inside\n"), "{o:?}");
+    assert_eq!(
+        (code(&o), stdout(&o).as_str()),
+        (0, "from inside\n"),
+        "{o:?}"
+    );
     let host_file = dir.path().join("out.txt");
-    assert_eq!(std::fs::read_to_string(&host_file).unwrap(), "from inside\n");
+    assert_eq!(
+        std::fs::read_to_string(&host_file).unwrap(),
+        "from inside\n"
+    );
     let owner = std::fs::metadata(&host_file).unwrap().uid();
     if util::is_root() {
         let base = rsandbox::ns::user::UID_BASE;
-        assert!((base..base + rsandbox::ns::user::SLOTS).contains(&owner), "owner {owner} is not an instance uid");
+        assert!(
+            (base..base + rsandbox::ns::user::SLOTS).contains(&owner),
+            "owner {owner} is not an instance uid"
+        );
     } else {
-        assert_eq!(owner, uid, "the file written inside is not the invoking user's");
+        assert_eq!(
+            owner, uid,
+            "the file written inside is not the invoking user's"
+        );
     }
 }
 

@@ -41,21 +41,33 @@ fn put_and_get_round_trip_with_owner_and_mode() {
     inst.put_file("a/b/c.bin", &data, 0o6755).unwrap();
     assert_eq!(inst.get_file("a/b/c.bin", 1 << 20).unwrap(), data);
     // The same file through its absolute path inside.
-    assert_eq!(inst.get_file("/home/sandbox/a/b/c.bin", 1 << 20).unwrap(), data);
+    assert_eq!(
+        inst.get_file("/home/sandbox/a/b/c.bin", 1 << 20).unwrap(),
+        data
+    );
 
     inst.put_file("plain.txt", b"hello\n", 0o600).unwrap();
     let stat = run_ok(&inst, "stat -c '%u %g %a %n' a a/b a/b/c.bin plain.txt");
-    assert_eq!(stat, "1000 1000 755 a\n1000 1000 755 a/b\n1000 1000 755 a/b/c.bin\n1000 1000 600 plain.txt\n");
+    assert_eq!(
+        stat,
+        "1000 1000 755 a\n1000 1000 755 a/b\n1000 1000 755 a/b/c.bin\n1000 1000 600 plain.txt\n"
+    );
     assert_eq!(run_ok(&inst, "id -u; cat plain.txt"), "1000\nhello\n");
 
     // The program owns it: it can append, and the change comes back out.
-    run_ok(&inst, "echo more >> plain.txt && echo new > a/b/made-inside.txt");
+    run_ok(
+        &inst,
+        "echo more >> plain.txt && echo new > a/b/made-inside.txt",
+    );
     assert_eq!(inst.get_file("plain.txt", 100).unwrap(), b"hello\nmore\n");
     assert_eq!(inst.get_file("a/b/made-inside.txt", 100).unwrap(), b"new\n");
 
     // put_file over an existing file replaces its content.
     inst.put_file("plain.txt", b"replaced", 0o644).unwrap();
-    assert_eq!(run_ok(&inst, "cat plain.txt; stat -c ' %a' plain.txt"), "replaced 644\n");
+    assert_eq!(
+        run_ok(&inst, "cat plain.txt; stat -c ' %a' plain.txt"),
+        "replaced 644\n"
+    );
     inst.destroy().unwrap();
 }
 
@@ -69,13 +81,31 @@ fn bad_paths_are_refused() {
     }
     let sb = util::sandbox();
     let inst = sb.create().unwrap();
-    for bad in ["", "/", ".", "..", "../x", "a/../../x", "a/./b", "/etc/passwd", "/home/sandboxx/f", "/tmp/x", "a\0b"] {
-        let msg = assert_path_err(inst.put_file(bad, b"x", 0o644), &format!("put_file({bad:?})"));
+    for bad in [
+        "",
+        "/",
+        ".",
+        "..",
+        "../x",
+        "a/../../x",
+        "a/./b",
+        "/etc/passwd",
+        "/home/sandboxx/f",
+        "/tmp/x",
+        "a\0b",
+    ] {
+        let msg = assert_path_err(
+            inst.put_file(bad, b"x", 0o644),
+            &format!("put_file({bad:?})"),
+        );
         assert!(msg.contains("refused path"), "{msg}");
         assert_path_err(inst.get_file(bad, 100), &format!("get_file({bad:?})"));
     }
     // Nothing was created by the refused calls.
-    assert_eq!(run_ok(&inst, "ls -A; test -e /tmp/x || echo no-tmp-x"), "no-tmp-x\n");
+    assert_eq!(
+        run_ok(&inst, "ls -A; test -e /tmp/x || echo no-tmp-x"),
+        "no-tmp-x\n"
+    );
     // A missing file, a directory and an oversized file are refused on the way out too.
     assert_path_err(inst.get_file("missing", 100), "get_file(missing)");
     run_ok(&inst, "mkdir dir; head -c 1000 /dev/zero > big");
@@ -102,16 +132,37 @@ fn planted_symlinks_are_not_followed() {
 
     let msg = assert_path_err(inst.get_file("x", 1 << 20), "get_file(x -> /etc/passwd)");
     assert!(msg.contains("symlink"), "{msg}");
-    assert_path_err(inst.get_file("d/etc/passwd", 1 << 20), "get_file(d/etc/passwd, d -> /)");
-    assert_path_err(inst.get_file("up/etc/passwd", 1 << 20), "get_file(up/etc/passwd, up -> ../..)");
+    assert_path_err(
+        inst.get_file("d/etc/passwd", 1 << 20),
+        "get_file(d/etc/passwd, d -> /)",
+    );
+    assert_path_err(
+        inst.get_file("up/etc/passwd", 1 << 20),
+        "get_file(up/etc/passwd, up -> ../..)",
+    );
     assert_path_err(inst.get_file("self/x", 1 << 20), "get_file(self/x)");
 
-    assert_path_err(inst.put_file("t/x", b"escaped", 0o644), "put_file(t/x, t -> /tmp)");
-    assert_path_err(inst.put_file("y", b"escaped", 0o644), "put_file(y -> /tmp/y)");
-    assert_path_err(inst.put_file("t/new/deeper", b"escaped", 0o644), "put_file(t/new/deeper)");
-    assert_path_err(inst.put_file("d/tmp/z", b"escaped", 0o644), "put_file(d/tmp/z)");
+    assert_path_err(
+        inst.put_file("t/x", b"escaped", 0o644),
+        "put_file(t/x, t -> /tmp)",
+    );
+    assert_path_err(
+        inst.put_file("y", b"escaped", 0o644),
+        "put_file(y -> /tmp/y)",
+    );
+    assert_path_err(
+        inst.put_file("t/new/deeper", b"escaped", 0o644),
+        "put_file(t/new/deeper)",
+    );
+    assert_path_err(
+        inst.put_file("d/tmp/z", b"escaped", 0o644),
+        "put_file(d/tmp/z)",
+    );
     // Nothing appeared in the instance's /tmp, and the links are unchanged.
-    assert_eq!(run_ok(&inst, "ls -A /tmp; readlink x y"), "/etc/passwd\n/tmp/y\n");
+    assert_eq!(
+        run_ok(&inst, "ls -A /tmp; readlink x y"),
+        "/etc/passwd\n/tmp/y\n"
+    );
     // Nor on the host (as root, a followed link would have written to the host's /tmp).
     for p in ["/tmp/x", "/tmp/y", "/tmp/z"] {
         if let Ok(s) = std::fs::read(p) {
@@ -136,7 +187,11 @@ fn special_files_are_refused_without_blocking() {
     let msg = assert_path_err(inst.get_file("p", 100), "get_file(fifo)");
     assert!(msg.contains("not a regular file"), "{msg}");
     assert_path_err(inst.put_file("p", b"x", 0o644), "put_file(fifo)");
-    assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
     inst.destroy().unwrap();
 }
 
@@ -150,7 +205,10 @@ fn symlink_swapped_during_copies_never_escapes() {
     if !util::require("userns") {
         return;
     }
-    let sb = util::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let sb = util::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
     let inst = sb.create().unwrap();
     let name = format!("rsandbox-race-{}", std::process::id());
     let swapper = r#"
@@ -185,19 +243,32 @@ print(n)
         // Wait for the swapper's setup, then hammer until it stops.
         let t0 = Instant::now();
         while inst.get_file("ready", 10).is_err() && !done.load(Ordering::SeqCst) {
-            assert!(t0.elapsed() < Duration::from_secs(10), "the swapper never got ready");
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the swapper never got ready"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         while !done.load(Ordering::SeqCst) || attempts < 300 {
             attempts += 1;
             for p in ["d/passwd", "f", "dl/passwd", "fl"] {
                 if let Ok(data) = inst.get_file(p, 1 << 20) {
-                    assert_eq!(data, b"inside\n", "get_file({p}) returned content from outside the work dir");
+                    assert_eq!(
+                        data, b"inside\n",
+                        "get_file({p}) returned content from outside the work dir"
+                    );
                     ok_get += 1;
                 }
             }
             for dir in ["d", "dl"] {
-                if inst.put_file(&format!("{dir}/{name}"), b"written by the supervisor\n", 0o644).is_ok() {
+                if inst
+                    .put_file(
+                        &format!("{dir}/{name}"),
+                        b"written by the supervisor\n",
+                        0o644,
+                    )
+                    .is_ok()
+                {
                     ok_put += 1;
                 }
             }
@@ -212,13 +283,28 @@ print(n)
     assert!(attempts >= 300);
 
     // Nothing was written through /etc: not inside, not in the template, not on the host.
-    assert!(!std::path::Path::new("/etc").join(&name).exists(), "/etc/{name} appeared on the host");
-    assert!(!sb.template_dir().join("etc").join(&name).exists(), "{name} appeared in the template's /etc");
-    let inside = run_ok(&inst, &format!("test -e /etc/{name} && echo LEAK; ls -A d dl 2>/dev/null | grep -c {name} || true"));
+    assert!(
+        !std::path::Path::new("/etc").join(&name).exists(),
+        "/etc/{name} appeared on the host"
+    );
+    assert!(
+        !sb.template_dir().join("etc").join(&name).exists(),
+        "{name} appeared in the template's /etc"
+    );
+    let inside = run_ok(
+        &inst,
+        &format!(
+            "test -e /etc/{name} && echo LEAK; ls -A d dl 2>/dev/null | grep -c {name} || true"
+        ),
+    );
     assert!(!inside.contains("LEAK"), "/etc/{name} appeared inside");
     if ok_put > 0 {
         // The successful writes landed in the real directory, whichever name it has now.
-        assert_ne!(inside.trim(), "0", "successful put_file calls left no file in the real directory");
+        assert_ne!(
+            inside.trim(),
+            "0",
+            "successful put_file calls left no file in the real directory"
+        );
     }
     inst.destroy().unwrap();
 }
@@ -238,10 +324,19 @@ fn command_files_are_copied_before_start_into_the_cwd() {
         .file("sub/dir/data", vec![b'z'; 3], 0o600);
     let out = sb.run(&cmd).unwrap();
     assert_eq!(out.status, Status::Ok, "{out:?}");
-    assert_eq!(out.stdout.as_deref(), Some("/home/sandbox\n/home/sandbox\nhellotool ran\nzzz"));
+    assert_eq!(
+        out.stdout.as_deref(),
+        Some("/home/sandbox\n/home/sandbox\nhellotool ran\nzzz")
+    );
 
     // A Python script attached as a file, run with python_script.
-    let out = sb.run(&Command::python_script("job.py").arg("x").file("job.py", "import sys, os; print(os.getcwd(), sys.argv[1:])", 0o644)).unwrap();
+    let out = sb
+        .run(&Command::python_script("job.py").arg("x").file(
+            "job.py",
+            "import sys, os; print(os.getcwd(), sys.argv[1:])",
+            0o644,
+        ))
+        .unwrap();
     assert_eq!(out.stdout.as_deref(), Some("/home/sandbox ['x']\n"));
 
     // A refused path in Command::file fails the run before anything starts.
@@ -261,7 +356,9 @@ fn files_persist_across_execs_in_one_instance() {
     run_ok(&inst, "echo 1 > counter");
     run_ok(&inst, "echo $(( $(cat counter) + 1 )) > counter");
     inst.put_file("note", b"from the host\n", 0o644).unwrap();
-    let out = inst.exec(&sh("cat counter note").file("extra", "attached\n", 0o644)).unwrap();
+    let out = inst
+        .exec(&sh("cat counter note").file("extra", "attached\n", 0o644))
+        .unwrap();
     assert_eq!(out.stdout.as_deref(), Some("2\nfrom the host\n"));
     assert_eq!(run_ok(&inst, "cat extra"), "attached\n");
     assert_eq!(inst.get_file("counter", 10).unwrap(), b"2\n");
@@ -283,9 +380,15 @@ fn file_bigger_than_the_work_dir_is_a_clear_error() {
     let sb = util::builder().work_size(1 << 20).build().unwrap();
     let inst = sb.create().unwrap();
     let big = vec![7u8; 2 << 20];
-    let msg = assert_path_err(inst.put_file("big.bin", &big, 0o644), "put_file(2 MiB into 1 MiB)");
+    let msg = assert_path_err(
+        inst.put_file("big.bin", &big, 0o644),
+        "put_file(2 MiB into 1 MiB)",
+    );
     assert!(msg.contains("work dir is full"), "{msg}");
-    let msg = assert_path_err(inst.exec(&sh("true").file("big2.bin", big, 0o644)), "Command::file(2 MiB)");
+    let msg = assert_path_err(
+        inst.exec(&sh("true").file("big2.bin", big, 0o644)),
+        "Command::file(2 MiB)",
+    );
     assert!(msg.contains("work dir is full"), "{msg}");
     // Still usable: remove the partial files and a small file fits.
     run_ok(&inst, "rm -f big.bin big2.bin");
@@ -294,6 +397,12 @@ fn file_bigger_than_the_work_dir_is_a_clear_error() {
     // The program hits the same limit with ENOSPC.
     let out = inst.exec(&sh("head -c 2000000 /dev/zero > fill")).unwrap();
     assert_eq!(out.status, Status::Exit);
-    assert!(out.stderr.as_deref().unwrap().contains("No space left on device"), "{out:?}");
+    assert!(
+        out.stderr
+            .as_deref()
+            .unwrap()
+            .contains("No space left on device"),
+        "{out:?}"
+    );
     inst.destroy().unwrap();
 }

@@ -22,7 +22,10 @@ use crate::util;
 
 /// A sandbox with the given seccomp profile and the test defaults.
 fn with_profile(profile: Profile) -> Sandbox {
-    util::builder().seccomp(profile).build().expect("building the sandbox")
+    util::builder()
+        .seccomp(profile)
+        .build()
+        .expect("building the sandbox")
 }
 
 /// Asserts a run ended with exit 0, showing its report otherwise; returns its stdout.
@@ -51,7 +54,11 @@ fn default_verdict(nr: i64, args: &[i64]) -> Verdict {
     for (i, v) in args.iter().enumerate() {
         a[i] = *v as u64;
     }
-    bpf::run(&c.program, &bpf::Data::new(bpf::AUDIT_ARCH_X86_64, nr as i32, a)).unwrap()
+    bpf::run(
+        &c.program,
+        &bpf::Data::new(bpf::AUDIT_ARCH_X86_64, nr as i32, a),
+    )
+    .unwrap()
 }
 
 /// Docker's default profile (a copy in tests/data), written to a temp dir: in CI the
@@ -109,7 +116,12 @@ struct Attempt {
 
 fn attempts() -> Vec<Attempt> {
     use libc::*;
-    let a = |name, nr, args: &[i64], errno| Attempt { name, nr, args: args.to_vec(), errno };
+    let a = |name, nr, args: &[i64], errno| Attempt {
+        name,
+        nr,
+        args: args.to_vec(),
+        errno,
+    };
     let newuser = CLONE_NEWUSER as i64;
     vec![
         // The mount family.
@@ -126,13 +138,28 @@ fn attempts() -> Vec<Attempt> {
         a("mount_setattr", SYS_mount_setattr, &[-1, 0, 0, 0, 0], EPERM),
         // Namespaces: new ones (clone3 answers ENOSYS so libc falls back to clone) and setns.
         a("unshare(CLONE_NEWUSER)", SYS_unshare, &[newuser], EPERM),
-        a("unshare(CLONE_NEWNET)", SYS_unshare, &[CLONE_NEWNET as i64], EPERM),
+        a(
+            "unshare(CLONE_NEWNET)",
+            SYS_unshare,
+            &[CLONE_NEWNET as i64],
+            EPERM,
+        ),
         a("clone3", SYS_clone3, &[0, 0], ENOSYS),
         a("setns", SYS_setns, &[-1, 0], EPERM),
         // Other processes' memory and descriptors.
         a("ptrace(PTRACE_TRACEME)", SYS_ptrace, &[0, 0, 0, 0], EPERM),
-        a("process_vm_readv", SYS_process_vm_readv, &[1, 0, 0, 0, 0, 0], EPERM),
-        a("process_vm_writev", SYS_process_vm_writev, &[1, 0, 0, 0, 0, 0], EPERM),
+        a(
+            "process_vm_readv",
+            SYS_process_vm_readv,
+            &[1, 0, 0, 0, 0, 0],
+            EPERM,
+        ),
+        a(
+            "process_vm_writev",
+            SYS_process_vm_writev,
+            &[1, 0, 0, 0, 0, 0],
+            EPERM,
+        ),
         a("pidfd_getfd", SYS_pidfd_getfd, &[-1, 0, 0], EPERM),
         a("kcmp", SYS_kcmp, &[0, 0, 0, 0, 0], EPERM),
         // Kernel attack surface.
@@ -141,16 +168,41 @@ fn attempts() -> Vec<Attempt> {
         a("add_key", SYS_add_key, &[0, 0, 0, 0, 0], EPERM),
         a("request_key", SYS_request_key, &[0, 0, 0, 0], EPERM),
         a("io_uring_setup", SYS_io_uring_setup, &[1, 0], EPERM),
-        a("io_uring_enter", SYS_io_uring_enter, &[-1, 0, 0, 0, 0, 0], EPERM),
-        a("io_uring_register", SYS_io_uring_register, &[-1, 0, 0, 0], EPERM),
-        a("perf_event_open", SYS_perf_event_open, &[0, 0, -1, -1, 0], EPERM),
-        a("userfaultfd(UFFD_USER_MODE_ONLY)", SYS_userfaultfd, &[1], EPERM),
+        a(
+            "io_uring_enter",
+            SYS_io_uring_enter,
+            &[-1, 0, 0, 0, 0, 0],
+            EPERM,
+        ),
+        a(
+            "io_uring_register",
+            SYS_io_uring_register,
+            &[-1, 0, 0, 0],
+            EPERM,
+        ),
+        a(
+            "perf_event_open",
+            SYS_perf_event_open,
+            &[0, 0, -1, -1, 0],
+            EPERM,
+        ),
+        a(
+            "userfaultfd(UFFD_USER_MODE_ONLY)",
+            SYS_userfaultfd,
+            &[1],
+            EPERM,
+        ),
         // Modules, kexec, reboot, host administration, the kernel log, clocks.
         a("init_module", SYS_init_module, &[0, 0, 0], EPERM),
         a("finit_module", SYS_finit_module, &[-1, 0, 0], EPERM),
         a("delete_module", SYS_delete_module, &[0, 0], EPERM),
         a("kexec_load", SYS_kexec_load, &[0, 0, 0, 0], EPERM),
-        a("kexec_file_load", SYS_kexec_file_load, &[-1, -1, 0, 0, 0], EPERM),
+        a(
+            "kexec_file_load",
+            SYS_kexec_file_load,
+            &[-1, -1, 0, 0, 0],
+            EPERM,
+        ),
         a("reboot", SYS_reboot, &[0, 0, 0, 0], EPERM),
         a("swapon", SYS_swapon, &[0, 0], EPERM),
         a("swapoff", SYS_swapoff, &[0], EPERM),
@@ -161,19 +213,49 @@ fn attempts() -> Vec<Attempt> {
         a("clock_settime", SYS_clock_settime, &[0, 0], EPERM),
         a("clock_adjtime", SYS_clock_adjtime, &[0, 0], EPERM),
         a("adjtimex", SYS_adjtimex, &[0], EPERM),
-        a("open_by_handle_at", SYS_open_by_handle_at, &[-1, 0, 0], EPERM),
+        a(
+            "open_by_handle_at",
+            SYS_open_by_handle_at,
+            &[-1, 0, 0],
+            EPERM,
+        ),
         // personality beyond the harmless values; the harmless ones stay allowed.
-        a("personality(READ_IMPLIES_EXEC)", SYS_personality, &[0x0040_0000], EPERM),
-        a("personality(ADDR_NO_RANDOMIZE)", SYS_personality, &[0x0004_0000], EPERM),
+        a(
+            "personality(READ_IMPLIES_EXEC)",
+            SYS_personality,
+            &[0x0040_0000],
+            EPERM,
+        ),
+        a(
+            "personality(ADDR_NO_RANDOMIZE)",
+            SYS_personality,
+            &[0x0004_0000],
+            EPERM,
+        ),
         a("personality(PER_LINUX)", SYS_personality, &[0], 0),
         a("personality(PER_LINUX32)", SYS_personality, &[8], 0),
         // Terminal input injection, on the low 32 bits of the command as the kernel reads it.
         a("ioctl(TIOCSTI)", SYS_ioctl, &[0, 0x5412, 0], EPERM),
-        a("ioctl(1<<32|TIOCSTI)", SYS_ioctl, &[0, 0x1_0000_5412, 0], EPERM),
+        a(
+            "ioctl(1<<32|TIOCSTI)",
+            SYS_ioctl,
+            &[0, 0x1_0000_5412, 0],
+            EPERM,
+        ),
         a("ioctl(TIOCLINUX)", SYS_ioctl, &[0, 0x541c, 0], EPERM),
         // AF_VSOCK reaches the hypervisor host whatever the network namespace.
-        a("socket(AF_VSOCK)", SYS_socket, &[40, SOCK_STREAM as i64, 0], EPERM),
-        a("socket(AF_UNIX)", SYS_socket, &[AF_UNIX as i64, SOCK_STREAM as i64, 0], 0),
+        a(
+            "socket(AF_VSOCK)",
+            SYS_socket,
+            &[40, SOCK_STREAM as i64, 0],
+            EPERM,
+        ),
+        a(
+            "socket(AF_UNIX)",
+            SYS_socket,
+            &[AF_UNIX as i64, SOCK_STREAM as i64, 0],
+            0,
+        ),
     ]
 }
 
@@ -184,9 +266,17 @@ fn attempts_script(list: &[Attempt]) -> String {
     s.push_str("out = {}\n");
     for t in list {
         let args: Vec<String> = t.args.iter().map(i64::to_string).collect();
-        s.push_str(&format!("out[{:?}] = attempt({}, {})\n", t.name, t.nr, args.join(", ")));
+        s.push_str(&format!(
+            "out[{:?}] = attempt({}, {})\n",
+            t.name,
+            t.nr,
+            args.join(", ")
+        ));
     }
-    s.push_str(&format!("out['clone(CLONE_NEWUSER)'] = attempt_clone({})\n", libc::CLONE_NEWUSER | libc::SIGCHLD));
+    s.push_str(&format!(
+        "out['clone(CLONE_NEWUSER)'] = attempt_clone({})\n",
+        libc::CLONE_NEWUSER | libc::SIGCHLD
+    ));
     s.push_str("print(json.dumps(out))\n");
     s
 }
@@ -210,23 +300,40 @@ fn default_profile_denies_dangerous_syscalls_with_its_errno() {
     let mut same = Vec::new();
     for t in &list {
         let got = filtered[t.name];
-        assert_eq!(got, t.errno as i64, "{}: the default profile answered errno {got}, expected {}", t.name, t.errno);
+        assert_eq!(
+            got, t.errno as i64,
+            "{}: the default profile answered errno {got}, expected {}",
+            t.name, t.errno
+        );
         if t.errno == 0 {
             continue;
         }
         if unfiltered[t.name] == t.errno as i64 {
             // The kernel alone refuses this one the same way: the filter must be why here.
-            assert_eq!(default_verdict(t.nr, &t.args), Verdict::Errno(t.errno as u16), "{}: not denied by the filter", t.name);
+            assert_eq!(
+                default_verdict(t.nr, &t.args),
+                Verdict::Errno(t.errno as u16),
+                "{}: not denied by the filter",
+                t.name
+            );
             same.push(t.name);
         }
     }
     assert_eq!(filtered["clone(CLONE_NEWUSER)"], libc::EPERM as i64);
-    assert_eq!(unfiltered["clone(CLONE_NEWUSER)"], 0, "unfiltered, an unprivileged user namespace should be allowed here");
+    assert_eq!(
+        unfiltered["clone(CLONE_NEWUSER)"], 0,
+        "unfiltered, an unprivileged user namespace should be allowed here"
+    );
     // Most of the list is distinguished by the kernel's own answer, not only by the BPF (how many
     // the kernel refuses by itself depends on its configuration: modules and kexec are compiled
     // out of the 6.18 host kernel, present in the 6.12 guest's).
-    assert!(same.len() * 2 < list.len(), "most calls are refused by the kernel by itself: {same:?}");
-    eprintln!("calls the kernel also refuses with the same errno (checked on the compiled BPF): {same:?}");
+    assert!(
+        same.len() * 2 < list.len(),
+        "most calls are refused by the kernel by itself: {same:?}"
+    );
+    eprintln!(
+        "calls the kernel also refuses with the same errno (checked on the compiled BPF): {same:?}"
+    );
 }
 
 /// No new user namespaces under the default profile (`unshare -U` fails with EPERM), while
@@ -272,7 +379,11 @@ fn default_profile_allows_the_personality_query() {
     if !util::require("userns") {
         return;
     }
-    let code = format!("{}\nprint(raw({}, 0xffffffff))", prelude(), libc::SYS_personality);
+    let code = format!(
+        "{}\nprint(raw({}, 0xffffffff))",
+        prelude(),
+        libc::SYS_personality
+    );
     assert_eq!(ok(&util::py(&util::sandbox(), &code)), "(0, 0)\n");
 }
 
@@ -318,7 +429,11 @@ int main(void) {
         let r = build(&["-static"]);
         if !r.status.success() {
             let r = build(&[]);
-            assert!(r.status.success(), "cc failed: {}", String::from_utf8_lossy(&r.stderr));
+            assert!(
+                r.status.success(),
+                "cc failed: {}",
+                String::from_utf8_lossy(&r.stderr)
+            );
         }
         std::fs::read(&out).unwrap()
     })
@@ -355,7 +470,10 @@ fn non_native_abis_are_refused() {
         for k in ["i386_getpid", "i386_ptrace", "i386_mount", "x32_getpid"] {
             assert_eq!(r[k], enosys, "{profile:?}: {k}: {r:?}");
         }
-        assert!(r["x64_getpid"] > 0, "{profile:?}: the native getpid must work: {r:?}");
+        assert!(
+            r["x64_getpid"] > 0,
+            "{profile:?}: the native getpid must work: {r:?}"
+        );
     }
     let bare = abi_results(Profile::Unconfined);
     if bare["i386_getpid"] > 0 {
@@ -366,11 +484,26 @@ fn non_native_abis_are_refused() {
     }
     let c = rsandbox::seccomp::load(&Profile::Default).unwrap().unwrap();
     let eval = |arch, nr: i32| bpf::run(&c.program, &bpf::Data::new(arch, nr, [0; 6])).unwrap();
-    assert_eq!(eval(bpf::AUDIT_ARCH_I386, 20), Verdict::Errno(libc::ENOSYS as u16));
+    assert_eq!(
+        eval(bpf::AUDIT_ARCH_I386, 20),
+        Verdict::Errno(libc::ENOSYS as u16)
+    );
     // x32: the kernel answered the same unfiltered, so only the program can show the denial.
-    assert_eq!(bare["x32_getpid"], enosys, "x32 is compiled out of this kernel: {bare:?}");
-    assert_eq!(eval(bpf::AUDIT_ARCH_X86_64, bpf::X32_SYSCALL_BIT | libc::SYS_getpid as i32), Verdict::Errno(libc::ENOSYS as u16));
-    assert_eq!(eval(bpf::AUDIT_ARCH_X86_64, libc::SYS_getpid as i32), Verdict::Allow);
+    assert_eq!(
+        bare["x32_getpid"], enosys,
+        "x32 is compiled out of this kernel: {bare:?}"
+    );
+    assert_eq!(
+        eval(
+            bpf::AUDIT_ARCH_X86_64,
+            bpf::X32_SYSCALL_BIT | libc::SYS_getpid as i32
+        ),
+        Verdict::Errno(libc::ENOSYS as u16)
+    );
+    assert_eq!(
+        eval(bpf::AUDIT_ARCH_X86_64, libc::SYS_getpid as i32),
+        Verdict::Allow
+    );
 }
 
 /// The report says which profile is in force (`default`, `strict`, `none` without a filter,
@@ -421,9 +554,17 @@ fn strict_answers_unlisted_syscalls_with_enosys() {
     let strict = json_map(&util::py(&with_profile(Profile::Strict), &code));
     let bare = json_map(&util::py(&with_profile(Profile::Unconfined), &code));
     assert_eq!(strict["getcpu"], libc::ENOSYS as i64, "{strict:?}");
-    assert_eq!(strict["sched_rr_get_interval"], libc::ENOSYS as i64, "{strict:?}");
+    assert_eq!(
+        strict["sched_rr_get_interval"],
+        libc::ENOSYS as i64,
+        "{strict:?}"
+    );
     assert_eq!(bare["getcpu"], 0, "{bare:?}");
-    assert_eq!(bare["sched_rr_get_interval"], libc::EFAULT as i64, "{bare:?}");
+    assert_eq!(
+        bare["sched_rr_get_interval"],
+        libc::EFAULT as i64,
+        "{bare:?}"
+    );
 }
 
 /// Under strict, a kill-class call (ptrace, bpf, keyctl) kills the program: status `seccomp`,
@@ -435,11 +576,25 @@ fn strict_kills_attacks_and_names_the_syscall() {
         return;
     }
     let sb = with_profile(Profile::Strict);
-    for (name, nr) in [("ptrace", libc::SYS_ptrace), ("bpf", libc::SYS_bpf), ("keyctl", libc::SYS_keyctl)] {
-        let code = format!("{}\nprint('before', flush=True)\nr = raw({nr}, 0, 0, 0, 0)\nprint('after', r)", prelude());
+    for (name, nr) in [
+        ("ptrace", libc::SYS_ptrace),
+        ("bpf", libc::SYS_bpf),
+        ("keyctl", libc::SYS_keyctl),
+    ] {
+        let code = format!(
+            "{}\nprint('before', flush=True)\nr = raw({nr}, 0, 0, 0, 0)\nprint('after', r)",
+            prelude()
+        );
         let o = util::py(&sb, &code);
         assert_eq!(o.status, Status::Seccomp, "{name}: {o:#?}");
-        assert_eq!(o.seccomp_violation, Some(SeccompViolation { syscall: name.into(), nr: nr as i64 }), "{o:#?}");
+        assert_eq!(
+            o.seccomp_violation,
+            Some(SeccompViolation {
+                syscall: name.into(),
+                nr: nr as i64
+            }),
+            "{o:#?}"
+        );
         assert_eq!(util::stdout(&o), "before\n", "{name}: {o:#?}");
         assert_eq!(o.exit_code, None);
         assert!(o.signal.is_some(), "{o:#?}");
@@ -464,7 +619,13 @@ print('parent goes on')",
     );
     let o = util::py(&with_profile(Profile::Strict), &code);
     assert_eq!(ok(&o), "child -9 ''\nparent goes on\n");
-    assert_eq!(o.seccomp_violation, Some(SeccompViolation { syscall: "ptrace".into(), nr: libc::SYS_ptrace as i64 }));
+    assert_eq!(
+        o.seccomp_violation,
+        Some(SeccompViolation {
+            syscall: "ptrace".into(),
+            nr: libc::SYS_ptrace as i64
+        })
+    );
 }
 
 /// Under strict, a sleep that is stopped and continued resumes: the kernel restarts it with
@@ -478,7 +639,8 @@ fn strict_lets_a_stopped_sleep_resume() {
     if !util::require("userns") {
         return;
     }
-    let script = "/bin/sleep 0.5 & p=$!; /bin/sleep 0.2; kill -STOP $p; kill -CONT $p; wait $p; echo rc=$?";
+    let script =
+        "/bin/sleep 0.5 & p=$!; /bin/sleep 0.2; kill -STOP $p; kill -CONT $p; wait $p; echo rc=$?";
     for profile in [Profile::Unconfined, Profile::Strict] {
         let o = util::sh(&with_profile(profile.clone()), script);
         assert_eq!(ok(&o), "rc=0\n", "{profile:?}: {o:#?}");
@@ -501,24 +663,46 @@ fn stdlib_under_strict(args: &[&str]) -> Duration {
             .memory(4 << 30)
             .build()
             .unwrap();
-        let cmd = Command::new("/usr/bin/python3").args(["-m", "test"]).args(args);
+        let cmd = Command::new("/usr/bin/python3")
+            .args(["-m", "test"])
+            .args(args);
         let t = Instant::now();
         (sb.run(&cmd).expect("run"), t.elapsed())
     };
     let (o, took) = run(Profile::Strict);
-    eprintln!("python3 -m test {} under strict: {:.1} s", args.join(" "), took.as_secs_f64());
+    eprintln!(
+        "python3 -m test {} under strict: {:.1} s",
+        args.join(" "),
+        took.as_secs_f64()
+    );
     if o.status != Status::Ok {
-        let out = format!("{}{}", util::stdout(&o), String::from_utf8_lossy(&o.stderr_bytes()));
+        let out = format!(
+            "{}{}",
+            util::stdout(&o),
+            String::from_utf8_lossy(&o.stderr_bytes())
+        );
         let lines: Vec<&str> = out.lines().filter(|l| !l.starts_with("  File ")).collect();
-        let failed: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("FAIL:") || l.starts_with("ERROR:")).collect();
+        let failed: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with("FAIL:") || l.starts_with("ERROR:"))
+            .collect();
         let enosys: Vec<&str> = lines
             .iter()
             .copied()
-            .filter(|l| l.contains("Errno 38") || l.contains("Function not implemented") || l.contains("futex facility"))
+            .filter(|l| {
+                l.contains("Errno 38")
+                    || l.contains("Function not implemented")
+                    || l.contains("futex facility")
+            })
             .collect();
         let tail = lines[lines.len().saturating_sub(40)..].join("\n");
         let (bare, _) = run(Profile::Unconfined);
-        let culprit = if bare.status == Status::Ok { "passes (the profile is at fault)" } else { "fails too" };
+        let culprit = if bare.status == Status::Ok {
+            "passes (the profile is at fault)"
+        } else {
+            "fails too"
+        };
         panic!(
             "python3 -m test {} failed under strict ({:?}, exit {:?}, violation {:?}); without a filter it {culprit}.\n\
              failed: {failed:#?}\nENOSYS: {enosys:#?}\n--- last lines under strict ---\n{tail}",
@@ -537,7 +721,10 @@ fn has_stdlib_test(name: &str) -> bool {
     let base = PathBuf::from("/usr/lib/python3.11/test");
     let there = base.join(format!("{name}.py")).exists() || base.join(name).is_dir();
     if !there {
-        eprintln!("SKIP: {name} is not in {} (install libpython3.11-testsuite); test not run", base.display());
+        eprintln!(
+            "SKIP: {name} is not in {} (install libpython3.11-testsuite); test not run",
+            base.display()
+        );
     }
     there
 }
@@ -579,7 +766,11 @@ fn strict_runs_stdlib_test_socket_unix_and_socketpair() {
 #[test]
 fn strict_runs_stdlib_json_re_tempfile() {
     let _g = util::shared();
-    if !util::require("userns") || !["test_json", "test_re", "test_tempfile"].iter().all(|t| has_stdlib_test(t)) {
+    if !util::require("userns")
+        || !["test_json", "test_re", "test_tempfile"]
+            .iter()
+            .all(|t| has_stdlib_test(t))
+    {
         return;
     }
     stdlib_under_strict(&["test_json", "test_re", "test_tempfile"]);
@@ -593,7 +784,11 @@ fn strict_runs_stdlib_test_asyncio_subset() {
     if !util::require("userns") || !has_stdlib_test("test_asyncio") {
         return;
     }
-    stdlib_under_strict(&["test_asyncio.test_tasks", "test_asyncio.test_streams", "test_asyncio.test_unix_events"]);
+    stdlib_under_strict(&[
+        "test_asyncio.test_tasks",
+        "test_asyncio.test_streams",
+        "test_asyncio.test_unix_events",
+    ]);
 }
 
 /// The strict allowlist runs CPython's test_asyncio.test_subprocess (child watchers, pidfds,
@@ -617,9 +812,21 @@ fn strict_runs_stdlib_multiprocessing_subset() {
     if !util::require("userns") || !has_stdlib_test("test_multiprocessing_spawn") {
         return;
     }
-    stdlib_under_strict(&["test_multiprocessing_forkserver", "-m", "*WithProcessesTestProcess*"]);
-    stdlib_under_strict(&["test_multiprocessing_spawn", "-m", "*WithProcessesTestPool*"]);
-    stdlib_under_strict(&["test_multiprocessing_fork", "-m", "*WithProcessesTestQueue*"]);
+    stdlib_under_strict(&[
+        "test_multiprocessing_forkserver",
+        "-m",
+        "*WithProcessesTestProcess*",
+    ]);
+    stdlib_under_strict(&[
+        "test_multiprocessing_spawn",
+        "-m",
+        "*WithProcessesTestPool*",
+    ]);
+    stdlib_under_strict(&[
+        "test_multiprocessing_fork",
+        "-m",
+        "*WithProcessesTestQueue*",
+    ]);
 }
 
 /// sqlite3 under strict: CPython's test_sqlite3 where the test package ships it. Debian 12's
@@ -675,10 +882,16 @@ print("sqlite3 ok", con.execute("select count(*) from t").fetchone()[0])
 "#;
     let t = Instant::now();
     let o = util::py(&with_profile(Profile::Strict), code);
-    eprintln!("sqlite3 workload under strict: {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "sqlite3 workload under strict: {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     if o.status != Status::Ok {
         let bare = util::py(&with_profile(Profile::Unconfined), code);
-        panic!("sqlite3 workload failed under strict: {o:#?}\nwithout a filter: {:?}", bare.status);
+        panic!(
+            "sqlite3 workload failed under strict: {o:#?}\nwithout a filter: {:?}",
+            bare.status
+        );
     }
     assert_eq!(util::stdout(&o), "sqlite3 ok 600\n");
 }
@@ -786,7 +999,11 @@ print(json.dumps(out))
         let r = json_map(&util::py(&with_profile(profile.clone()), code));
         assert_eq!(r.len(), 3);
         for (path, errno) in &r {
-            assert_eq!(*errno, libc::EACCES as i64, "{profile:?}: writing {path}: {r:?}");
+            assert_eq!(
+                *errno,
+                libc::EACCES as i64,
+                "{profile:?}: writing {path}: {r:?}"
+            );
         }
     }
 }
@@ -806,7 +1023,10 @@ fn landlock_grants_the_work_dir_tmp_shm_devices_and_rw_binds() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     }
-    let sb = util::builder().rw(dir.path(), Some(PathBuf::from("/mnt/rsandbox-test-rw"))).build().unwrap();
+    let sb = util::builder()
+        .rw(dir.path(), Some(PathBuf::from("/mnt/rsandbox-test-rw")))
+        .build()
+        .unwrap();
     let script = "set -e
 for d in /home/sandbox /tmp /dev/shm /mnt/rsandbox-test-rw; do
   mkdir $d/sub && echo \"in $d\" > $d/sub/f && cat $d/sub/f && mv $d/sub/f $d/sub/g && rm $d/sub/g && rmdir $d/sub
@@ -822,7 +1042,10 @@ grep -c '^sandbox:' /etc/passwd
         "in /home/sandbox\nin /tmp\nin /dev/shm\nin /mnt/rsandbox-test-rw\nto-stdout\n1\nexec-ok\n",
         "{o:#?}"
     );
-    assert_eq!(std::fs::read_to_string(dir.path().join("kept")).unwrap(), "kept\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("kept")).unwrap(),
+        "kept\n"
+    );
 }
 
 /// With the network off (`Net::None`), Landlock refuses TCP bind and connect with EACCES. The
@@ -855,7 +1078,11 @@ print(json.dumps({
 }))
 "#;
     for profile in [Profile::Default, Profile::Unconfined] {
-        let sb = util::builder().seccomp(profile.clone()).net(Net::None).build().unwrap();
+        let sb = util::builder()
+            .seccomp(profile.clone())
+            .net(Net::None)
+            .build()
+            .unwrap();
         let r = json_map(&util::py(&sb, code));
         assert_eq!(r["tcp_bind"], libc::EACCES as i64, "{profile:?}: {r:?}");
         assert_eq!(r["tcp_connect"], libc::EACCES as i64, "{profile:?}: {r:?}");
@@ -959,10 +1186,16 @@ fn strict_mode_builds_and_runs_here() {
         .unwrap();
     let sb = match util::builder().strict(true).build() {
         Ok(sb) => sb,
-        Err(rsandbox::Error::Unsupported { feature: "cgroups", message }) if !util::is_root() => {
+        Err(rsandbox::Error::Unsupported {
+            feature: "cgroups",
+            message,
+        }) if !util::is_root() => {
             eprintln!("NOTE: unprivileged, --strict refuses for cgroups only: {message}");
             assert_eq!(cli.status.code(), Some(125), "{cli:?}");
-            assert!(String::from_utf8_lossy(&cli.stdout).contains("cgroup"), "{cli:?}");
+            assert!(
+                String::from_utf8_lossy(&cli.stdout).contains("cgroup"),
+                "{cli:?}"
+            );
             return;
         }
         Err(e) => panic!("--strict on a kernel with Landlock and seccomp: {e:?}"),
@@ -975,5 +1208,8 @@ fn strict_mode_builds_and_runs_here() {
     let v: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
     assert_eq!(v["status"], "ok");
     assert_eq!(v["enforcement"]["seccomp"], "default");
-    assert_eq!(v["enforcement"]["landlock"], o.enforcement.landlock.as_str());
+    assert_eq!(
+        v["enforcement"]["landlock"],
+        o.enforcement.landlock.as_str()
+    );
 }

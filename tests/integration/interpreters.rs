@@ -15,7 +15,11 @@ fn open_up(p: &Path) {
     if m.file_type().is_symlink() {
         return;
     }
-    let mode = if m.is_dir() || m.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+    let mode = if m.is_dir() || m.permissions().mode() & 0o111 != 0 {
+        0o755
+    } else {
+        0o644
+    };
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
     if m.is_dir() {
         for e in std::fs::read_dir(p).unwrap() {
@@ -25,7 +29,9 @@ fn open_up(p: &Path) {
 }
 
 fn is_elf(p: &Path) -> bool {
-    std::fs::read(p).map(|b| b.starts_with(b"\x7fELF")).unwrap_or(false)
+    std::fs::read(p)
+        .map(|b| b.starts_with(b"\x7fELF"))
+        .unwrap_or(false)
 }
 
 /// The default interpreter is the real /usr/bin/python3 (an ELF binary), not a shim found on
@@ -46,7 +52,10 @@ fn default_python_is_the_real_usr_bin_python3() {
     assert_eq!(out.status, Status::Ok, "{out:?}");
     let lines: Vec<&str> = out.stdout.as_deref().unwrap().lines().collect();
     assert_eq!(lines[0], "/usr/bin/python3");
-    assert_eq!(lines[1], "True", "sys.executable inside is not an ELF binary");
+    assert_eq!(
+        lines[1], "True",
+        "sys.executable inside is not an ELF binary"
+    );
     assert_eq!(lines[2], "/usr");
     let host = std::process::Command::new("/usr/bin/python3")
         .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
@@ -67,7 +76,10 @@ fn make_venv(dir: &Path) -> PathBuf {
         .unwrap();
     assert!(st.success(), "python3 -m venv failed");
     let out = std::process::Command::new(venv.join("bin/python"))
-        .args(["-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ])
         .output()
         .unwrap();
     let site = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
@@ -89,7 +101,10 @@ fn virtualenv_python_sees_its_packages_read_only() {
     }
     let dir = tempfile::tempdir().unwrap();
     let venv = make_venv(dir.path());
-    let sb = util::builder().python(venv.join("bin/python")).build().unwrap();
+    let sb = util::builder()
+        .python(venv.join("bin/python"))
+        .build()
+        .unwrap();
     let code = "import sys, mypkg\n\
                 print(mypkg.VALUE)\n\
                 print(sys.prefix)\n\
@@ -102,7 +117,10 @@ fn virtualenv_python_sees_its_packages_read_only() {
     let out = util::py(&sb, code);
     assert_eq!(out.status, Status::Ok, "{out:?}");
     let venv_s = venv.display().to_string();
-    assert_eq!(out.stdout.as_deref(), Some(format!("42\n{venv_s}\n{venv_s}/bin/python\nEROFS\n").as_str()));
+    assert_eq!(
+        out.stdout.as_deref(),
+        Some(format!("42\n{venv_s}\n{venv_s}/bin/python\nEROFS\n").as_str())
+    );
     assert!(!venv.join("written").exists());
 }
 
@@ -116,10 +134,16 @@ fn pyenv_shim_resolves_to_the_real_interpreter() {
     }
     let shim = Path::new("/root/.pyenv/shims/python3");
     if !shim.exists() {
-        eprintln!("SKIP: {} is absent; pyenv shim test not run", shim.display());
+        eprintln!(
+            "SKIP: {} is absent; pyenv shim test not run",
+            shim.display()
+        );
         return;
     }
-    assert!(std::fs::read(shim).unwrap().starts_with(b"#!"), "the shim is expected to be a script");
+    assert!(
+        std::fs::read(shim).unwrap().starts_with(b"#!"),
+        "the shim is expected to be a script"
+    );
     let sb = util::builder().python(shim).build().unwrap();
     let code = "import os, sys\n\
                 print(sys.executable)\n\
@@ -129,12 +153,25 @@ fn pyenv_shim_resolves_to_the_real_interpreter() {
     let out = util::py(&sb, code);
     assert_eq!(out.status, Status::Ok, "{out:?}");
     let lines: Vec<&str> = out.stdout.as_deref().unwrap().lines().collect();
-    assert!(lines[0].starts_with("/root/.pyenv/versions/"), "sys.executable = {}", lines[0]);
-    assert_eq!(lines[1], "True", "the interpreter run inside is not an ELF binary");
+    assert!(
+        lines[0].starts_with("/root/.pyenv/versions/"),
+        "sys.executable = {}",
+        lines[0]
+    );
+    assert_eq!(
+        lines[1], "True",
+        "the interpreter run inside is not an ELF binary"
+    );
     assert_eq!(lines[2], "['.pyenv']", "/root shows more than .pyenv");
-    assert_eq!(lines[3], "False", "the shims (the rest of .pyenv) are visible");
+    assert_eq!(
+        lines[3], "False",
+        "the shims (the rest of .pyenv) are visible"
+    );
     // The same interpreter the shim picks on the host.
-    let host = std::process::Command::new(shim).args(["-c", "import sys; print(sys.executable)"]).output().unwrap();
+    let host = std::process::Command::new(shim)
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .unwrap();
     assert_eq!(lines[0], String::from_utf8_lossy(&host.stdout).trim());
 }
 
@@ -144,12 +181,17 @@ fn make_rootfs(dir: &Path, marker: &str) {
     let put = |host: &Path| {
         // Place each file at its real (symlink-free) directory, keeping its file name.
         let real_dir = std::fs::canonicalize(host.parent().unwrap()).unwrap();
-        let dst = dir.join(real_dir.strip_prefix("/").unwrap()).join(host.file_name().unwrap());
+        let dst = dir
+            .join(real_dir.strip_prefix("/").unwrap())
+            .join(host.file_name().unwrap());
         std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
         std::fs::copy(host, &dst).unwrap();
     };
     put(Path::new("/bin/sh"));
-    let ldd = std::process::Command::new("ldd").arg("/bin/sh").output().unwrap();
+    let ldd = std::process::Command::new("ldd")
+        .arg("/bin/sh")
+        .output()
+        .unwrap();
     for line in String::from_utf8(ldd.stdout).unwrap().lines() {
         // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
         if let Some(path) = line.split_whitespace().find(|w| w.starts_with('/')) {
@@ -177,10 +219,19 @@ impl RootfsDir {
         let p = std::env::temp_dir().join(format!("rsandbox-test-rootfs-{uid}"));
         match std::fs::symlink_metadata(&p) {
             Ok(m) => {
-                assert!(m.is_dir() && m.uid() == uid, "{} is not our directory", p.display());
+                assert!(
+                    m.is_dir() && m.uid() == uid,
+                    "{} is not our directory",
+                    p.display()
+                );
                 std::fs::remove_dir_all(&p).unwrap();
             }
-            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{}: {e}", p.display()),
+            Err(e) => assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::NotFound,
+                "{}: {e}",
+                p.display()
+            ),
         }
         std::fs::create_dir(&p).unwrap();
         RootfsDir(p)
@@ -214,14 +265,23 @@ fn rootfs_replaces_the_host_system_dirs() {
     let script = "read line < /usr/share/rootfs-marker; echo $line\n\
                   for f in /usr/bin/python3 /usr/bin/cat /bin/ls /usr/lib/os-release; do [ -e $f ] && echo present $f; done\n\
                   echo end";
-    let out = sb.run(&Command::new("/bin/sh").args(["-c", script])).unwrap();
+    let out = sb
+        .run(&Command::new("/bin/sh").args(["-c", script]))
+        .unwrap();
     assert_eq!(out.status, Status::Ok, "{out:?}");
-    assert_eq!(out.stdout.as_deref(), Some(format!("{marker}\nend\n").as_str()));
+    assert_eq!(
+        out.stdout.as_deref(),
+        Some(format!("{marker}\nend\n").as_str())
+    );
 
     // No python in the rootfs: python commands are refused, not run with the host's.
     match sb.run(&Command::python("print(1)")) {
-        Err(Error::Invalid { field: "python", .. }) => {}
-        other => panic!("expected Error::Invalid for python under a rootfs without one, got {other:?}"),
+        Err(Error::Invalid {
+            field: "python", ..
+        }) => {}
+        other => {
+            panic!("expected Error::Invalid for python under a rootfs without one, got {other:?}")
+        }
     }
     // A program the rootfs lacks is not found (exit code 127 for the CLI).
     match sb.run(&Command::new("cat")) {
@@ -239,7 +299,11 @@ fn rootfs_without_usr_is_refused() {
     }
     let dir = tempfile::tempdir().unwrap();
     match util::builder().rootfs(dir.path()).build() {
-        Err(e @ Error::Invalid { field: "rootfs", .. }) => assert!(e.to_string().contains("no usr"), "{e}"),
+        Err(
+            e @ Error::Invalid {
+                field: "rootfs", ..
+            },
+        ) => assert!(e.to_string().contains("no usr"), "{e}"),
         Err(e) => panic!("expected Error::Invalid for rootfs, got {e:?}"),
         Ok(_) => panic!("a rootfs without usr was accepted"),
     }

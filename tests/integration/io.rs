@@ -18,7 +18,10 @@ fn sh(script: &str) -> Command {
 /// This process's resident set size in bytes, from /proc/self/status.
 fn vm_rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS line");
     let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kb * 1024
 }
@@ -34,18 +37,28 @@ fn stdout_and_stderr_are_drained_concurrently_and_capped() {
     }
     let cap = 64 * 1024;
     let sb = util::builder().output_limit(cap).build().unwrap();
-    let cmd = sh("head -c 5000000 /dev/zero | tr '\\0' e >&2; head -c 5000000 /dev/zero | tr '\\0' o")
-        .timeout(Duration::from_secs(15));
+    let cmd =
+        sh("head -c 5000000 /dev/zero | tr '\\0' e >&2; head -c 5000000 /dev/zero | tr '\\0' o")
+            .timeout(Duration::from_secs(15));
     let out = sb.run(&cmd).unwrap();
     assert_eq!(out.status, Status::Ok, "{out:?}");
     assert_eq!(out.stderr_bytes, 5_000_000);
     assert_eq!(out.stdout_bytes, 5_000_000);
     assert!(out.stdout_truncated && out.stderr_truncated);
-    let (so, se) = (out.stdout.as_deref().unwrap(), out.stderr.as_deref().unwrap());
+    let (so, se) = (
+        out.stdout.as_deref().unwrap(),
+        out.stderr.as_deref().unwrap(),
+    );
     assert_eq!(so.len() as u64, cap);
     assert_eq!(se.len() as u64, cap);
-    assert!(so.bytes().all(|b| b == b'o'), "stdout kept the first bytes of stdout only");
-    assert!(se.bytes().all(|b| b == b'e'), "stderr kept the first bytes of stderr only");
+    assert!(
+        so.bytes().all(|b| b == b'o'),
+        "stdout kept the first bytes of stdout only"
+    );
+    assert!(
+        se.bytes().all(|b| b == b'e'),
+        "stderr kept the first bytes of stderr only"
+    );
     assert_eq!(out.limits_hit, vec![Limit::Output]);
     assert_eq!(out.stdout_b64, None);
 }
@@ -102,10 +115,16 @@ fn one_gib_of_output_neither_hangs_nor_grows_memory() {
     assert_eq!(out.status, Status::Ok, "{out:?}");
     assert_eq!(out.stdout_bytes, 1 << 30);
     assert!(out.stdout_truncated);
-    assert_eq!(out.stdout_bytes().len() as u64, rsandbox::defaults::OUTPUT_LIMIT);
+    assert_eq!(
+        out.stdout_bytes().len() as u64,
+        rsandbox::defaults::OUTPUT_LIMIT
+    );
     assert!(out.limits_hit.contains(&Limit::Output));
     let grew = peak.load(Ordering::Relaxed).saturating_sub(base);
-    assert!(grew < 50 << 20, "RSS grew by {grew} bytes while draining 1 GiB");
+    assert!(
+        grew < 50 << 20,
+        "RSS grew by {grew} bytes while draining 1 GiB"
+    );
 }
 
 /// Output that is not UTF-8 comes back as exact bytes in base64 and the text field is null;
@@ -117,11 +136,18 @@ fn invalid_utf8_comes_back_as_base64() {
         return;
     }
     let sb = util::sandbox();
-    let out = sb.run(&sh("printf '\\377\\376'; printf 'caf\\303\\251 ok' >&2")).unwrap();
+    let out = sb
+        .run(&sh("printf '\\377\\376'; printf 'caf\\303\\251 ok' >&2"))
+        .unwrap();
     assert_eq!(out.status, Status::Ok, "{out:?}");
     assert_eq!(out.stdout, None);
     let b64 = out.stdout_b64.as_deref().expect("stdout_b64");
-    assert_eq!(base64::engine::general_purpose::STANDARD.decode(b64).unwrap(), vec![0xff, 0xfe]);
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+        vec![0xff, 0xfe]
+    );
     assert_eq!(out.stdout_bytes(), vec![0xff, 0xfe]);
     assert_eq!(out.stdout_bytes, 2);
     // stderr was valid UTF-8 (é as two bytes): text, not base64.
@@ -143,7 +169,12 @@ fn valid_utf8_comes_back_as_text() {
     }
     let sb = util::sandbox();
     let text = "héllo wörld ✓ 日本語 😀\n";
-    let out = sb.run(&Command::python(format!("import sys; sys.stdout.buffer.write({:?}.encode())", text))).unwrap();
+    let out = sb
+        .run(&Command::python(format!(
+            "import sys; sys.stdout.buffer.write({:?}.encode())",
+            text
+        )))
+        .unwrap();
     assert_eq!(out.status, Status::Ok, "{out:?}");
     assert_eq!(out.stdout.as_deref(), Some(text));
     assert_eq!(out.stdout_b64, None);
@@ -176,14 +207,18 @@ fn stdin_bytes_are_fed() {
     }
     let sb = util::sandbox();
     let data = b"line one\nline two\n".to_vec();
-    let out = sb.run(&Command::new("cat").stdin(Stdin::Bytes(data.clone()))).unwrap();
+    let out = sb
+        .run(&Command::new("cat").stdin(Stdin::Bytes(data.clone())))
+        .unwrap();
     assert_eq!(out.status, Status::Ok, "{out:?}");
     assert_eq!(out.stdout_bytes(), data);
 
     // 1 MB of every byte value, larger than a pipe buffer: Python hashes what it read.
     let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
     let code = "import sys, hashlib; d = sys.stdin.buffer.read(); print(len(d), hashlib.sha256(d).hexdigest())";
-    let out = sb.run(&Command::python(code).stdin(Stdin::Bytes(big.clone()))).unwrap();
+    let out = sb
+        .run(&Command::python(code).stdin(Stdin::Bytes(big.clone())))
+        .unwrap();
     assert_eq!(out.status, Status::Ok, "{out:?}");
     let want = format!("1000000 {}\n", sha256_hex_via_python(&big));
     assert_eq!(out.stdout.as_deref(), Some(want.as_str()));
@@ -192,7 +227,10 @@ fn stdin_bytes_are_fed() {
 /// The SHA-256 of `data` computed on the host with /usr/bin/python3 (no hashing crate here).
 fn sha256_hex_via_python(data: &[u8]) -> String {
     let mut child = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", "import sys, hashlib; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())"])
+        .args([
+            "-c",
+            "import sys, hashlib; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())",
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -214,17 +252,23 @@ fn stdin_from_a_host_file() {
     let content: String = (0..10000).map(|i| format!("row {i}\n")).collect();
     std::fs::write(&path, &content).unwrap();
     let sb = util::sandbox();
-    let out = sb.run(&sh("wc -l; echo done").stdin(Stdin::File(path.clone()))).unwrap();
+    let out = sb
+        .run(&sh("wc -l; echo done").stdin(Stdin::File(path.clone())))
+        .unwrap();
     assert_eq!(out.status, Status::Ok, "{out:?}");
     assert_eq!(out.stdout.as_deref(), Some("10000\ndone\n"));
 
-    let out = sb.run(&Command::new("cat").stdin(Stdin::File(path))).unwrap();
+    let out = sb
+        .run(&Command::new("cat").stdin(Stdin::File(path)))
+        .unwrap();
     assert_eq!(out.stdout.as_deref(), Some(content.as_str()));
 
     // A missing stdin file is a setup error naming the file, not a run.
     let missing = dir.path().join("missing.txt");
     match sb.run(&Command::new("cat").stdin(Stdin::File(missing.clone()))) {
-        Err(e @ rsandbox::Error::Io { .. }) => assert!(e.to_string().contains("missing.txt"), "{e}"),
+        Err(e @ rsandbox::Error::Io { .. }) => {
+            assert!(e.to_string().contains("missing.txt"), "{e}")
+        }
         other => panic!("expected an Io error for the missing stdin file, got {other:?}"),
     }
 }
@@ -239,12 +283,17 @@ fn stdin_null_is_immediate_eof() {
     }
     let sb = util::sandbox();
     let code = "import sys; d = sys.stdin.read(); print(repr(d))";
-    for cmd in [Command::python(code), Command::python(code).stdin(Stdin::Null)] {
+    for cmd in [
+        Command::python(code),
+        Command::python(code).stdin(Stdin::Null),
+    ] {
         let out = sb.run(&cmd.timeout(Duration::from_secs(10))).unwrap();
         assert_eq!(out.status, Status::Ok, "{out:?}");
         assert_eq!(out.stdout.as_deref(), Some("''\n"));
     }
-    let out = sb.run(&Command::new("cat").timeout(Duration::from_secs(10))).unwrap();
+    let out = sb
+        .run(&Command::new("cat").timeout(Duration::from_secs(10)))
+        .unwrap();
     assert_eq!(out.status, Status::Ok, "{out:?}");
     assert_eq!(out.stdout_bytes, 0);
 }
@@ -260,13 +309,29 @@ fn unread_large_stdin_does_not_block() {
     let sb = util::sandbox();
     let big = vec![b'x'; 10 << 20];
     let start = Instant::now();
-    let out = sb.run(&sh("echo ignored").stdin(Stdin::Bytes(big.clone())).timeout(Duration::from_secs(10))).unwrap();
+    let out = sb
+        .run(
+            &sh("echo ignored")
+                .stdin(Stdin::Bytes(big.clone()))
+                .timeout(Duration::from_secs(10)),
+        )
+        .unwrap();
     assert_eq!(out.status, Status::Ok, "{out:?}");
     assert_eq!(out.stdout.as_deref(), Some("ignored\n"));
-    let out = sb.run(&Command::new("head").args(["-c", "5"]).stdin(Stdin::Bytes(big))).unwrap();
+    let out = sb
+        .run(
+            &Command::new("head")
+                .args(["-c", "5"])
+                .stdin(Stdin::Bytes(big)),
+        )
+        .unwrap();
     assert_eq!(out.status, Status::Ok, "{out:?}");
     assert_eq!(out.stdout.as_deref(), Some("xxxxx"));
-    assert!(start.elapsed() < Duration::from_secs(8), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 /// The serialized report has exactly the keys of schema v1 (DESIGN.md §5), including every
@@ -278,21 +343,53 @@ fn json_report_has_exactly_the_schema_v1_keys() {
         return;
     }
     let sb = util::sandbox();
-    let out = sb.run(&Command::python("x = 0\nfor i in range(3_000_000): x += i\nprint(x)")).unwrap();
+    let out = sb
+        .run(&Command::python(
+            "x = 0\nfor i in range(3_000_000): x += i\nprint(x)",
+        ))
+        .unwrap();
     assert_eq!(out.status, Status::Ok, "{out:?}");
     let v = serde_json::to_value(&out).unwrap();
     let keys: BTreeSet<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     let want: BTreeSet<&str> = [
-        "version", "status", "exit_code", "signal", "signal_name", "limits_hit", "wall_ms", "cpu_ms", "user_ms",
-        "sys_ms", "peak_memory_bytes", "oom_kills", "stdout", "stderr", "stdout_b64", "stderr_b64", "stdout_bytes",
-        "stderr_bytes", "stdout_truncated", "stderr_truncated", "seccomp_violation", "enforcement", "queued_ms",
+        "version",
+        "status",
+        "exit_code",
+        "signal",
+        "signal_name",
+        "limits_hit",
+        "wall_ms",
+        "cpu_ms",
+        "user_ms",
+        "sys_ms",
+        "peak_memory_bytes",
+        "oom_kills",
+        "stdout",
+        "stderr",
+        "stdout_b64",
+        "stderr_b64",
+        "stdout_bytes",
+        "stderr_bytes",
+        "stdout_truncated",
+        "stderr_truncated",
+        "seccomp_violation",
+        "enforcement",
+        "queued_ms",
     ]
     .into_iter()
     .collect();
     assert_eq!(keys, want);
-    let enf: BTreeSet<&str> = v["enforcement"].as_object().unwrap().keys().map(String::as_str).collect();
-    let want_enf: BTreeSet<&str> =
-        ["memory", "cpu", "pids", "devices", "wall", "landlock", "seccomp"].into_iter().collect();
+    let enf: BTreeSet<&str> = v["enforcement"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let want_enf: BTreeSet<&str> = [
+        "memory", "cpu", "pids", "devices", "wall", "landlock", "seccomp",
+    ]
+    .into_iter()
+    .collect();
     assert_eq!(enf, want_enf);
     for (k, val) in v["enforcement"].as_object().unwrap() {
         assert!(val.is_string(), "enforcement.{k} is {val}");
@@ -310,7 +407,11 @@ fn json_report_has_exactly_the_schema_v1_keys() {
     }
     assert!(v["stdout_bytes"].is_u64() && v["oom_kills"].is_u64());
     assert!(v["stdout_truncated"].is_boolean());
-    assert!(out.cpu_ms > 0.0, "a CPU-burning loop reported cpu_ms = {}", out.cpu_ms);
+    assert!(
+        out.cpu_ms > 0.0,
+        "a CPU-burning loop reported cpu_ms = {}",
+        out.cpu_ms
+    );
     assert!(out.user_ms > 0.0);
     assert!((out.cpu_ms - (out.user_ms + out.sys_ms)).abs() < 0.01);
     assert!(out.wall_ms > 0.0 && out.wall_ms < 20_000.0);
@@ -343,25 +444,50 @@ fn status_strings_are_snake_case() {
     .collect();
     assert_eq!(
         names,
-        ["ok", "exit", "signal", "timeout", "cpu_time", "memory", "pids", "output_limit", "seccomp"]
-            .map(serde_json::Value::from)
+        [
+            "ok",
+            "exit",
+            "signal",
+            "timeout",
+            "cpu_time",
+            "memory",
+            "pids",
+            "output_limit",
+            "seccomp"
+        ]
+        .map(serde_json::Value::from)
     );
-    let limits: Vec<serde_json::Value> = [Limit::Wall, Limit::CpuTime, Limit::Memory, Limit::Pids, Limit::Output]
-        .iter()
-        .map(|l| serde_json::to_value(l).unwrap())
-        .collect();
-    assert_eq!(limits, ["wall", "cpu_time", "memory", "pids", "output"].map(serde_json::Value::from));
+    let limits: Vec<serde_json::Value> = [
+        Limit::Wall,
+        Limit::CpuTime,
+        Limit::Memory,
+        Limit::Pids,
+        Limit::Output,
+    ]
+    .iter()
+    .map(|l| serde_json::to_value(l).unwrap())
+    .collect();
+    assert_eq!(
+        limits,
+        ["wall", "cpu_time", "memory", "pids", "output"].map(serde_json::Value::from)
+    );
 
     let sb = util::sandbox();
     let v = serde_json::to_value(sb.run(&sh("exit 3")).unwrap()).unwrap();
-    assert_eq!((v["status"].as_str(), v["exit_code"].as_i64()), (Some("exit"), Some(3)));
+    assert_eq!(
+        (v["status"].as_str(), v["exit_code"].as_i64()),
+        (Some("exit"), Some(3))
+    );
     let v = serde_json::to_value(sb.run(&sh("kill -KILL $$")).unwrap()).unwrap();
     assert_eq!(v["status"], "signal");
     assert_eq!(v["signal"], 9);
     assert_eq!(v["signal_name"], "SIGKILL");
     assert!(v["exit_code"].is_null());
-    let v = serde_json::to_value(sb.run(&sh("sleep 30").timeout(Duration::from_millis(300))).unwrap()).unwrap();
+    let v = serde_json::to_value(
+        sb.run(&sh("sleep 30").timeout(Duration::from_millis(300)))
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(v["status"], "timeout");
     assert_eq!(v["limits_hit"], serde_json::json!(["wall"]));
 }
-

@@ -15,7 +15,8 @@ const NAMESPACES: [&str; 7] = ["cgroup", "ipc", "mnt", "net", "pid", "user", "ut
 
 /// Runs `sh -c script` in a live instance.
 fn sh_in(inst: &Instance, script: &str) -> Outcome {
-    inst.exec(&Command::new("/bin/sh").args(["-c", script])).expect("exec")
+    inst.exec(&Command::new("/bin/sh").args(["-c", script]))
+        .expect("exec")
 }
 
 /// Asserts a run ended with exit 0, showing its output otherwise.
@@ -26,13 +27,21 @@ fn ok(o: &Outcome) -> String {
 
 /// The script that prints each namespace link of the running shell, one per line.
 fn ns_script() -> String {
-    NAMESPACES.iter().map(|n| format!("readlink /proc/self/ns/{n};")).collect()
+    NAMESPACES
+        .iter()
+        .map(|n| format!("readlink /proc/self/ns/{n};"))
+        .collect()
 }
 
 fn host_ns() -> Vec<String> {
     NAMESPACES
         .iter()
-        .map(|n| std::fs::read_link(format!("/proc/self/ns/{n}")).unwrap().to_string_lossy().into_owned())
+        .map(|n| {
+            std::fs::read_link(format!("/proc/self/ns/{n}"))
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect()
 }
 
@@ -41,10 +50,17 @@ fn host_ns() -> Vec<String> {
 fn mountinfo(text: &str) -> Vec<(String, String, String, String)> {
     text.lines()
         .map(|l| {
-            let (a, b) = l.split_once(" - ").expect("mountinfo line with a separator");
+            let (a, b) = l
+                .split_once(" - ")
+                .expect("mountinfo line with a separator");
             let a: Vec<&str> = a.split(' ').collect();
             let b: Vec<&str> = b.split(' ').collect();
-            (a[4].to_string(), a[5].to_string(), b[0].to_string(), b.get(2).unwrap_or(&"").to_string())
+            (
+                a[4].to_string(),
+                a[5].to_string(),
+                b[0].to_string(),
+                b.get(2).unwrap_or(&"").to_string(),
+            )
         })
         .collect()
 }
@@ -66,8 +82,14 @@ fn fresh_namespaces_per_instance() {
     let host = host_ns();
     let a = sb.create().unwrap();
     let b = sb.create().unwrap();
-    let ns_a: Vec<String> = ok(&sh_in(&a, &ns_script())).lines().map(str::to_string).collect();
-    let ns_b: Vec<String> = ok(&sh_in(&b, &ns_script())).lines().map(str::to_string).collect();
+    let ns_a: Vec<String> = ok(&sh_in(&a, &ns_script()))
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let ns_b: Vec<String> = ok(&sh_in(&b, &ns_script()))
+        .lines()
+        .map(str::to_string)
+        .collect();
     assert_eq!(ns_a.len(), 7, "{ns_a:?}");
     assert_eq!(ns_b.len(), 7, "{ns_b:?}");
     for (i, n) in NAMESPACES.iter().enumerate() {
@@ -77,9 +99,15 @@ fn fresh_namespaces_per_instance() {
         assert_ne!(ns_a[i], ns_b[i], "two live instances share a {n} namespace");
     }
     // A one-shot run too.
-    let one: Vec<String> = ok(&util::sh(&sb, &ns_script())).lines().map(str::to_string).collect();
+    let one: Vec<String> = ok(&util::sh(&sb, &ns_script()))
+        .lines()
+        .map(str::to_string)
+        .collect();
     for (i, n) in NAMESPACES.iter().enumerate() {
-        assert_ne!(one[i], host[i], "one-shot run shares the host's {n} namespace");
+        assert_ne!(
+            one[i], host[i],
+            "one-shot run shares the host's {n} namespace"
+        );
     }
     a.destroy().unwrap();
     b.destroy().unwrap();
@@ -105,11 +133,18 @@ fn reaper_is_pid_1_and_only_instance_processes_are_visible() {
     let f: Vec<&str> = out.split_whitespace().collect();
     let me: u32 = f[0].parse().unwrap();
     assert_ne!(me, 1, "the program must not be pid 1: {out}");
-    assert_eq!(f[1], "1", "the program's parent must be the reaper (pid 1): {out}");
+    assert_eq!(
+        f[1], "1",
+        "the program's parent must be the reaper (pid 1): {out}"
+    );
     assert_eq!(f[2], "True", "/proc/1 must exist: {out}");
     assert_eq!(f[3], "0", "pid 1's parent is outside the namespace: {out}");
     let pids: Vec<u32> = f[4..].iter().map(|p| p.parse().unwrap()).collect();
-    assert_eq!(pids, vec![1, me], "only the reaper and the program may be visible: {out}");
+    assert_eq!(
+        pids,
+        vec![1, me],
+        "only the reaper and the program may be visible: {out}"
+    );
 }
 
 /// A host child process, killed and reaped when dropped (also when an assertion fails).
@@ -132,10 +167,17 @@ fn kill_minus_one_stays_inside() {
     }
     let sb = util::sandbox();
     let mut sentinel = KillOnDrop(
-        std::process::Command::new("sleep").arg("30").stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap(),
+        std::process::Command::new("sleep")
+            .arg("30")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
     );
     let other = sb.create().unwrap();
-    let bg = ok(&sh_in(&other, "sleep 100 >/dev/null 2>&1 & echo $!")).trim().to_string();
+    let bg = ok(&sh_in(&other, "sleep 100 >/dev/null 2>&1 & echo $!"))
+        .trim()
+        .to_string();
 
     let o = util::py(
         &sb,
@@ -150,9 +192,16 @@ fn kill_minus_one_stays_inside() {
     std::thread::sleep(Duration::from_millis(100));
     let alive = sentinel.0.try_wait().unwrap();
     drop(sentinel);
-    assert!(alive.is_none(), "kill(-1) inside killed a host process: {alive:?}");
+    assert!(
+        alive.is_none(),
+        "kill(-1) inside killed a host process: {alive:?}"
+    );
     let o = sh_in(&other, &format!("kill -0 {bg} && echo alive"));
-    assert_eq!(ok(&o).trim(), "alive", "kill(-1) inside killed another instance's process");
+    assert_eq!(
+        ok(&o).trim(),
+        "alive",
+        "kill(-1) inside killed another instance's process"
+    );
     other.destroy().unwrap();
 }
 
@@ -198,17 +247,30 @@ fn orphans_are_reaped() {
     );
     let out = ok(&util::py(&sb, &code));
     let ppids: Vec<&str> = out.lines().filter(|l| l.starts_with("ppid")).collect();
-    assert_eq!(ppids, vec!["ppid 1"; 5], "orphans must be reparented to the reaper: {out}");
+    assert_eq!(
+        ppids,
+        vec!["ppid 1"; 5],
+        "orphans must be reparented to the reaper: {out}"
+    );
     let line = out.lines().find(|l| l.starts_with("pids=")).unwrap();
     assert_eq!(line, want(line), "zombies or stray processes left: {out}");
 
     // Across execs: orphans left by one exec are reaped before the next looks.
     let inst = sb.create().unwrap();
-    ok(&sh_in(&inst, "for i in 1 2 3 4 5; do sh -c '(sleep 0.1; exit 3) &' ; done; setsid sh -c 'exit 0' &"));
+    ok(&sh_in(
+        &inst,
+        "for i in 1 2 3 4 5; do sh -c '(sleep 0.1; exit 3) &' ; done; setsid sh -c 'exit 0' &",
+    ));
     std::thread::sleep(Duration::from_millis(500));
-    let out = inst.exec(&Command::python(format!("import os\n{scan}print(scan())"))).unwrap();
+    let out = inst
+        .exec(&Command::python(format!("import os\n{scan}print(scan())")))
+        .unwrap();
     let out = ok(&out);
-    assert_eq!(out.trim(), want(out.trim()), "zombies or stray processes left across execs");
+    assert_eq!(
+        out.trim(),
+        want(out.trim()),
+        "zombies or stray processes left across execs"
+    );
     inst.destroy().unwrap();
 }
 
@@ -239,27 +301,47 @@ fn system_dirs_are_read_only() {
     );
     let out = ok(&o);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], "EROFS EROFS EROFS EROFS EROFS EROFS EROFS", "{out}");
+    assert_eq!(
+        lines[0], "EROFS EROFS EROFS EROFS EROFS EROFS EROFS",
+        "{out}"
+    );
     assert_eq!(lines[1], "ok ok ok ok ok", "{out}");
 
     // The message as a shell reports it.
     let o = util::sh(&sb, "echo hi > /usr/x");
     assert_eq!(o.status, Status::Exit);
-    assert!(o.stderr.as_deref().unwrap_or("").contains("Read-only file system"), "{o:#?}");
+    assert!(
+        o.stderr
+            .as_deref()
+            .unwrap_or("")
+            .contains("Read-only file system"),
+        "{o:#?}"
+    );
 
     let o = util::py(&sb, "print(open('/proc/self/mountinfo').read(), end='')");
     let mounts = mountinfo(&ok(&o));
     let opts = |mp: &str| {
-        mounts.iter().find(|m| m.0 == mp).unwrap_or_else(|| panic!("no mount at {mp}: {mounts:?}")).1.clone()
+        mounts
+            .iter()
+            .find(|m| m.0 == mp)
+            .unwrap_or_else(|| panic!("no mount at {mp}: {mounts:?}"))
+            .1
+            .clone()
     };
     let mut system = vec!["/".to_string()];
     for d in rsandbox::ns::template::SYSTEM_DIRS {
         let host = Path::new("/").join(d);
-        if std::fs::symlink_metadata(&host).map(|m| m.is_dir()).unwrap_or(false) {
+        if std::fs::symlink_metadata(&host)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
             system.push(host.display().to_string());
         }
     }
-    assert!(system.len() > 1, "no system dir is a directory on this host?");
+    assert!(
+        system.len() > 1,
+        "no system dir is a directory on this host?"
+    );
     for mp in &system {
         let o = opt_set(&opts(mp));
         for want in ["ro", "nosuid", "nodev"] {
@@ -268,11 +350,17 @@ fn system_dirs_are_read_only() {
     }
     for mp in ["/tmp", "/dev/shm", "/home/sandbox"] {
         let o = opt_set(&opts(mp));
-        assert!(o.contains("rw") && o.contains("nosuid") && o.contains("nodev"), "{mp}: {o:?}");
+        assert!(
+            o.contains("rw") && o.contains("nosuid") && o.contains("nodev"),
+            "{mp}: {o:?}"
+        );
     }
     for n in rsandbox::ns::template::DEV_NODES {
         let o = opt_set(&opts(&format!("/dev/{n}")));
-        assert!(o.contains("nosuid") && o.contains("noexec"), "/dev/{n}: {o:?}");
+        assert!(
+            o.contains("nosuid") && o.contains("noexec"),
+            "/dev/{n}: {o:?}"
+        );
     }
 }
 
@@ -303,18 +391,33 @@ fn root_holds_exactly_the_planned_mounts() {
     let rest: Vec<&str> = rest.lines().collect();
     assert_eq!(rest[0], "/home/sandbox", "the cwd must be the work dir");
     let (self_link, pid) = rest[1].split_once(' ').unwrap();
-    assert_eq!(self_link, pid, "/proc must be the instance's pid namespace's procfs");
+    assert_eq!(
+        self_link, pid,
+        "/proc must be the instance's pid namespace's procfs"
+    );
     assert_eq!(rest[2], "True", "'/..' must be '/'");
-    assert_eq!(rest[3], format!("/dev/shm {}", rsandbox::defaults::SHM_SIZE));
+    assert_eq!(
+        rest[3],
+        format!("/dev/shm {}", rsandbox::defaults::SHM_SIZE)
+    );
     assert_eq!(rest[4], format!("/tmp {}", rsandbox::defaults::TMP_SIZE));
-    assert_eq!(rest[5], format!("/home/sandbox {}", rsandbox::defaults::WORK_SIZE));
+    assert_eq!(
+        rest[5],
+        format!("/home/sandbox {}", rsandbox::defaults::WORK_SIZE)
+    );
 
     let mounts = mountinfo(mi);
     let points: BTreeSet<String> = mounts.iter().map(|m| m.0.clone()).collect();
-    let mut want: BTreeSet<String> = ["/", "/proc", "/dev/shm", "/tmp", "/home/sandbox"].iter().map(|s| s.to_string()).collect();
+    let mut want: BTreeSet<String> = ["/", "/proc", "/dev/shm", "/tmp", "/home/sandbox"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     for d in rsandbox::ns::template::SYSTEM_DIRS {
         let host = Path::new("/").join(d);
-        if std::fs::symlink_metadata(&host).map(|m| m.is_dir()).unwrap_or(false) {
+        if std::fs::symlink_metadata(&host)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
             want.insert(host.display().to_string());
         }
     }
@@ -322,15 +425,28 @@ fn root_holds_exactly_the_planned_mounts() {
         want.insert(format!("/dev/{n}"));
     }
     assert_eq!(points, want, "mount points inside");
-    assert_eq!(mounts.len(), want.len(), "a mount point is stacked twice: {mounts:?}");
+    assert_eq!(
+        mounts.len(),
+        want.len(),
+        "a mount point is stacked twice: {mounts:?}"
+    );
     let fstype = |mp: &str| mounts.iter().find(|m| m.0 == mp).unwrap().2.clone();
     assert_eq!(fstype("/proc"), "proc");
     for mp in ["/dev/shm", "/tmp", "/home/sandbox"] {
         assert_eq!(fstype(mp), "tmpfs", "{mp}");
     }
     for m in &mounts {
-        for host_path in ["/work", "/var/lib/rsandbox", "/run/rsandbox", "/root", "/tmp/"] {
-            assert!(!m.0.starts_with(host_path), "a host path is mounted inside: {m:?}");
+        for host_path in [
+            "/work",
+            "/var/lib/rsandbox",
+            "/run/rsandbox",
+            "/root",
+            "/tmp/",
+        ] {
+            assert!(
+                !m.0.starts_with(host_path),
+                "a host path is mounted inside: {m:?}"
+            );
         }
     }
 }
@@ -362,12 +478,35 @@ fn dev_has_only_the_safe_nodes() {
     );
     let out = ok(&o);
     let l: Vec<&str> = out.lines().collect();
-    assert_eq!(l[0], "fd full null pts random shm stderr stdin stdout urandom zero");
-    assert_eq!(&l[1..6], ["null True 1 3", "zero True 1 5", "full True 1 7", "random True 1 8", "urandom True 1 9"]);
-    assert_eq!(&l[6..10], ["fd /proc/self/fd", "stdin /proc/self/fd/0", "stdout /proc/self/fd/1", "stderr /proc/self/fd/2"]);
+    assert_eq!(
+        l[0],
+        "fd full null pts random shm stderr stdin stdout urandom zero"
+    );
+    assert_eq!(
+        &l[1..6],
+        [
+            "null True 1 3",
+            "zero True 1 5",
+            "full True 1 7",
+            "random True 1 8",
+            "urandom True 1 9"
+        ]
+    );
+    assert_eq!(
+        &l[6..10],
+        [
+            "fd /proc/self/fd",
+            "stdin /proc/self/fd/0",
+            "stdout /proc/self/fd/1",
+            "stderr /proc/self/fd/2"
+        ]
+    );
     assert_eq!(l[10], "10 10");
     assert_eq!(l[11], "full ENOSPC");
-    assert_eq!(l[12], "[] False", "no pts and no tty in a non-interactive run");
+    assert_eq!(
+        l[12], "[] False",
+        "no pts and no tty in a non-interactive run"
+    );
 }
 
 /// Host secrets and trees are not visible: /etc/shadow, /root's files, the project tree, the
@@ -383,7 +522,10 @@ fn host_paths_are_not_visible() {
         return;
     }
     let sb = util::sandbox();
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let marker = format!("/tmp/rsandbox-isolation-{}-{nanos}", std::process::id());
     std::fs::write(&marker, b"host secret").unwrap();
     let manifest = env!("CARGO_MANIFEST_DIR");
@@ -403,20 +545,49 @@ fn host_paths_are_not_visible() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    absent.extend([format!("{manifest}/Cargo.toml"), format!("{manifest}/src"), marker.clone()]);
-    let mut trees: Vec<String> = ["/root", "/work", "/home", "/mnt", "/opt", "/srv", "/var", "/run"].iter().map(|s| s.to_string()).collect();
+    absent.extend([
+        format!("{manifest}/Cargo.toml"),
+        format!("{manifest}/src"),
+        marker.clone(),
+    ]);
+    let mut trees: Vec<String> = [
+        "/root", "/work", "/home", "/mnt", "/opt", "/srv", "/var", "/run",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     trees.push(manifest.to_string());
     // The test's own working directory and what is in it, unless the sandbox provides that
     // directory itself (/, /tmp, /usr/...).
     let cwd = std::env::current_dir().unwrap();
-    let provided = ["/usr", "/bin", "/sbin", "/lib", "/etc", "/dev", "/proc", "/tmp", "/home/sandbox"];
+    let provided = [
+        "/usr",
+        "/bin",
+        "/sbin",
+        "/lib",
+        "/etc",
+        "/dev",
+        "/proc",
+        "/tmp",
+        "/home/sandbox",
+    ];
     if cwd != Path::new("/") && !provided.iter().any(|p| cwd.starts_with(p)) {
         trees.push(cwd.display().to_string());
-        for e in std::fs::read_dir(&cwd).into_iter().flatten().flatten().take(20) {
+        for e in std::fs::read_dir(&cwd)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .take(20)
+        {
             absent.push(e.path().display().to_string());
         }
     }
-    let quote = |v: &[String]| v.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", ");
+    let quote = |v: &[String]| {
+        v.iter()
+            .map(|p| format!("{p:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let o = util::py(
         &sb,
         &format!(
@@ -434,7 +605,10 @@ fn host_paths_are_not_visible() {
     let l: Vec<&str> = out.lines().collect();
     assert_eq!(l[0], "[]", "host paths visible inside: {out}");
     assert_eq!(l[1], "[]", "host files visible inside: {out}");
-    assert_eq!(l[2], "['sandbox'] [] []", "/home, /tmp and the work dir must hold nothing of the host: {out}");
+    assert_eq!(
+        l[2], "['sandbox'] [] []",
+        "/home, /tmp and the work dir must hold nothing of the host: {out}"
+    );
     for secret in ["shadow", "sudoers", "ssh", "gshadow", "subuid"] {
         assert!(!l[3].contains(secret), "/etc holds {secret}: {}", l[3]);
     }
@@ -482,18 +656,27 @@ fn identity_privileges_and_limits() {
     let l: Vec<&str> = out.lines().collect();
     assert_eq!(l[0], "Uid 1000 1000 1000 1000");
     assert_eq!(l[1], "Gid 1000 1000 1000 1000");
-    for (i, k) in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"].iter().enumerate() {
+    for (i, k) in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]
+        .iter()
+        .enumerate()
+    {
         assert_eq!(l[2 + i], format!("{k} 0000000000000000"));
     }
     assert_eq!(l[7], "NoNewPrivs 1");
-    assert_eq!(l[9], "sid True True", "the program must lead its own session");
+    assert_eq!(
+        l[9], "sid True True",
+        "the program must lead its own session"
+    );
     assert_eq!(l[10], "fds [0, 1, 2]", "only stdio may be open");
     assert_eq!(l[11], "core (0, 0)");
     assert_eq!(l[12], "nofile (1024, 1024)");
     if util::is_root() {
         assert_eq!(l[13], "groups []", "supplementary groups must be cleared");
     }
-    assert_eq!(l[14], "/proc/1/mem EACCES", "the reaper's memory must be unreadable");
+    assert_eq!(
+        l[14], "/proc/1/mem EACCES",
+        "the reaper's memory must be unreadable"
+    );
     assert_eq!(l[15], "/proc/1/environ EACCES");
     // uid 0 is not mapped at all: nothing inside can become root, even of the namespace.
     assert_eq!(l[16], "setuid EINVAL");
@@ -505,10 +688,16 @@ fn identity_privileges_and_limits() {
 /// Reads the uid of a `/proc/PID/uid_map` or `gid_map` with one line `1000 HOSTID 1`.
 fn mapped_id(pid: i32, which: &str) -> u32 {
     let map = std::fs::read_to_string(format!("/proc/{pid}/{which}")).unwrap();
-    let lines: Vec<Vec<&str>> = map.lines().map(|l| l.split_whitespace().collect()).collect();
+    let lines: Vec<Vec<&str>> = map
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(lines.len(), 1, "{which}: {map}");
     assert_eq!(lines[0][0], "1000", "{which}: {map}");
-    assert_eq!(lines[0][2], "1", "{which}: exactly one id may be mapped: {map}");
+    assert_eq!(
+        lines[0][2], "1",
+        "{which}: exactly one id may be mapped: {map}"
+    );
     lines[0][1].parse().unwrap()
 }
 
@@ -516,9 +705,17 @@ fn mapped_id(pid: i32, which: &str) -> u32 {
 fn children_of(ppid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { continue };
-        if st.lines().any(|l| l.strip_prefix("PPid:").map(|v| v.trim() == ppid.to_string()).unwrap_or(false)) {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        if st.lines().any(|l| {
+            l.strip_prefix("PPid:")
+                .map(|v| v.trim() == ppid.to_string())
+                .unwrap_or(false)
+        }) {
             out.push(pid);
         }
     }
@@ -560,15 +757,27 @@ fn root_instances_get_distinct_unprivileged_host_uids() {
         let reaper = inst.reaper_pid().unwrap();
         let uid = mapped_id(reaper, "uid_map");
         let gid = mapped_id(reaper, "gid_map");
-        let range = rsandbox::ns::user::UID_BASE..rsandbox::ns::user::UID_BASE + rsandbox::ns::user::SLOTS;
-        assert!(range.contains(&uid), "host uid {uid} is outside the documented range {range:?}");
+        let range =
+            rsandbox::ns::user::UID_BASE..rsandbox::ns::user::UID_BASE + rsandbox::ns::user::SLOTS;
+        assert!(
+            range.contains(&uid),
+            "host uid {uid} is outside the documented range {range:?}"
+        );
         assert_ne!(uid, 0);
         assert_eq!(gid, uid, "gid follows the uid's slot");
         let prog = background_sleep_host_pid(inst);
-        assert_eq!(host_uid_of(prog), uid, "the program must run as the mapped host uid");
+        assert_eq!(
+            host_uid_of(prog),
+            uid,
+            "the program must run as the mapped host uid"
+        );
         uids.insert(uid);
     }
-    assert_eq!(uids.len(), 3, "concurrent instances share a host uid: {uids:?}");
+    assert_eq!(
+        uids.len(),
+        3,
+        "concurrent instances share a host uid: {uids:?}"
+    );
     for inst in insts {
         inst.destroy().unwrap();
     }
@@ -616,8 +825,14 @@ fn hostname_is_sandbox_and_fixed() {
     assert_eq!(ok(&o), "sandbox sandbox\nEPERM\nsandbox\n");
     let o = util::sh(&sb, "hostname; hostname pwned 2>&1; echo rc=$?");
     let out = ok(&o);
-    assert!(out.starts_with("sandbox\n") && out.ends_with("rc=1\n"), "{out}");
-    assert_eq!(std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(), host_before);
+    assert!(
+        out.starts_with("sandbox\n") && out.ends_with("rc=1\n"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        host_before
+    );
     assert_ne!(host_before.trim(), "pwned");
 }
 
@@ -632,8 +847,17 @@ fn net_none_has_only_a_down_loopback() {
         return;
     }
     let sb = util::sandbox();
-    let landlock_abi: u32 = sb.enforcement().landlock.strip_prefix("abi").and_then(|n| n.parse().ok()).unwrap_or(0);
-    let tcp = if landlock_abi >= 4 { "EACCES" } else { "ENETUNREACH" };
+    let landlock_abi: u32 = sb
+        .enforcement()
+        .landlock
+        .strip_prefix("abi")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let tcp = if landlock_abi >= 4 {
+        "EACCES"
+    } else {
+        "ENETUNREACH"
+    };
     let o = util::py(
         &sb,
         "import socket, errno, fcntl, struct\n\
@@ -651,7 +875,12 @@ fn net_none_has_only_a_down_loopback() {
              t = socket.socket(); t.settimeout(2)\n    \
              print(err(lambda: u.sendto(b'x', addr)), err(lambda: u.connect(addr)), err(lambda: t.connect(addr)))",
     );
-    assert_eq!(ok(&o), format!("[(1, 'lo')]\ndown\nENETUNREACH ENETUNREACH {tcp}\nENETUNREACH ENETUNREACH {tcp}\n"));
+    assert_eq!(
+        ok(&o),
+        format!(
+            "[(1, 'lo')]\ndown\nENETUNREACH ENETUNREACH {tcp}\nENETUNREACH ENETUNREACH {tcp}\n"
+        )
+    );
 }
 
 /// With `Net::Loopback`, `lo` is up and a server and client talk over 127.0.0.1 inside; the

@@ -47,7 +47,10 @@ fn wall_timeout_kills_the_whole_tree() {
     if !util::require("userns") {
         return;
     }
-    let sb = util::builder().timeout(Duration::from_secs(1)).build().unwrap();
+    let sb = util::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
     ok(&util::sh(&sb, "true"));
     let fp = Fingerprint::take(&sb);
     let t = Instant::now();
@@ -55,8 +58,16 @@ fn wall_timeout_kills_the_whole_tree() {
     let elapsed = t.elapsed();
     assert_eq!(o.status, Status::Timeout, "{o:#?}");
     assert!(o.limits_hit.contains(&Limit::Wall), "{o:#?}");
-    assert_eq!(util::stdout(&o), "started\n", "the tree must have been fully started: {o:#?}");
-    assert!(o.wall_ms >= 900.0 && o.wall_ms <= 5000.0, "wall_ms {}", o.wall_ms);
+    assert_eq!(
+        util::stdout(&o),
+        "started\n",
+        "the tree must have been fully started: {o:#?}"
+    );
+    assert!(
+        o.wall_ms >= 900.0 && o.wall_ms <= 5000.0,
+        "wall_ms {}",
+        o.wall_ms
+    );
     assert!(elapsed < Duration::from_secs(5), "run() took {elapsed:?}");
     assert_eq!(o.exit_code, None);
     assert_eq!(o.exit_code_for_cli(), 124);
@@ -75,14 +86,24 @@ fn session_timeout_kills_the_run_not_the_instance() {
     ok(&util::sh(&sb, "true"));
     let fp = Fingerprint::take(&sb);
     let inst = sb.create().unwrap();
-    let bg = ok(&sh_in(&inst, "sleep 100 >/dev/null 2>&1 & echo $!")).trim().to_string();
+    let bg = ok(&sh_in(&inst, "sleep 100 >/dev/null 2>&1 & echo $!"))
+        .trim()
+        .to_string();
 
     let t = Instant::now();
-    let o = inst.exec(&sh_cmd("sleep 1000 & sleep 1000 & echo started; wait").timeout(Duration::from_secs(1))).unwrap();
+    let o = inst
+        .exec(
+            &sh_cmd("sleep 1000 & sleep 1000 & echo started; wait").timeout(Duration::from_secs(1)),
+        )
+        .unwrap();
     assert_eq!(o.status, Status::Timeout, "{o:#?}");
     assert!(o.limits_hit.contains(&Limit::Wall));
     assert_eq!(util::stdout(&o), "started\n");
-    assert!(o.wall_ms >= 900.0 && o.wall_ms <= 5000.0, "wall_ms {}", o.wall_ms);
+    assert!(
+        o.wall_ms >= 900.0 && o.wall_ms <= 5000.0,
+        "wall_ms {}",
+        o.wall_ms
+    );
     assert!(t.elapsed() < Duration::from_secs(5));
 
     // The instance still works; the timed-out run's processes are gone; the earlier
@@ -97,8 +118,15 @@ fn session_timeout_kills_the_run_not_the_instance() {
         .unwrap();
     let out = ok(&o);
     let procs: Vec<&str> = out.lines().filter(|l| !l.starts_with("1 ")).collect();
-    assert_eq!(procs, vec![format!("{bg} sleep 100")], "processes left in the instance: {out}");
-    assert_eq!(ok(&sh_in(&inst, &format!("kill -0 {bg} && echo alive"))), "alive\n");
+    assert_eq!(
+        procs,
+        vec![format!("{bg} sleep 100")],
+        "processes left in the instance: {out}"
+    );
+    assert_eq!(
+        ok(&sh_in(&inst, &format!("kill -0 {bg} && echo alive"))),
+        "alive\n"
+    );
     inst.destroy().unwrap();
     fp.assert_same(&sb);
 }
@@ -120,11 +148,23 @@ fn session_timeout_kills_processes_that_left_the_run_group() {
     }
     let sb = util::sandbox();
     let inst = sb.create().unwrap();
-    let o = inst.exec(&sh_cmd("setsid sleep 1000 >/dev/null 2>&1 & echo $!; sleep 1000").timeout(Duration::from_secs(1))).unwrap();
+    let o = inst
+        .exec(
+            &sh_cmd("setsid sleep 1000 >/dev/null 2>&1 & echo $!; sleep 1000")
+                .timeout(Duration::from_secs(1)),
+        )
+        .unwrap();
     assert_eq!(o.status, Status::Timeout, "{o:#?}");
     let escaped = util::stdout(&o).trim().to_string();
-    let o = sh_in(&inst, &format!("kill -0 {escaped} 2>/dev/null && echo alive || echo gone"));
-    assert_eq!(ok(&o), "gone\n", "a timed-out run's setsid child survived in the session");
+    let o = sh_in(
+        &inst,
+        &format!("kill -0 {escaped} 2>/dev/null && echo alive || echo gone"),
+    );
+    assert_eq!(
+        ok(&o),
+        "gone\n",
+        "a timed-out run's setsid child survived in the session"
+    );
     inst.destroy().unwrap();
 }
 
@@ -145,9 +185,17 @@ fn nothing_remains_after_mixed_runs() {
         let o = match i % 7 {
             0 => sb.run(&sh_cmd("echo ok")).unwrap(),
             1 => sb.run(&sh_cmd("echo failing >&2; exit 7")).unwrap(),
-            2 => sb.run(&sh_cmd("setsid sleep 1000 & sleep 1000 & sleep 1000").timeout(short)).unwrap(),
-            3 => sb.run(&sh_cmd("head -c 3000000 /dev/zero; head -c 2000000 /dev/zero >&2")).unwrap(),
-            4 => session.exec(&sh_cmd("sleep 1000 >/dev/null 2>&1 & kill -9 $$")).unwrap(),
+            2 => sb
+                .run(&sh_cmd("setsid sleep 1000 & sleep 1000 & sleep 1000").timeout(short))
+                .unwrap(),
+            3 => sb
+                .run(&sh_cmd(
+                    "head -c 3000000 /dev/zero; head -c 2000000 /dev/zero >&2",
+                ))
+                .unwrap(),
+            4 => session
+                .exec(&sh_cmd("sleep 1000 >/dev/null 2>&1 & kill -9 $$"))
+                .unwrap(),
             5 => session.exec(&sh_cmd("sleep 1000").timeout(short)).unwrap(),
             _ => {
                 let e = sb.run(&Command::new("/no/such/program")).unwrap_err();
@@ -155,16 +203,28 @@ fn nothing_remains_after_mixed_runs() {
                 continue;
             }
         };
-        let want = [Status::Ok, Status::Exit, Status::Timeout, Status::Ok, Status::Signal, Status::Timeout][i % 7];
+        let want = [
+            Status::Ok,
+            Status::Exit,
+            Status::Timeout,
+            Status::Ok,
+            Status::Signal,
+            Status::Timeout,
+        ][i % 7];
         assert_eq!(o.status, want, "run {i}: {o:#?}");
         if i % 7 == 3 {
             assert_eq!((o.stdout_bytes, o.stderr_bytes), (3_000_000, 2_000_000));
-            assert!(o.stdout_truncated && o.stderr_truncated && o.limits_hit.contains(&Limit::Output));
+            assert!(
+                o.stdout_truncated && o.stderr_truncated && o.limits_hit.contains(&Limit::Output)
+            );
         }
     }
     // A session dropped without destroy, with processes still running in it.
     let dropped = sb.create().unwrap();
-    ok(&sh_in(&dropped, "setsid sleep 1000 >/dev/null 2>&1 & sleep 1000 >/dev/null 2>&1 & echo"));
+    ok(&sh_in(
+        &dropped,
+        "setsid sleep 1000 >/dev/null 2>&1 & sleep 1000 >/dev/null 2>&1 & echo",
+    ));
     drop(dropped);
     session.destroy().unwrap();
     fp.assert_same(&sb);
@@ -173,17 +233,34 @@ fn nothing_remains_after_mixed_runs() {
 /// `(pid, start time)` of a host process, to tell it from a reused pid.
 fn start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..].split_whitespace().nth(19)?.parse().ok()
+    stat[stat.rfind(')')? + 2..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 /// Host pids of every descendant of `root` (not `root` itself), with their names.
 fn descendants(root: i32) -> Vec<(i32, String)> {
     let mut all = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { continue };
-        let field = |k: &str| st.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string()).unwrap_or_default();
-        all.push((pid, field("PPid:").parse::<i32>().unwrap_or(0), field("Name:")));
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let field = |k: &str| {
+            st.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        all.push((
+            pid,
+            field("PPid:").parse::<i32>().unwrap_or(0),
+            field("Name:"),
+        ));
     }
     let mut out = Vec::new();
     let mut frontier = vec![root];
@@ -201,7 +278,11 @@ fn descendants(root: i32) -> Vec<(i32, String)> {
 /// Records in the state directory, by file name.
 fn records() -> BTreeSet<String> {
     std::fs::read_dir(rsandbox::state::state_dir())
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -218,7 +299,15 @@ fn sigkilled_supervisor_takes_its_instance_and_is_swept() {
     let fp = Fingerprint::take(&sb);
     let before = records();
     let mut cli = std::process::Command::new(util::bin())
-        .args(["run", "--timeout", "600", "--", "/bin/sh", "-c", "sleep 1000; echo never"])
+        .args([
+            "run",
+            "--timeout",
+            "600",
+            "--",
+            "/bin/sh",
+            "-c",
+            "sleep 1000; echo never",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -239,7 +328,10 @@ fn sigkilled_supervisor_takes_its_instance_and_is_swept() {
         if let Some(f) = found {
             break f;
         }
-        assert!(Instant::now() < deadline, "no state record for supervisor {cli_pid} after 5 s");
+        assert!(
+            Instant::now() < deadline,
+            "no state record for supervisor {cli_pid} after 5 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let reaper = info.reaper_pid;
@@ -249,22 +341,38 @@ fn sigkilled_supervisor_takes_its_instance_and_is_swept() {
         if d.iter().any(|(_, n)| n == "sleep") {
             break d;
         }
-        assert!(Instant::now() < deadline, "the program never started under reaper {reaper}");
+        assert!(
+            Instant::now() < deadline,
+            "the program never started under reaper {reaper}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
-    let procs: Vec<(i32, u64)> = procs.iter().filter_map(|(p, _)| start_time(*p).map(|s| (*p, s))).collect();
+    let procs: Vec<(i32, u64)> = procs
+        .iter()
+        .filter_map(|(p, _)| start_time(*p).map(|s| (*p, s)))
+        .collect();
 
     cli.kill().unwrap();
     let status = cli.wait().unwrap();
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
     drop(cli);
 
     // Within a few seconds nothing of the instance is left on the host.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let reaper_alive = start_time(reaper) == Some(reaper_start);
-        let left: Vec<_> = procs.iter().filter(|(p, s)| start_time(*p) == Some(*s)).collect();
-        let by_uid = if util::is_root() { uid_processes(info.host_uid) } else { Vec::new() };
+        let left: Vec<_> = procs
+            .iter()
+            .filter(|(p, s)| start_time(*p) == Some(*s))
+            .collect();
+        let by_uid = if util::is_root() {
+            uid_processes(info.host_uid)
+        } else {
+            Vec::new()
+        };
         if !reaper_alive && left.is_empty() && by_uid.is_empty() {
             break;
         }
@@ -278,7 +386,10 @@ fn sigkilled_supervisor_takes_its_instance_and_is_swept() {
 
     // The record may linger (its lock is free); the next start of rsandbox removes it. (A
     // Sandbox built in this process would not: the janitor runs once per process.)
-    let out = std::process::Command::new(util::bin()).args(["run", "--", "/bin/true"]).output().unwrap();
+    let out = std::process::Command::new(util::bin())
+        .args(["run", "--", "/bin/true"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(
         !rsandbox::state::state_dir().join(&name).exists(),
@@ -291,9 +402,16 @@ fn sigkilled_supervisor_takes_its_instance_and_is_swept() {
 fn uid_processes(uid: u32) -> Vec<i32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { continue };
-        let u = st.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|v| v.split_whitespace().next()?.parse().ok());
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let u = st
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok());
         if u == Some(uid) {
             out.push(pid);
         }
@@ -321,8 +439,16 @@ fn sandbox_runs_from_many_threads() {
                 let sb = sb.clone();
                 std::thread::spawn(move || {
                     for i in 0..5 {
-                        let o = sb.run(&Command::python(format!("import os; print({t} * 1000 + {i}, os.getpid() > 1)"))).unwrap();
-                        assert_eq!(ok(&o), format!("{} True\n", t * 1000 + i), "thread {t} run {i}");
+                        let o = sb
+                            .run(&Command::python(format!(
+                                "import os; print({t} * 1000 + {i}, os.getpid() > 1)"
+                            )))
+                            .unwrap();
+                        assert_eq!(
+                            ok(&o),
+                            format!("{} True\n", t * 1000 + i),
+                            "thread {t} run {i}"
+                        );
                     }
                 })
             })
@@ -334,8 +460,12 @@ fn sandbox_runs_from_many_threads() {
     });
     match rx.recv_timeout(Duration::from_secs(60)) {
         Ok(()) => worker.join().unwrap(),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => std::panic::resume_unwind(worker.join().unwrap_err()),
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("40 runs from 8 threads did not finish in 60 s: a run hung"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(worker.join().unwrap_err())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("40 runs from 8 threads did not finish in 60 s: a run hung")
+        }
     }
 }
 
@@ -352,20 +482,34 @@ fn instance_persists_across_execs_and_cleans_up() {
     let fp = Fingerprint::take(&sb);
 
     let inst = sb.create().unwrap();
-    let o = sh_in(&inst, "echo hello > note.txt; mkdir -p d; echo 0 > d/count; sleep 100 >/dev/null 2>&1 & echo $!");
+    let o = sh_in(
+        &inst,
+        "echo hello > note.txt; mkdir -p d; echo 0 > d/count; sleep 100 >/dev/null 2>&1 & echo $!",
+    );
     let bg = ok(&o).trim().to_string();
     assert_eq!(ok(&sh_in(&inst, "cat note.txt")), "hello\n");
     for i in 1..=10 {
-        let o = sh_in(&inst, &format!("n=$(cat d/count); echo $((n + 1)) > d/count; kill -0 {bg} && cat d/count"));
+        let o = sh_in(
+            &inst,
+            &format!("n=$(cat d/count); echo $((n + 1)) > d/count; kill -0 {bg} && cat d/count"),
+        );
         assert_eq!(ok(&o), format!("{i}\n"), "exec {i}");
     }
     assert_eq!(inst.get_file("d/count", 100).unwrap(), b"10\n");
-    let o = inst.exec(&Command::python("print(open('/home/sandbox/note.txt').read().strip())")).unwrap();
+    let o = inst
+        .exec(&Command::python(
+            "print(open('/home/sandbox/note.txt').read().strip())",
+        ))
+        .unwrap();
     assert_eq!(ok(&o), "hello\n");
     // A background process that keeps stdout open does not hold up the exec.
     let t = Instant::now();
     ok(&sh_in(&inst, "sleep 100 & echo started"));
-    assert!(t.elapsed() < Duration::from_secs(3), "exec waited for a background process: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "exec waited for a background process: {:?}",
+        t.elapsed()
+    );
     inst.destroy().unwrap();
     fp.assert_same(&sb);
 
@@ -386,20 +530,36 @@ fn exit_codes_and_signals_are_reported() {
     }
     let sb = util::sandbox();
     let o = util::sh(&sb, "exit 0");
-    assert_eq!((o.status, o.exit_code, o.signal), (Status::Ok, Some(0), None));
+    assert_eq!(
+        (o.status, o.exit_code, o.signal),
+        (Status::Ok, Some(0), None)
+    );
     assert!(o.limits_hit.is_empty());
 
     let o = util::sh(&sb, "exit 3");
-    assert_eq!((o.status, o.exit_code, o.signal, o.signal_name.clone()), (Status::Exit, Some(3), None, None));
+    assert_eq!(
+        (o.status, o.exit_code, o.signal, o.signal_name.clone()),
+        (Status::Exit, Some(3), None, None)
+    );
     assert_eq!(o.exit_code_for_cli(), 3);
 
     let o = util::sh(&sb, "kill -9 $$");
-    assert_eq!((o.status, o.exit_code, o.signal), (Status::Signal, None, Some(9)), "{o:#?}");
+    assert_eq!(
+        (o.status, o.exit_code, o.signal),
+        (Status::Signal, None, Some(9)),
+        "{o:#?}"
+    );
     assert_eq!(o.signal_name.as_deref(), Some("SIGKILL"));
     assert_eq!(o.exit_code_for_cli(), 137);
-    assert!(o.limits_hit.is_empty(), "a signal the program sent itself is no limit: {o:#?}");
+    assert!(
+        o.limits_hit.is_empty(),
+        "a signal the program sent itself is no limit: {o:#?}"
+    );
 
-    let o = util::py(&sb, "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)");
+    let o = util::py(
+        &sb,
+        "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)",
+    );
     assert_eq!((o.status, o.signal), (Status::Signal, Some(11)), "{o:#?}");
     assert_eq!(o.signal_name.as_deref(), Some("SIGSEGV"));
 
@@ -417,21 +577,34 @@ fn exec_failures_are_errors_with_cli_codes() {
         return;
     }
     let sb = util::sandbox();
-    for prog in ["/no/such/program", "no-such-program-on-path", "/usr/bin/no-such-program"] {
+    for prog in [
+        "/no/such/program",
+        "no-such-program-on-path",
+        "/usr/bin/no-such-program",
+    ] {
         let e = sb.run(&Command::new(prog)).unwrap_err();
-        assert!(matches!(&e, Error::Exec { source, .. } if source.raw_os_error() == Some(libc::ENOENT)), "{prog}: {e:?}");
+        assert!(
+            matches!(&e, Error::Exec { source, .. } if source.raw_os_error() == Some(libc::ENOENT)),
+            "{prog}: {e:?}"
+        );
         assert_eq!(e.exit_code(), 127, "{prog}");
         assert_eq!(e.stage(), "exec");
     }
-    let e = sb.run(&Command::new("./script").file("script", "#!/bin/sh\necho hi\n", 0o644)).unwrap_err();
-    assert!(matches!(&e, Error::Exec { source, .. } if source.raw_os_error() == Some(libc::EACCES)), "{e:?}");
+    let e = sb
+        .run(&Command::new("./script").file("script", "#!/bin/sh\necho hi\n", 0o644))
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Exec { source, .. } if source.raw_os_error() == Some(libc::EACCES)),
+        "{e:?}"
+    );
     assert_eq!(e.exit_code(), 126);
     let e = sb.run(&Command::new("/usr")).unwrap_err();
     assert!(matches!(e, Error::Exec { .. }), "{e:?}");
     assert_eq!(e.exit_code(), 126);
 
     let inst = sb.create().unwrap();
-    inst.put_file("tool", b"#!/bin/sh\necho tool ran\n", 0o644).unwrap();
+    inst.put_file("tool", b"#!/bin/sh\necho tool ran\n", 0o644)
+        .unwrap();
     let e = inst.exec(&Command::new("./tool")).unwrap_err();
     assert_eq!(e.exit_code(), 126, "{e:?}");
     let e = inst.exec(&Command::new("./missing")).unwrap_err();

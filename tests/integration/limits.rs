@@ -18,7 +18,8 @@ const MIB: u64 = 1 << 20;
 const MEMORY_BOMB: &str = "b = []\nfor i in range(200):\n    b.append(bytearray(10 << 20))\nprint('survived', flush=True)\n";
 
 /// Starts up to 200 background sleeps, one at a time.
-const FORK_BOMB: &str = "i=0; while [ $i -lt 200 ]; do sleep 100 & i=$((i+1)); done; echo 'all forked'";
+const FORK_BOMB: &str =
+    "i=0; while [ $i -lt 200 ]; do sleep 100 & i=$((i+1)); done; echo 'all forked'";
 
 fn sh_cmd(script: &str) -> Command {
     Command::new("/bin/sh").args(["-c", script])
@@ -64,29 +65,45 @@ fn fallback_pass() -> bool {
 fn instance_cgroups(sb: &Sandbox, inst: &Instance) -> Vec<PathBuf> {
     let pid = inst.reaper_pid().expect("a live instance has a reaper");
     for e in std::fs::read_dir(sb.state_dir()).unwrap().flatten() {
-        let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
         if let Ok(info) = serde_json::from_str::<rsandbox::state::RecordInfo>(&text) {
             if info.reaper_pid == pid {
-                assert!(!info.cgroups.is_empty(), "the record of reaper {pid} names no cgroups: {text}");
+                assert!(
+                    !info.cgroups.is_empty(),
+                    "the record of reaper {pid} names no cgroups: {text}"
+                );
                 return info.cgroups;
             }
         }
     }
-    panic!("no state record in {} names reaper {pid}", sb.state_dir().display());
+    panic!(
+        "no state record in {} names reaper {pid}",
+        sb.state_dir().display()
+    );
 }
 
 /// The first of `dirs` that has `file` (the controller's directory on v1; the one on v2).
 fn with_file<'a>(dirs: &'a [PathBuf], file: &str) -> Option<&'a Path> {
-    dirs.iter().map(PathBuf::as_path).find(|d| d.join(file).exists())
+    dirs.iter()
+        .map(PathBuf::as_path)
+        .find(|d| d.join(file).exists())
 }
 
 fn read_trim(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display())).trim().to_string()
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+        .trim()
+        .to_string()
 }
 
 fn assert_status(o: &Outcome, status: Status, limit: Limit) {
     assert_eq!(o.status, status, "{o:#?}");
-    assert!(o.limits_hit.contains(&limit), "limits_hit lacks {limit:?}: {o:#?}");
+    assert!(
+        o.limits_hit.contains(&limit),
+        "limits_hit lacks {limit:?}: {o:#?}"
+    );
 }
 
 /// A Python program that forks `n` processes, each busy for `secs` of wall time, waits for them,
@@ -123,7 +140,10 @@ fn memory_bomb_is_stopped_and_reported_as_memory() {
     assert!(o.oom_kills >= 1, "{o:#?}");
     assert_eq!(o.enforcement.memory, mechanism, "{o:#?}");
     let peak = o.peak_memory_bytes.expect("the cgroup reports a peak");
-    assert!(peak >= limit / 2 && peak <= limit + MIB, "peak {peak} vs limit {limit}: {o:#?}");
+    assert!(
+        peak >= limit / 2 && peak <= limit + MIB,
+        "peak {peak} vs limit {limit}: {o:#?}"
+    );
     // In a session the bomb runs in its run's cgroup under the instance's limit: reported the
     // same, and the session lives on.
     let inst = sb.create().unwrap();
@@ -131,8 +151,15 @@ fn memory_bomb_is_stopped_and_reported_as_memory() {
     assert_status(&o, Status::Memory, Limit::Memory);
     assert!(o.oom_kills >= 1, "{o:#?}");
     let o = inst.exec(&sh_cmd("echo alive")).unwrap();
-    assert_eq!((o.status, util::stdout(&o).as_str(), o.oom_kills), (Status::Ok, "alive\n", 0), "{o:#?}");
-    assert!(o.limits_hit.is_empty(), "an earlier run's OOM kill is attributed to this one: {o:#?}");
+    assert_eq!(
+        (o.status, util::stdout(&o).as_str(), o.oom_kills),
+        (Status::Ok, "alive\n", 0),
+        "{o:#?}"
+    );
+    assert!(
+        o.limits_hit.is_empty(),
+        "an earlier run's OOM kill is attributed to this one: {o:#?}"
+    );
     inst.destroy().unwrap();
 }
 
@@ -143,23 +170,46 @@ fn instance_cgroup_holds_the_limits_with_swap_off() {
     let _g = util::shared();
     let Some(mechanism) = cgroups() else { return };
     let (memory, pids, cpus) = (96 * MIB, 37u64, 0.5);
-    let sb = util::builder().memory(memory).pids(pids).cpus(cpus).build().unwrap();
+    let sb = util::builder()
+        .memory(memory)
+        .pids(pids)
+        .cpus(cpus)
+        .build()
+        .unwrap();
     let inst = sb.create().unwrap();
     let o = inst.exec(&sh_cmd("echo alive")).unwrap();
     assert_eq!(util::stdout(&o), "alive\n", "{o:#?}");
     let dirs = instance_cgroups(&sb, &inst);
     for d in &dirs {
-        assert!(d.file_name().unwrap().to_string_lossy().starts_with("rsandbox-"), "{}", d.display());
+        assert!(
+            d.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("rsandbox-"),
+            "{}",
+            d.display()
+        );
     }
     if mechanism == "cgroup1" {
         let mem = with_file(&dirs, "memory.limit_in_bytes").expect("a memory cgroup");
-        assert_eq!(read_trim(&mem.join("memory.limit_in_bytes")), memory.to_string());
+        assert_eq!(
+            read_trim(&mem.join("memory.limit_in_bytes")),
+            memory.to_string()
+        );
         if mem.join("memory.memsw.limit_in_bytes").exists() {
-            assert_eq!(read_trim(&mem.join("memory.memsw.limit_in_bytes")), memory.to_string(), "memory+swap must equal memory (no swap)");
+            assert_eq!(
+                read_trim(&mem.join("memory.memsw.limit_in_bytes")),
+                memory.to_string(),
+                "memory+swap must equal memory (no swap)"
+            );
         } else {
             // Swap accounting is off in this kernel: memsw files do not exist, and swappiness 0
             // is all that keeps the instance from swapping.
-            assert_eq!(read_trim(&mem.join("memory.swappiness")), "0", "no memsw files (swap accounting off), and swappiness is not 0");
+            assert_eq!(
+                read_trim(&mem.join("memory.swappiness")),
+                "0",
+                "no memsw files (swap accounting off), and swappiness is not 0"
+            );
         }
         let p = with_file(&dirs, "pids.max").expect("a pids cgroup");
         assert_eq!(read_trim(&p.join("pids.max")), pids.to_string());
@@ -174,7 +224,11 @@ fn instance_cgroup_holds_the_limits_with_swap_off() {
         assert!(swap.exists(), "{} is absent: this kernel has no swap support compiled in (CONFIG_SWAP / CONFIG_MEMCG_SWAP)", swap.display());
         assert_eq!(read_trim(&swap), "0");
         assert_eq!(read_trim(&d.join("pids.max")), pids.to_string());
-        assert!(d.join("cpu.max").exists(), "the cpu controller is not enabled in {}", d.display());
+        assert!(
+            d.join("cpu.max").exists(),
+            "the cpu controller is not enabled in {}",
+            d.display()
+        );
         assert_eq!(read_trim(&d.join("cpu.max")), "50000 100000");
     }
     inst.destroy().unwrap();
@@ -195,12 +249,16 @@ fn fork_bomb_is_stopped_at_pids() {
     assert_eq!(sb.enforcement().pids, mechanism);
     let inst = sb.create().unwrap();
     let dirs = instance_cgroups(&sb, &inst);
-    let current = with_file(&dirs, "pids.current").expect("a pids cgroup").join("pids.current");
+    let current = with_file(&dirs, "pids.current")
+        .expect("a pids cgroup")
+        .join("pids.current");
     let (done, most) = (AtomicBool::new(false), AtomicU64::new(0));
     let o = std::thread::scope(|s| {
         s.spawn(|| {
             while !done.load(Ordering::Relaxed) {
-                if let Ok(n) = std::fs::read_to_string(&current).map(|t| t.trim().parse::<u64>().unwrap_or(0)) {
+                if let Ok(n) =
+                    std::fs::read_to_string(&current).map(|t| t.trim().parse::<u64>().unwrap_or(0))
+                {
                     most.fetch_max(n, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(1));
@@ -211,11 +269,20 @@ fn fork_bomb_is_stopped_at_pids() {
         o
     });
     assert_status(&o, Status::Pids, Limit::Pids);
-    assert!(util::stdout(&o).is_empty(), "the bomb was not stopped: {o:#?}");
-    assert!(o.stderr.as_deref().unwrap_or("").contains("Cannot fork"), "{o:#?}");
+    assert!(
+        util::stdout(&o).is_empty(),
+        "the bomb was not stopped: {o:#?}"
+    );
+    assert!(
+        o.stderr.as_deref().unwrap_or("").contains("Cannot fork"),
+        "{o:#?}"
+    );
     assert!(o.wall_ms < 5000.0, "the run did not end promptly: {o:#?}");
     let most = most.load(Ordering::Relaxed);
-    assert!((10..=20).contains(&most), "the host saw {most} tasks in the instance (limit 20)");
+    assert!(
+        (10..=20).contains(&most),
+        "the host saw {most} tasks in the instance (limit 20)"
+    );
     // The reaper and the 18 sleeps left; the next run's shell is the 20th and cannot fork.
     assert_eq!(read_trim(&current), "19", "the sleeps left in the session");
     let o = inst.exec(&sh_cmd("sleep 0; echo forked")).unwrap();
@@ -238,7 +305,12 @@ fn half_a_cpu_is_observed_as_half_a_cpu() {
     assert_eq!(o.status, Status::Ok, "{o:#?}");
     let share = o.cpu_ms / o.wall_ms;
     assert!(o.wall_ms >= 1500.0, "{o:#?}");
-    assert!((0.35..=0.65).contains(&share), "cpu {:.0} ms over {:.0} ms wall is {share:.2} CPUs, not about 0.5", o.cpu_ms, o.wall_ms);
+    assert!(
+        (0.35..=0.65).contains(&share),
+        "cpu {:.0} ms over {:.0} ms wall is {share:.2} CPUs, not about 0.5",
+        o.cpu_ms,
+        o.wall_ms
+    );
 }
 
 /// Programs are pinned to ceil(cpus) CPUs (so thread pools size themselves), and to none when
@@ -261,10 +333,21 @@ fn affinity_is_ceil_of_cpus() {
     }
     for (cpus, want) in cases {
         let sb = util::builder().cpus(cpus).build().unwrap();
-        let o = util::py(&sb, "import os; print(len(os.sched_getaffinity(0)), os.cpu_count())");
+        let o = util::py(
+            &sb,
+            "import os; print(len(os.sched_getaffinity(0)), os.cpu_count())",
+        );
         assert_eq!(o.status, Status::Ok, "{o:#?}");
-        let got: usize = util::stdout(&o).split_whitespace().next().unwrap().parse().unwrap();
-        assert_eq!(got, want, "cpus {cpus}: affinity of {got} CPUs, expected {want}: {o:#?}");
+        let got: usize = util::stdout(&o)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            got, want,
+            "cpus {cpus}: affinity of {got} CPUs, expected {want}: {o:#?}"
+        );
     }
 }
 
@@ -293,13 +376,23 @@ fn cpu_time_counts_processes_never_waited_for() {
                 print(round((t.children_user + t.children_system) * 1000))\n";
     // One-shot (the instance's cgroup) and in a session (the run's own cgroup).
     let inst = sb.create().unwrap();
-    for (how, o) in [("one-shot", util::py(&sb, code)), ("session", inst.exec(&Command::python(code)).unwrap())] {
+    for (how, o) in [
+        ("one-shot", util::py(&sb, code)),
+        ("session", inst.exec(&Command::python(code)).unwrap()),
+    ] {
         assert_eq!(o.status, Status::Ok, "{how}: {o:#?}");
         let waited_ms: f64 = util::stdout(&o).trim().parse().unwrap();
         assert!(waited_ms < 200.0, "{how}: the grandchildren were counted in wait4's rusage after all ({waited_ms} ms): {o:#?}");
-        assert!(o.cpu_ms >= 700.0, "{how}: cpu_ms {:.0} misses the grandchildren's 800 ms: {o:#?}", o.cpu_ms);
+        assert!(
+            o.cpu_ms >= 700.0,
+            "{how}: cpu_ms {:.0} misses the grandchildren's 800 ms: {o:#?}",
+            o.cpu_ms
+        );
         assert!(o.cpu_ms < 3000.0, "{how}: {o:#?}");
-        assert!((o.user_ms + o.sys_ms - o.cpu_ms).abs() < 1.0, "{how}: user + sys is not cpu: {o:#?}");
+        assert!(
+            (o.user_ms + o.sys_ms - o.cpu_ms).abs() < 1.0,
+            "{how}: user + sys is not cpu: {o:#?}"
+        );
     }
     inst.destroy().unwrap();
 }
@@ -309,10 +402,17 @@ fn cpu_time_counts_processes_never_waited_for() {
 fn cpu_time_limit_stops_an_infinite_loop() {
     let _g = util::shared();
     let Some(_) = cgroups() else { return };
-    let sb = util::builder().cpu_time(Duration::from_millis(500)).build().unwrap();
+    let sb = util::builder()
+        .cpu_time(Duration::from_millis(500))
+        .build()
+        .unwrap();
     let o = util::py(&sb, "while True: pass");
     assert_status(&o, Status::CpuTime, Limit::CpuTime);
-    assert!((500.0..1500.0).contains(&o.cpu_ms), "cpu_ms {:.0}: {o:#?}", o.cpu_ms);
+    assert!(
+        (500.0..1500.0).contains(&o.cpu_ms),
+        "cpu_ms {:.0}: {o:#?}",
+        o.cpu_ms
+    );
     assert!(o.wall_ms < 10_000.0, "{o:#?}");
 }
 
@@ -341,13 +441,24 @@ fn session_timeout_kills_a_setsid_child_through_the_run_cgroup() {
     let sb = util::sandbox();
     let inst = sb.create().unwrap();
     let o = inst
-        .exec(&sh_cmd("setsid sleep 1000 >/dev/null 2>&1 & echo $!; sleep 1000").timeout(Duration::from_secs(1)))
+        .exec(
+            &sh_cmd("setsid sleep 1000 >/dev/null 2>&1 & echo $!; sleep 1000")
+                .timeout(Duration::from_secs(1)),
+        )
         .unwrap();
     assert_status(&o, Status::Timeout, Limit::Wall);
     let escaped = util::stdout(&o).trim().to_string();
     assert!(escaped.parse::<u32>().is_ok(), "{o:#?}");
-    let o = inst.exec(&sh_cmd(&format!("kill -0 {escaped} 2>/dev/null && echo alive || echo gone"))).unwrap();
-    assert_eq!((o.status, util::stdout(&o).as_str()), (Status::Ok, "gone\n"), "a timed-out run's setsid child survived: {o:#?}");
+    let o = inst
+        .exec(&sh_cmd(&format!(
+            "kill -0 {escaped} 2>/dev/null && echo alive || echo gone"
+        )))
+        .unwrap();
+    assert_eq!(
+        (o.status, util::stdout(&o).as_str()),
+        (Status::Ok, "gone\n"),
+        "a timed-out run's setsid child survived: {o:#?}"
+    );
     inst.destroy().unwrap();
 }
 
@@ -360,12 +471,21 @@ fn fallback_watchdog_stops_a_memory_bomb() {
         return;
     }
     let sb = util::builder().memory(64 * MIB).build().unwrap();
-    assert_eq!((sb.enforcement().memory.as_str(), sb.enforcement().pids.as_str()), ("watchdog", "rlimit"));
+    assert_eq!(
+        (
+            sb.enforcement().memory.as_str(),
+            sb.enforcement().pids.as_str()
+        ),
+        ("watchdog", "rlimit")
+    );
     assert_eq!(sb.enforcement().cpu, "none");
     let o = util::py(&sb, MEMORY_BOMB);
     assert_status(&o, Status::Memory, Limit::Memory);
     assert!(!util::stdout(&o).contains("survived"), "{o:#?}");
-    assert_eq!((o.enforcement.memory.as_str(), o.enforcement.pids.as_str()), ("watchdog", "rlimit"));
+    assert_eq!(
+        (o.enforcement.memory.as_str(), o.enforcement.pids.as_str()),
+        ("watchdog", "rlimit")
+    );
     assert!(o.wall_ms < 10_000.0, "{o:#?}");
 }
 
@@ -380,15 +500,25 @@ fn fallback_rlimit_stops_a_fork_bomb() {
     }
     let sb = util::builder().pids(20).build().unwrap();
     let o = util::sh(&sb, FORK_BOMB);
-    assert!(o.stderr.as_deref().unwrap_or("").contains("Cannot fork"), "the fork bomb did not see a fork failure: {o:#?}");
+    assert!(
+        o.stderr.as_deref().unwrap_or("").contains("Cannot fork"),
+        "the fork bomb did not see a fork failure: {o:#?}"
+    );
     assert!(util::stdout(&o).is_empty(), "{o:#?}");
     assert_eq!((o.status, o.exit_code), (Status::Exit, Some(2)), "{o:#?}");
-    assert!(!o.limits_hit.contains(&Limit::Pids), "rlimit hits are not attributed (update the docs if they are now): {o:#?}");
+    assert!(
+        !o.limits_hit.contains(&Limit::Pids),
+        "rlimit hits are not attributed (update the docs if they are now): {o:#?}"
+    );
     assert!(o.wall_ms < 5000.0, "{o:#?}");
     assert_eq!(o.enforcement.pids, "rlimit");
     // Python sees the same limit as EAGAIN.
     let o = util::py(&sb, "import os\ntry:\n    for _ in range(200):\n        if os.fork() == 0:\n            import time; time.sleep(100)\nexcept BlockingIOError as e:\n    print('EAGAIN', e.errno)\n");
-    assert_eq!(util::stdout(&o), format!("EAGAIN {}\n", libc::EAGAIN), "{o:#?}");
+    assert_eq!(
+        util::stdout(&o),
+        format!("EAGAIN {}\n", libc::EAGAIN),
+        "{o:#?}"
+    );
 }
 
 /// `rsandbox run` with `RSANDBOX_NO_CGROUPS=1 --json`: the report.
@@ -401,7 +531,8 @@ fn cli_without_cgroups(args: &[&str]) -> serde_json::Value {
         .stdin(std::process::Stdio::null())
         .output()
         .expect("running rsandbox");
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: not a JSON report ({e}): {o:?}"))
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: not a JSON report ({e}): {o:?}"))
 }
 
 /// The fallback in every pass, through the CLI with cgroups turned off: a memory bomb is stopped
@@ -413,12 +544,27 @@ fn cli_fallback_without_cgroups_stops_memory_and_fork_bombs() {
         return;
     }
     let v = cli_without_cgroups(&["--mem", "64", "-c", MEMORY_BOMB]);
-    assert_eq!((v["status"].as_str(), v["limits_hit"][0].as_str()), (Some("memory"), Some("memory")), "{v}");
-    assert_eq!((v["enforcement"]["memory"].as_str(), v["enforcement"]["pids"].as_str()), (Some("watchdog"), Some("rlimit")), "{v}");
+    assert_eq!(
+        (v["status"].as_str(), v["limits_hit"][0].as_str()),
+        (Some("memory"), Some("memory")),
+        "{v}"
+    );
+    assert_eq!(
+        (
+            v["enforcement"]["memory"].as_str(),
+            v["enforcement"]["pids"].as_str()
+        ),
+        (Some("watchdog"), Some("rlimit")),
+        "{v}"
+    );
     assert_eq!(v["enforcement"]["cpu"], "none", "{v}");
     let v = cli_without_cgroups(&["--pids", "20", "--", "/bin/sh", "-c", FORK_BOMB]);
     assert!(v["stderr"].as_str().unwrap().contains("Cannot fork"), "{v}");
-    assert_eq!((v["status"].as_str(), v["exit_code"].as_i64()), (Some("exit"), Some(2)), "{v}");
+    assert_eq!(
+        (v["status"].as_str(), v["exit_code"].as_i64()),
+        (Some("exit"), Some(2)),
+        "{v}"
+    );
 }
 
 /// Without cgroups a CPU-time limit still ends an infinite loop and is reported as `cpu_time`
@@ -443,7 +589,13 @@ fn dying_cgroups() -> BTreeMap<String, i64> {
     match rsandbox::cgroup::setup() {
         Ok(rsandbox::cgroup::Setup::V2 { base }) => {
             let stat = read_trim(&base.join("cgroup.stat"));
-            let n = stat.lines().find_map(|l| l.strip_prefix("nr_dying_descendants ")).unwrap().trim().parse().unwrap();
+            let n = stat
+                .lines()
+                .find_map(|l| l.strip_prefix("nr_dying_descendants "))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
             out.insert(base.display().to_string(), n);
         }
         Ok(rsandbox::cgroup::Setup::V1 { bases }) => {
@@ -492,11 +644,16 @@ fn orphan_cgroups(sb: &Sandbox) -> BTreeSet<PathBuf> {
     for base in bases {
         for e in std::fs::read_dir(&base).unwrap().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(slot) = name.strip_prefix("rsandbox-") else { continue };
+            let Some(slot) = name.strip_prefix("rsandbox-") else {
+                continue;
+            };
             let record = std::fs::read_to_string(sb.state_dir().join(slot)).ok();
-            let held = record.and_then(|t| serde_json::from_str::<rsandbox::state::RecordInfo>(&t).ok()).is_some_and(|i| {
-                i.supervisor_pid != me && Path::new(&format!("/proc/{}", i.supervisor_pid)).exists()
-            });
+            let held = record
+                .and_then(|t| serde_json::from_str::<rsandbox::state::RecordInfo>(&t).ok())
+                .is_some_and(|i| {
+                    i.supervisor_pid != me
+                        && Path::new(&format!("/proc/{}", i.supervisor_pid)).exists()
+                });
             if !held {
                 out.insert(e.path());
             }
@@ -508,7 +665,10 @@ fn orphan_cgroups(sb: &Sandbox) -> BTreeSet<PathBuf> {
 /// Who holds each flock, by (major, minor, inode), from `/proc/locks`.
 fn flock_holders() -> BTreeMap<(u32, u32, u64), u32> {
     let mut holder = BTreeMap::new();
-    for l in std::fs::read_to_string("/proc/locks").unwrap_or_default().lines() {
+    for l in std::fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+    {
         // "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF" (waiters have "->" after the number)
         let f: Vec<&str> = l.split_whitespace().collect();
         if f.get(1) != Some(&"FLOCK") {
@@ -517,7 +677,13 @@ fn flock_holders() -> BTreeMap<(u32, u32, u64), u32> {
         let pid = f.get(4).and_then(|p| p.parse::<u32>().ok());
         let id: Vec<&str> = f.get(5).map(|d| d.split(':').collect()).unwrap_or_default();
         if let (Some(pid), [maj, min, ino]) = (pid, id.as_slice()) {
-            let (Ok(maj), Ok(min), Ok(ino)) = (u32::from_str_radix(maj, 16), u32::from_str_radix(min, 16), ino.parse::<u64>()) else { continue };
+            let (Ok(maj), Ok(min), Ok(ino)) = (
+                u32::from_str_radix(maj, 16),
+                u32::from_str_radix(min, 16),
+                ino.parse::<u64>(),
+            ) else {
+                continue;
+            };
             holder.insert((maj, min, ino), pid);
         }
     }
@@ -527,12 +693,17 @@ fn flock_holders() -> BTreeMap<(u32, u32, u64), u32> {
 fn holder_of(holders: &BTreeMap<(u32, u32, u64), u32>, path: &Path) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
-    holders.get(&(libc::major(m.dev()), libc::minor(m.dev()), m.ino())).copied()
+    holders
+        .get(&(libc::major(m.dev()), libc::minor(m.dev()), m.ino()))
+        .copied()
 }
 
 fn parent_of(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("PPid:")).and_then(|v| v.trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The fingerprint of what this process is answerable for. On a host shared with other test
@@ -544,7 +715,10 @@ fn own_fingerprint(sb: &Sandbox) -> Fingerprint {
     let me = std::process::id();
     let mut fp = Fingerprint::take(sb);
     let holders = flock_holders();
-    let mut dirs = vec![sb.state_dir().to_path_buf(), PathBuf::from("/run/rsandbox/instances")];
+    let mut dirs = vec![
+        sb.state_dir().to_path_buf(),
+        PathBuf::from("/run/rsandbox/instances"),
+    ];
     for (parent, prefix) in [("/tmp", "rsandbox-"), ("/run/user", "")] {
         for e in std::fs::read_dir(parent).into_iter().flatten().flatten() {
             if e.file_name().to_string_lossy().starts_with(prefix) {
@@ -572,8 +746,11 @@ fn own_fingerprint(sb: &Sandbox) -> Fingerprint {
         true
     });
     fp.state_records.retain(|r| {
-        let named = std::fs::read_to_string(r).ok().and_then(|t| serde_json::from_str::<rsandbox::state::RecordInfo>(&t).ok());
-        holder_of(&holders, Path::new(r)) == Some(me) || named.is_some_and(|i| i.supervisor_pid as u32 == me)
+        let named = std::fs::read_to_string(r)
+            .ok()
+            .and_then(|t| serde_json::from_str::<rsandbox::state::RecordInfo>(&t).ok());
+        holder_of(&holders, Path::new(r)) == Some(me)
+            || named.is_some_and(|i| i.supervisor_pid as u32 == me)
     });
     fp
 }
@@ -600,19 +777,28 @@ fn soak_2000_runs_leave_nothing_behind() {
             let sb = &sb;
             s.spawn(move || {
                 for i in 0..1000 {
-                    let o = sb.run(&Command::new("/bin/true")).unwrap_or_else(|e| panic!("thread {t} run {i}: {e}"));
+                    let o = sb
+                        .run(&Command::new("/bin/true"))
+                        .unwrap_or_else(|e| panic!("thread {t} run {i}: {e}"));
                     assert_eq!(o.status, Status::Ok, "thread {t} run {i}: {o:#?}");
                 }
             });
         }
     });
     let took = start.elapsed();
-    eprintln!("soak: 2000 runs in {:.1} s ({:.1} ms per run per thread)", took.as_secs_f64(), took.as_secs_f64() * 1000.0 / 1000.0);
+    eprintln!(
+        "soak: 2000 runs in {:.1} s ({:.1} ms per run per thread)",
+        took.as_secs_f64(),
+        took.as_secs_f64() * 1000.0 / 1000.0
+    );
 
     // Freeing a removed cgroup takes an RCU grace period or more: allow 10 s, and a small slack
     // for other processes' cgroups coming and going (2,000 runs made 2,000 per hierarchy).
     const SLACK: i64 = 20;
-    let settled = |now: &BTreeMap<String, i64>| now.iter().all(|(k, n)| *n <= dying_before.get(k).copied().unwrap_or(0) + SLACK);
+    let settled = |now: &BTreeMap<String, i64>| {
+        now.iter()
+            .all(|(k, n)| *n <= dying_before.get(k).copied().unwrap_or(0) + SLACK)
+    };
     let waited = Instant::now();
     let mut dying_after = dying_cgroups();
     while !settled(&dying_after) && waited.elapsed() < Duration::from_secs(10) {
@@ -629,8 +815,14 @@ fn soak_2000_runs_leave_nothing_behind() {
     }
     assert_eq!(before.processes, now.processes, "processes changed");
     assert_eq!(before.mounts, now.mounts, "host mounts changed");
-    assert_eq!(before.state_records, now.state_records, "state records changed");
-    assert_eq!(before.template_files, now.template_files, "template changed");
+    assert_eq!(
+        before.state_records, now.state_records,
+        "state records changed"
+    );
+    assert_eq!(
+        before.template_files, now.template_files,
+        "template changed"
+    );
     assert_eq!(before.fds, now.fds, "open fds changed");
 
     // Cgroups of other processes' instances come and go; a leftover of ours stays.
@@ -638,9 +830,15 @@ fn soak_2000_runs_leave_nothing_behind() {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !orphans.is_subset(&orphans_before) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
-        orphans = orphan_cgroups(&sb).intersection(&orphans).cloned().collect();
+        orphans = orphan_cgroups(&sb)
+            .intersection(&orphans)
+            .cloned()
+            .collect();
     }
     let new: Vec<&PathBuf> = orphans.difference(&orphans_before).collect();
     assert!(new.is_empty(), "cgroups left after the soak: {new:?}");
-    assert!(settled(&dying_after), "dying cgroups piled up: before {dying_before:?}, after {dying_after:?}");
+    assert!(
+        settled(&dying_after),
+        "dying cgroups piled up: before {dying_before:?}, after {dying_after:?}"
+    );
 }

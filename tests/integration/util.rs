@@ -36,7 +36,13 @@ fn feature_present(feature: &str) -> bool {
         "cgroup1" => p.cgroup_mounts.iter().any(|m| m.version == 1),
         "cgroup2" => p.cgroup_layout == rsandbox::probe::CgroupLayout::V2,
         // The v2 device controller is a BPF program attached by rsandbox: root on a v2 host.
-        "bpf-devices" => is_root() && matches!(rsandbox::cgroup::setup(), Ok(rsandbox::cgroup::Setup::V2 { .. })),
+        "bpf-devices" => {
+            is_root()
+                && matches!(
+                    rsandbox::cgroup::setup(),
+                    Ok(rsandbox::cgroup::Setup::V2 { .. })
+                )
+        }
         "root" => is_root(),
         "nonroot" => !is_root(),
         _ => false,
@@ -61,7 +67,9 @@ pub fn require(feature: &str) -> bool {
 /// The rsandbox binary: `RSANDBOX_BIN` (CI copies binaries where a non-root user can read
 /// them) or the one cargo built.
 pub fn bin() -> PathBuf {
-    std::env::var_os("RSANDBOX_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rsandbox")))
+    std::env::var_os("RSANDBOX_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rsandbox")))
 }
 
 /// A builder with a short timeout, for tests.
@@ -75,7 +83,8 @@ pub fn sandbox() -> Sandbox {
 
 /// Runs `sh -c script` in a fresh instance of `sb`.
 pub fn sh(sb: &Sandbox, script: &str) -> Outcome {
-    sb.run(&rsandbox::Command::new("/bin/sh").args(["-c", script])).expect("run")
+    sb.run(&rsandbox::Command::new("/bin/sh").args(["-c", script]))
+        .expect("run")
 }
 
 /// Runs Python code in a fresh instance of `sb`.
@@ -125,7 +134,8 @@ fn processes() -> BTreeSet<String> {
             }
         }
     }
-    let parent: std::collections::HashMap<u32, u32> = all.iter().map(|(p, pp, _, _)| (*p, *pp)).collect();
+    let parent: std::collections::HashMap<u32, u32> =
+        all.iter().map(|(p, pp, _, _)| (*p, *pp)).collect();
     let descends = |mut p: u32| {
         for _ in 0..64 {
             match parent.get(&p) {
@@ -138,7 +148,10 @@ fn processes() -> BTreeSet<String> {
     };
     let base = rsandbox::ns::user::UID_BASE;
     all.iter()
-        .filter(|(pid, _, uid, _)| *pid != me && (descends(*pid) || (*uid >= base && *uid < base + rsandbox::ns::user::SLOTS)))
+        .filter(|(pid, _, uid, _)| {
+            *pid != me
+                && (descends(*pid) || (*uid >= base && *uid < base + rsandbox::ns::user::SLOTS))
+        })
         .map(|(pid, _, uid, name)| format!("{pid} uid={uid} {name}"))
         .collect()
 }
@@ -158,7 +171,11 @@ fn list_tree(root: &Path, out: &mut BTreeSet<String>) {
 impl Fingerprint {
     /// Takes the fingerprint; `sb` names the template and state directories to list.
     pub fn take(sb: &Sandbox) -> Fingerprint {
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().map(str::to_string).collect();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
         let mut state_records = BTreeSet::new();
         list_tree(sb.state_dir(), &mut state_records);
         let mut template_files = BTreeSet::new();
@@ -166,9 +183,21 @@ impl Fingerprint {
         let fds = std::fs::read_dir("/proc/self/fd")
             .unwrap()
             .flatten()
-            .map(|e| format!("{:?} -> {:?}", e.file_name(), std::fs::read_link(e.path()).unwrap_or_default()))
+            .map(|e| {
+                format!(
+                    "{:?} -> {:?}",
+                    e.file_name(),
+                    std::fs::read_link(e.path()).unwrap_or_default()
+                )
+            })
             .collect();
-        Fingerprint { processes: processes(), mounts, state_records, template_files, fds }
+        Fingerprint {
+            processes: processes(),
+            mounts,
+            state_records,
+            template_files,
+            fds,
+        }
     }
 
     /// Waits briefly for stragglers (fds closed by exiting helper threads), then compares.
@@ -183,7 +212,10 @@ impl Fingerprint {
         }
         assert_eq!(self.processes, now.processes, "processes changed");
         assert_eq!(self.mounts, now.mounts, "host mounts changed");
-        assert_eq!(self.state_records, now.state_records, "state records changed");
+        assert_eq!(
+            self.state_records, now.state_records,
+            "state records changed"
+        );
         assert_eq!(self.template_files, now.template_files, "template changed");
         assert_eq!(self.fds, now.fds, "open fds changed");
     }
