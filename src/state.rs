@@ -192,8 +192,4 @@ impl Record {
     pub fn remove(self) {
         let _ = fs::remove_file(&self.path);
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }

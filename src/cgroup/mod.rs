@@ -238,6 +238,15 @@ fn remove(dir: &Path) {
 /// Removes a cgroup left by a dead supervisor: its run cgroups first, killing what is left.
 pub fn remove_tree(dir: &Path) {
     let v2 = dir.join("cgroup.kill").exists() || !dir.join("tasks").exists();
+    remove_tree_as(v2, dir);
+}
+
+/// Removes `dir` and its run cgroups, killing what is left in them first.
+fn remove_tree_as(v2: bool, dir: &Path) {
+    // The common case: the processes are gone and no run cgroup is left.
+    if fs::remove_dir(dir).is_ok() {
+        return;
+    }
     if let Ok(rd) = fs::read_dir(dir) {
         for e in rd.flatten() {
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
@@ -270,7 +279,7 @@ impl InstanceCgroup {
             let mut r = fs::create_dir(d);
             if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists) {
                 // Left by a supervisor that died with this slot (its record was just cleaned).
-                cg.clean_dir(d);
+                remove_tree_as(cg.v2, d);
                 r = fs::create_dir(d);
             }
             if let Err(e) = r {
@@ -459,30 +468,6 @@ impl InstanceCgroup {
         s
     }
 
-    /// The limit values as the kernel holds them (for tests and `check`).
-    pub fn read_file(&self, ctl: &str, file: &str) -> Option<String> {
-        self.dir(ctl)
-            .and_then(|d| read(&d.join(file)).ok())
-            .map(|s| s.trim().to_string())
-    }
-
-    fn clean_dir(&self, d: &Path) {
-        // The common case: the instance's processes are gone and no run cgroup is left.
-        if fs::remove_dir(d).is_ok() {
-            return;
-        }
-        if let Ok(rd) = fs::read_dir(d) {
-            for e in rd.flatten() {
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    kill_and_wait(self.v2, &e.path());
-                    remove(&e.path());
-                }
-            }
-        }
-        kill_and_wait(self.v2, d);
-        remove(d);
-    }
-
     /// Every directory, deepest first (for the state record).
     pub fn paths(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|(_, d)| d.clone()).collect()
@@ -491,7 +476,7 @@ impl InstanceCgroup {
     /// Kills whatever is left and removes every directory.
     pub fn destroy(&self) {
         for (_, d) in &self.dirs {
-            self.clean_dir(d);
+            remove_tree_as(self.v2, d);
         }
     }
 }

@@ -9,7 +9,7 @@
 pub mod bpf;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use libseccomp::{
     ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
@@ -477,11 +477,6 @@ pub fn syscall_name(arch: u32, nr: i32) -> String {
     };
     a.and_then(|a| ScmpSyscall::from(nr).get_name_by_arch(a).ok())
         .unwrap_or_else(|| format!("syscall_{nr}"))
-}
-
-/// Whether `path` names one of the shipped profiles' files.
-pub fn is_builtin_name(path: &Path) -> bool {
-    BUILTIN.iter().any(|(n, _)| path == Path::new(n))
 }
 
 #[cfg(test)]
