@@ -68,14 +68,8 @@ fn own_path(matches: impl Fn(&str) -> bool) -> Option<String> {
     })
 }
 
-fn detect_v2() -> std::result::Result<Setup, String> {
-    let mount = probe::host()
-        .cgroup_mounts
-        .iter()
-        .find(|m| m.version == 2)
-        .ok_or("no cgroup2 mount")?;
-    let own = own_path(|c| c.is_empty()).ok_or("no 0:: line in /proc/self/cgroup")?;
-    let dir = mount.path.join(own.trim_start_matches('/'));
+/// The controllers rsandbox enables for its instances, among those `dir` offers.
+fn wanted_controllers(dir: &Path) -> std::result::Result<Vec<&'static str>, String> {
     let controllers =
         read(&dir.join("cgroup.controllers")).map_err(|e| format!("{}: {e}", dir.display()))?;
     let want: Vec<&str> = ["memory", "pids", "cpu"]
@@ -89,22 +83,111 @@ fn detect_v2() -> std::result::Result<Setup, String> {
             controllers.trim()
         ));
     }
+    Ok(want)
+}
+
+/// Enables `want` in `dir/cgroup.subtree_control` (those not enabled yet).
+fn enable_controllers(dir: &Path, want: &[&str]) -> std::io::Result<()> {
     let enabled = read(&dir.join("cgroup.subtree_control")).unwrap_or_default();
     let missing: Vec<String> = want
         .iter()
         .filter(|c| !enabled.split_whitespace().any(|x| x == **c))
         .map(|c| format!("+{c}"))
         .collect();
-    if !missing.is_empty() {
-        if let Err(e) = fs::write(dir.join("cgroup.subtree_control"), missing.join(" ")) {
-            // EBUSY: processes live in our cgroup, so controllers cannot be enabled for children
-            // (the no-internal-processes rule). Run in a delegated cgroup whose subtree_control
-            // has them, or as a service with Delegate=yes.
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs::write(dir.join("cgroup.subtree_control"), missing.join(" "))
+}
+
+/// Prefix of the leaf a supervisor moves itself into (`BASE/rsandbox-supervisor-PID`).
+const SUPERVISOR_LEAF: &str = "rsandbox-supervisor-";
+
+/// Moves this process into a fresh leaf below `dir` when it is the only process in `dir`, so
+/// that `dir` can enable controllers for its children (the no-internal-processes rule): what a
+/// service started with systemd's `Delegate=yes` is expected to do. Empty leaves that earlier
+/// supervisors left behind are removed on the way (rmdir fails on a cgroup with processes).
+fn move_into_leaf(dir: &Path) -> std::result::Result<(), String> {
+    let me = std::process::id();
+    let procs = read(&dir.join("cgroup.procs")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let others: Vec<&str> = procs
+        .split_whitespace()
+        .filter(|p| *p != me.to_string())
+        .collect();
+    if !others.is_empty() {
+        return Err(format!(
+            "other processes ({}) live in it, so it cannot enable controllers for children: \
+             start rsandbox from a leaf cgroup and set RSANDBOX_CGROUP to a delegated cgroup \
+             without processes",
+            others.join(" ")
+        ));
+    }
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(SUPERVISOR_LEAF) {
+                let _ = fs::remove_dir(e.path());
+            }
+        }
+    }
+    let leaf = dir.join(format!("{SUPERVISOR_LEAF}{me}"));
+    match fs::create_dir(&leaf) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("creating {}: {e}", leaf.display())),
+    }
+    fs::write(leaf.join("cgroup.procs"), me.to_string())
+        .map_err(|e| format!("moving into {}: {e}", leaf.display()))
+}
+
+/// v2: instances go below `RSANDBOX_CGROUP` when set (a delegated cgroup with no processes of
+/// its own), else below this process's cgroup, which it leaves for a leaf of its own if needed.
+fn detect_v2() -> std::result::Result<Setup, String> {
+    let mount = probe::host()
+        .cgroup_mounts
+        .iter()
+        .find(|m| m.version == 2)
+        .ok_or("no cgroup2 mount")?;
+    if let Some(base) = std::env::var_os("RSANDBOX_CGROUP") {
+        let dir = PathBuf::from(base);
+        if !dir.starts_with(&mount.path) || !dir.join("cgroup.procs").exists() {
+            return Err(format!(
+                "RSANDBOX_CGROUP={}: not a cgroup below the cgroup2 mount {}",
+                dir.display(),
+                mount.path.display()
+            ));
+        }
+        let want = wanted_controllers(&dir)?;
+        enable_controllers(&dir, &want).map_err(|e| {
+            format!(
+                "RSANDBOX_CGROUP={}: cannot enable {} in its cgroup.subtree_control: {e}",
+                dir.display(),
+                want.join(" ")
+            )
+        })?;
+        return Ok(Setup::V2 { base: dir });
+    }
+    let own = own_path(|c| c.is_empty()).ok_or("no 0:: line in /proc/self/cgroup")?;
+    let dir = mount.path.join(own.trim_start_matches('/'));
+    let want = wanted_controllers(&dir)?;
+    match enable_controllers(&dir, &want) {
+        Ok(()) => {}
+        // EBUSY: processes live in our cgroup (the no-internal-processes rule).
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            move_into_leaf(&dir).map_err(|why| format!("{}: {why}", dir.display()))?;
+            enable_controllers(&dir, &want).map_err(|e| {
+                format!(
+                    "cannot enable {} in {}/cgroup.subtree_control after moving into a leaf: {e}",
+                    want.join(" "),
+                    dir.display()
+                )
+            })?;
+        }
+        Err(e) => {
             return Err(format!(
                 "cannot enable {} in {}/cgroup.subtree_control: {e}",
-                missing.join(" "),
+                want.join(" "),
                 dir.display()
-            ));
+            ))
         }
     }
     Ok(Setup::V2 { base: dir })

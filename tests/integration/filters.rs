@@ -654,7 +654,7 @@ fn stdlib_under_strict(args: &[&str]) -> Duration {
             .seccomp(profile)
             .net(Net::Loopback) // asyncio's streams tests use TCP on 127.0.0.1
             .output_limit(8 << 20)
-            .timeout(Duration::from_secs(240))
+            .timeout(util::allow(240.0))
             // These runs are about syscalls, not limits: room for multiprocessing's processes
             // (unprivileged, the memory watchdog adds up every process's RSS, shared pages
             // included).

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use rsandbox::{Outcome, Sandbox, SandboxBuilder};
@@ -72,9 +72,28 @@ pub fn bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rsandbox")))
 }
 
+/// `RSANDBOX_TEST_TIME_SCALE` (default 1): the factor on the tests' wall-clock allowances
+/// (timeouts that are safety nets, upper bounds on how long something may take), for slow hosts
+/// such as the emulated cgroup v2 guest. What a test asserts about a limit itself is not scaled.
+pub fn time_scale() -> f64 {
+    static SCALE: OnceLock<f64> = OnceLock::new();
+    *SCALE.get_or_init(|| match std::env::var("RSANDBOX_TEST_TIME_SCALE") {
+        Ok(v) => match v.parse::<f64>() {
+            Ok(f) if f >= 1.0 && f.is_finite() => f,
+            _ => panic!("RSANDBOX_TEST_TIME_SCALE={v:?}: not a number of at least 1"),
+        },
+        Err(_) => 1.0,
+    })
+}
+
+/// A wall-clock allowance of `secs` seconds on this host (see [`time_scale`]).
+pub fn allow(secs: f64) -> Duration {
+    Duration::from_secs_f64(secs * time_scale())
+}
+
 /// A builder with a short timeout, for tests.
 pub fn builder() -> SandboxBuilder {
-    Sandbox::builder().timeout(Duration::from_secs(20))
+    Sandbox::builder().timeout(allow(20.0))
 }
 
 pub fn sandbox() -> Sandbox {
@@ -203,7 +222,8 @@ impl Fingerprint {
     /// Waits briefly for stragglers (fds closed by exiting helper threads), then compares.
     pub fn assert_same(&self, sb: &Sandbox) {
         let mut now = Fingerprint::take(sb);
-        for _ in 0..50 {
+        let deadline = std::time::Instant::now() + allow(1.0);
+        while std::time::Instant::now() < deadline {
             if &now == self {
                 return;
             }

@@ -144,17 +144,22 @@ run_pass() { # NAME EXPECT: runs the integration binary; output to NAME.log and 
     (
         echo $BASHPID >/run/vm/testpid
         if [ "$name" = user ]; then
-            echo $BASHPID >"$CG/cgroup.procs" || exit 125
+            # As a user with a delegated subtree does: the tests run in a leaf of it, and
+            # RSANDBOX_CGROUP names the delegated cgroup, where rsandbox enables controllers.
+            as_user mkdir "$CG/tests" || exit 125
+            echo $BASHPID >"$CG/tests/cgroup.procs" || exit 125
             cd "$home" || exit 125
             echo "/proc/self/cgroup: $(tr '\n' ' ' </proc/self/cgroup)"
             exec setsid setpriv --reuid="$uid" --regid="$gid" --clear-groups -- \
                 env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$home" USER="$VM_USER" LANG=C.UTF-8 \
-                RSANDBOX_BIN="$S/rsandbox" RSANDBOX_TEST_EXPECT="$2" "${EXTRA_ENV[@]}" \
+                RSANDBOX_BIN="$S/rsandbox" RSANDBOX_TEST_EXPECT="$2" RSANDBOX_CGROUP="$CG" \
+                RSANDBOX_TEST_TIME_SCALE="$TIME_SCALE" "${EXTRA_ENV[@]}" \
                 "$S/integration" "${threads[@]}" "${ARGS[@]}"
         fi
         echo "/proc/self/cgroup: $(tr '\n' ' ' </proc/self/cgroup)"
         exec setsid env -i PATH="$PATH" HOME=/root USER=root LANG=C.UTF-8 \
-            RSANDBOX_BIN="$S/rsandbox" RSANDBOX_TEST_EXPECT="$2" "${EXTRA_ENV[@]}" \
+            RSANDBOX_BIN="$S/rsandbox" RSANDBOX_TEST_EXPECT="$2" \
+            RSANDBOX_TEST_TIME_SCALE="$TIME_SCALE" "${EXTRA_ENV[@]}" \
             "$S/integration" "${threads[@]}" "${ARGS[@]}"
     ) </dev/null 2>&1 | tee "$S/$name.log"
     rc=${PIPESTATUS[0]}
