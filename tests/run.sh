@@ -6,12 +6,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-export RSANDBOX_TEST_EXPECT="${RSANDBOX_TEST_EXPECT:-userns,landlock,cgroup1}"
+export RSANDBOX_TEST_EXPECT="${RSANDBOX_TEST_EXPECT:-userns,landlock,cgroup1,cpython-tests}"
 stage() { echo "=== $1: $(( SECONDS - t0 ))s"; }
 
 t0=$SECONDS
 cargo build --release --locked --all-targets
 stage "build"
+
+# CPython's test_sqlite3, which Debian does not package (feature cpython-tests).
+t0=$SECONDS
+[ "$(id -u)" = 0 ] || export RSANDBOX_TEST_CACHE="${RSANDBOX_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rsandbox-test}"
+RSANDBOX_TEST_CPYTHON_TESTS=$(tests/fetch-cpython-tests)
+export RSANDBOX_TEST_CPYTHON_TESTS
+stage "fetch CPython test modules"
 
 t0=$SECONDS
 cargo test --release --locked -- --test-threads=2
@@ -31,7 +38,8 @@ if [ "$(id -u)" = 0 ]; then
     chmod 755 "$bindir" "$bindir"/*
     # Unprivileged, this host's v1 cgroups are not delegated: do not expect them.
     runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$(getent passwd "$user" | cut -d: -f6)" \
-        RSANDBOX_BIN="$bindir/rsandbox" RSANDBOX_TEST_EXPECT="userns,landlock" \
+        RSANDBOX_BIN="$bindir/rsandbox" RSANDBOX_TEST_EXPECT="userns,landlock,cpython-tests" \
+        RSANDBOX_TEST_CPYTHON_TESTS="$RSANDBOX_TEST_CPYTHON_TESTS" \
         "$bindir/integration" --test-threads=2
     stage "integration tests as $user"
 fi

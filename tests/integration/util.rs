@@ -43,6 +43,12 @@ fn feature_present(feature: &str) -> bool {
                     Ok(rsandbox::cgroup::Setup::V2 { .. })
                 )
         }
+        // CPython test modules Debian leaves out, from tests/fetch-cpython-tests.
+        "cpython-tests" => std::env::var_os("RSANDBOX_TEST_CPYTHON_TESTS").is_some_and(|d| {
+            Path::new(&d)
+                .join("test/test_sqlite3/__init__.py")
+                .is_file()
+        }),
         "root" => is_root(),
         "nonroot" => !is_root(),
         _ => false,
