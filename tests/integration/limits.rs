@@ -846,8 +846,8 @@ fn soak_2000_runs_leave_nothing_behind() {
 
 /// cgroup v2, as a service started with `Delegate=yes` runs: a supervisor alone in its cgroup
 /// moves itself into a leaf (`rsandbox-supervisor-PID`) so that its cgroup can enable the
-/// controllers, and the next one removes the empty leaf the last one left. With another
-/// process in that cgroup it cannot, and `--strict` says what to do instead.
+/// controllers, removing empty leaves an earlier supervisor left there. With another process
+/// in its cgroup it cannot, and `--strict` says what to do instead.
 #[test]
 fn lone_supervisor_moves_into_a_leaf_on_cgroup2() {
     let _g = util::shared();
@@ -858,10 +858,8 @@ fn lone_supervisor_moves_into_a_leaf_on_cgroup2() {
     let Ok(rsandbox::cgroup::Setup::V2 { base }) = rsandbox::cgroup::setup() else {
         panic!("cgroup2 host without a v2 setup");
     };
-    let dir = base.join(format!("rsandbox-test-lone-{}", std::process::id()));
-    std::fs::create_dir(&dir).unwrap();
-    let leaves = || -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&dir)
+    let subdirs = |dir: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .flatten()
             .filter(|e| e.path().is_dir())
@@ -870,8 +868,8 @@ fn lone_supervisor_moves_into_a_leaf_on_cgroup2() {
         v.sort();
         v
     };
-    // `sh` joins the cgroup, then execs rsandbox: the only process there.
-    let run_in_dir = || {
+    // `sh` joins DIR, then execs rsandbox (the only process there unless the test adds one).
+    let run_in = |dir: &std::path::Path| {
         let script = format!(
             "echo $$ > '{}/cgroup.procs' && exec env -u RSANDBOX_CGROUP '{}' run --strict --mem 64 --json -- /bin/sh -c 'echo ran'",
             dir.display(),
@@ -882,30 +880,38 @@ fn lone_supervisor_moves_into_a_leaf_on_cgroup2() {
             .output()
             .unwrap()
     };
-    let mut pids = Vec::new();
-    for _ in 0..2 {
-        let out = run_in_dir();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{text}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(report["stdout"], "ran\n", "{report}");
-        assert_eq!(report["enforcement"]["memory"], "cgroup2", "{report}");
-        let l = leaves();
-        assert_eq!(
-            l.len(),
-            1,
-            "one empty supervisor leaf and no instance left: {l:?}"
-        );
-        assert!(l[0].starts_with("rsandbox-supervisor-"), "{l:?}");
-        pids.push(l[0].clone());
-    }
-    assert_ne!(pids[0], pids[1], "the second run removed the first's leaf");
+    let pid = std::process::id();
+
+    let dir = base.join(format!("rsandbox-test-lone-{pid}"));
+    std::fs::create_dir(&dir).unwrap();
+    let stale = "rsandbox-supervisor-999999999";
+    std::fs::create_dir(dir.join(stale)).unwrap();
+    let out = run_in(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["stdout"], "ran\n", "{report}");
+    assert_eq!(report["enforcement"]["memory"], "cgroup2", "{report}");
+    let left = subdirs(&dir);
+    assert_eq!(
+        left.len(),
+        1,
+        "only the supervisor's own (empty) leaf, no stale leaf, no instance: {left:?}"
+    );
+    assert!(
+        left[0].starts_with("rsandbox-supervisor-") && left[0] != stale,
+        "{left:?}"
+    );
+    std::fs::remove_dir(dir.join(&left[0])).unwrap();
+    std::fs::remove_dir(&dir).unwrap();
 
     // Another process in the cgroup: the controllers cannot be enabled; --strict refuses.
+    let dir = base.join(format!("rsandbox-test-crowded-{pid}"));
+    std::fs::create_dir(&dir).unwrap();
     let mut other = std::process::Command::new("/bin/sh")
         .args([
             "-c",
@@ -927,14 +933,23 @@ fn lone_supervisor_moves_into_a_leaf_on_cgroup2() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let out = run_in_dir();
+    let out = run_in(&dir);
     other.kill().unwrap();
     other.wait().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("RSANDBOX_CGROUP"), "{stderr}");
-    for l in leaves() {
-        std::fs::remove_dir(dir.join(l)).unwrap();
-    }
+    assert!(
+        !out.status.success(),
+        "{}\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // --json: the error is a JSON object on stdout.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let err: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let msg = err["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("other processes") && msg.contains("RSANDBOX_CGROUP"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(subdirs(&dir).is_empty(), "{:?}", subdirs(&dir));
     std::fs::remove_dir(&dir).unwrap();
 }
