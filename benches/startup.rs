@@ -85,6 +85,8 @@ fn main() {
     let idle = Duration::from_secs(env_num("BENCH_IDLE_S", 10));
     let python = "/usr/bin/python3";
     let sb = Sandbox::builder().build().expect("sandbox");
+    // The same policy with one instance created ahead of time and teardown after the report.
+    let warm = Sandbox::builder().warm(1).build().expect("sandbox");
     let bin = rsandbox_bin();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
 
@@ -134,10 +136,11 @@ fn main() {
             .collect::<Vec<_>>(),
     );
 
-    let lib = |cmd: &Command| {
+    let run_in = |sb: &Sandbox, cmd: &Command| {
         let o = sb.run(cmd).expect("run");
         assert_eq!(o.status, Status::Ok, "{o:?}");
     };
+    let lib = |cmd: &Command| run_in(&sb, cmd);
     let mut rows: Vec<Row> = Vec::new();
     let mut add = |name: &str, samples: Vec<f64>| {
         rows.push(Row {
@@ -155,6 +158,10 @@ fn main() {
         add(
             &format!("library {label} (hot loop)"),
             time(n, || lib(&cmd)),
+        );
+        add(
+            &format!("library {label} (hot loop, warm pool)"),
+            time(n, || run_in(&warm, &cmd)),
         );
         let mut cli = vec![bin.display().to_string(), "run".into(), "--".into()];
         cli.extend(s(&prog));
@@ -262,6 +269,9 @@ fn main() {
     let get = |k: &str| medians.get(k).copied();
     if let (Some(bare), Some(lib)) = (get("bare /bin/true"), get("library /bin/true (hot loop)")) {
         println!("\nlibrary adds {:.2} ms over bare /bin/true", lib - bare);
+        if let Some(w) = get("library /bin/true (hot loop, warm pool)") {
+            println!("library with a warm pool adds {:.2} ms", w - bare);
+        }
         if let Some(u) = get("unshare (7 namespaces) /bin/true") {
             println!(
                 "unshare adds {:.2} ms over bare /bin/true (goal: library adds less)",

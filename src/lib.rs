@@ -45,6 +45,7 @@ mod interp;
 pub mod landlock;
 pub mod ns;
 mod outcome;
+mod pool;
 pub mod probe;
 mod sandbox;
 pub mod seccomp;

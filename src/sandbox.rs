@@ -65,6 +65,7 @@ pub struct SandboxBuilder {
     strict: bool,
     limits: crate::cgroup::Limits,
     cpu_time: Option<Duration>,
+    warm: usize,
 }
 
 impl Default for SandboxBuilder {
@@ -88,6 +89,7 @@ impl Default for SandboxBuilder {
                 pids: Some(defaults::PIDS),
             },
             cpu_time: None,
+            warm: 0,
         }
     }
 }
@@ -194,8 +196,23 @@ impl SandboxBuilder {
     }
 
     /// Validates everything once, prepares the root template and the mount plan.
+    /// Keeps `n` instances created ahead of time for [`Sandbox::run`] (default 0: none), and
+    /// tears used ones down after the report, both on a background thread (see the README's
+    /// "Speed"). The instances and the thread go when the last clone of the `Sandbox` is
+    /// dropped. At most 64.
+    pub fn warm(mut self, n: usize) -> Self {
+        self.warm = n;
+        self
+    }
+
     pub fn build(self) -> Result<Sandbox> {
         validate_env(&self.env)?;
+        if self.warm > 64 {
+            return Err(Error::invalid(
+                "warm pool",
+                format!("{} instances is above the maximum of 64", self.warm),
+            ));
+        }
         for (field, v) in [
             ("tmp size", self.tmp_size),
             ("work size", self.work_size),
@@ -382,26 +399,32 @@ impl SandboxBuilder {
             landlock: crate::landlock::describe(&landlock),
             seccomp: seccomp.as_ref().map_or("none".into(), |c| c.name.clone()),
         };
-        Ok(Sandbox {
-            inner: Arc::new(Inner {
-                timeout: self.timeout,
-                output_limit: self.output_limit,
-                env: self.env,
-                python,
-                template,
-                plan,
-                state_dir,
-                net: self.net,
-                hostname: CString::new(defaults::HOSTNAME).unwrap(),
-                enforcement,
-                seccomp,
-                landlock,
-                limits: self.limits,
-                cpu_time: self.cpu_time,
-                ncpu,
-                strict: self.strict,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            timeout: self.timeout,
+            output_limit: self.output_limit,
+            env: self.env,
+            python,
+            template,
+            plan,
+            state_dir,
+            net: self.net,
+            hostname: CString::new(defaults::HOSTNAME).unwrap(),
+            enforcement,
+            seccomp,
+            landlock,
+            limits: self.limits,
+            cpu_time: self.cpu_time,
+            ncpu,
+            strict: self.strict,
+        });
+        let pool = match self.warm {
+            0 => None,
+            n => Some(Arc::new(
+                crate::pool::Pool::start(inner.clone(), n)
+                    .map_err(|e| Error::io("starting the warm pool's thread", PathBuf::new(), e))?,
+            )),
+        };
+        Ok(Sandbox { inner, pool })
     }
 }
 
@@ -493,6 +516,7 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct Sandbox {
     pub(crate) inner: Arc<Inner>,
+    pool: Option<Arc<crate::pool::Pool>>,
 }
 
 impl Sandbox {
@@ -501,14 +525,21 @@ impl Sandbox {
     }
 
     /// One-shot run: create an instance, copy the command's files in, run it, destroy
-    /// everything. On timeout the whole instance is killed.
+    /// everything. On timeout the whole instance is killed. With a warm pool
+    /// ([`SandboxBuilder::warm`]) the instance comes from the pool when one is ready, and is
+    /// destroyed by the pool's thread after this returns.
     pub fn run(&self, cmd: &Command) -> Result<Outcome> {
-        let inst = self.create()?;
+        let pooled = self.pool.as_ref().and_then(|p| p.take());
+        let inst = match pooled {
+            Some(i) => i,
+            None => self.create()?,
+        };
         let out = inst.exec_inner(cmd, true);
-        let destroyed = inst.destroy();
-        let out = out?;
-        destroyed?;
-        Ok(out)
+        match &self.pool {
+            Some(p) => p.finish(inst),
+            None => inst.destroy()?,
+        }
+        out
     }
 
     /// Creates a live instance for many `exec`s (a session).

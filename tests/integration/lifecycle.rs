@@ -615,3 +615,47 @@ fn exec_failures_are_errors_with_cli_codes() {
     assert_eq!(ok(&sh_in(&inst, "chmod +x tool && ./tool")), "tool ran\n");
     inst.destroy().unwrap();
 }
+
+/// A warm pool (`SandboxBuilder::warm`) gives each run its own fresh instance, from several
+/// threads at once: nothing one run leaves in /tmp, the work dir, /dev/shm or as a background
+/// process is seen by another; timeouts still kill whole trees; and once the sandbox is
+/// dropped nothing of its pooled or finished instances remains.
+#[test]
+fn warm_pool_gives_each_run_a_fresh_instance_and_leaves_nothing() {
+    let _g = util::exclusive();
+    if !util::require("userns") {
+        return;
+    }
+    let plain = util::sandbox();
+    ok(&util::sh(&plain, "true"));
+    let fp = Fingerprint::take(&plain);
+    {
+        let sb = util::builder()
+            .timeout(util::allow(1.0))
+            .warm(2)
+            .build()
+            .unwrap();
+        let probe = "ls /tmp /dev/shm /home/sandbox; pgrep -c sleep || true; \
+                     echo x > /tmp/left; echo x > /dev/shm/left; echo x > left; \
+                     sleep 1000 >/dev/null 2>&1 &";
+        std::thread::scope(|s| {
+            for t in 0..2 {
+                let sb = &sb;
+                s.spawn(move || {
+                    for i in 0..15 {
+                        let o = util::sh(sb, probe);
+                        // Nothing listed, no sleep counted: `0` from pgrep only.
+                        assert_eq!(
+                            ok(&o),
+                            "/dev/shm:\n\n/home/sandbox:\n\n/tmp:\n0\n",
+                            "thread {t} run {i} saw what another run left"
+                        );
+                    }
+                    let o = util::sh(sb, HARD_TO_KILL);
+                    assert_eq!(o.status, Status::Timeout, "thread {t}: {o:#?}");
+                });
+            }
+        });
+    }
+    fp.assert_same(&plain);
+}
