@@ -31,8 +31,12 @@ if [ "$(id -u)" = 0 ]; then
     # The binaries must be readable by that user: copy them out of the (maybe private) tree.
     bindir=$(mktemp -d /tmp/rsandbox-test-bin.XXXXXX)
     trap 'rm -rf "$bindir"' EXIT
+    # The integration test's executable (cargo also names the rsandbox binary it builds, in
+    # whatever order the builds finish).
     testbin=$(cargo test --release --locked --test integration --no-run --message-format=json 2>/dev/null \
+        | grep '"kind":\["test"\]' | grep '"name":"integration"' \
         | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+    [ -n "$testbin" ] && [ -x "$testbin" ] || { echo "tests/run.sh: cargo did not name the integration test binary" >&2; exit 1; }
     cp "$testbin" "$bindir/integration"
     cp target/release/rsandbox "$bindir/rsandbox"
     chmod 755 "$bindir" "$bindir"/*
