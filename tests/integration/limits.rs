@@ -91,6 +91,26 @@ fn with_file<'a>(dirs: &'a [PathBuf], file: &str) -> Option<&'a Path> {
         .find(|d| d.join(file).exists())
 }
 
+/// Tasks (threads) in a cgroup and its descendants, from the kernel's task lists.
+fn tasks_in(dir: &Path) -> u64 {
+    let list = if dir.join("cgroup.threads").exists() {
+        "cgroup.threads"
+    } else {
+        "tasks"
+    };
+    let here = std::fs::read_to_string(dir.join(list))
+        .map(|t| t.lines().count() as u64)
+        .unwrap_or(0);
+    let below: u64 = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .map(|e| tasks_in(&e.path()))
+        .sum();
+    here + below
+}
+
 fn read_trim(p: &Path) -> String {
     std::fs::read_to_string(p)
         .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
@@ -241,6 +261,11 @@ fn instance_cgroup_holds_the_limits_with_swap_off() {
 /// once as `pids`, and the host never sees more than 20 tasks in the instance. The sleeps it
 /// left are the session's background processes now (DESIGN.md §2) and still count: the next run
 /// cannot fork either, until the instance is destroyed with everything in it.
+///
+/// "Tasks seen" is counted from the task lists (`cgroup.threads` / `tasks`) and, where the
+/// kernel keeps one, `pids.peak`. Not from samples of `pids.current`: the kernel charges a fork
+/// before it compares with the limit and takes the charge back when it fails, so a sample can
+/// read 21 for a fork that never happened (kernel/cgroup/pids.c, `pids_try_charge`).
 #[test]
 fn fork_bomb_is_stopped_at_pids() {
     let _g = util::shared();
@@ -249,18 +274,13 @@ fn fork_bomb_is_stopped_at_pids() {
     assert_eq!(sb.enforcement().pids, mechanism);
     let inst = sb.create().unwrap();
     let dirs = instance_cgroups(&sb, &inst);
-    let current = with_file(&dirs, "pids.current")
-        .expect("a pids cgroup")
-        .join("pids.current");
+    let pids_dir = with_file(&dirs, "pids.current").expect("a pids cgroup");
+    let current = pids_dir.join("pids.current");
     let (done, most) = (AtomicBool::new(false), AtomicU64::new(0));
     let o = std::thread::scope(|s| {
         s.spawn(|| {
             while !done.load(Ordering::Relaxed) {
-                if let Ok(n) =
-                    std::fs::read_to_string(&current).map(|t| t.trim().parse::<u64>().unwrap_or(0))
-                {
-                    most.fetch_max(n, Ordering::Relaxed);
-                }
+                most.fetch_max(tasks_in(pids_dir), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(1));
             }
         });
@@ -283,6 +303,13 @@ fn fork_bomb_is_stopped_at_pids() {
         (10..=20).contains(&most),
         "the host saw {most} tasks in the instance (limit 20)"
     );
+    if let Ok(peak) = std::fs::read_to_string(pids_dir.join("pids.peak")) {
+        let peak: u64 = peak.trim().parse().unwrap();
+        assert!(
+            (most..=20).contains(&peak),
+            "pids.peak {peak} (tasks seen {most}, limit 20)"
+        );
+    }
     // The reaper and the 18 sleeps left; the next run's shell is the 20th and cannot fork.
     assert_eq!(read_trim(&current), "19", "the sleeps left in the session");
     let o = inst.exec(&sh_cmd("sleep 0; echo forked")).unwrap();
