@@ -93,6 +93,15 @@ pub fn reaper_main(args: &ReaperArgs<'_>) -> ! {
             _ => libc::_exit(125),
         }
 
+        // On cgroup v1 the supervisor moved us into the instance's cgroups after the clone,
+        // so the cgroup namespace made by the clone is rooted at the supervisor's cgroups and
+        // /proc/self/cgroup would show the instance's host path (`/rsandbox-SLOT`). A fresh
+        // one, now, is rooted at the instance's own cgroups ("/" inside), as on v2.
+        check!(
+            sys::cvt(libc::unshare(libc::CLONE_NEWCGROUP)),
+            stage::CGROUP_NS
+        );
+
         let host = args.hostname.to_bytes();
         check!(
             sys::cvt(libc::sethostname(host.as_ptr().cast(), host.len())),
