@@ -1597,3 +1597,574 @@ fn terminal_injection_reaches_nothing() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 7. Network with --net none
+// ---------------------------------------------------------------------------------------------
+
+/// Non-blocking host listeners the network tests try to reach: TCP and UDP on 127.0.0.1 and
+/// ::1 (when the host has IPv6 on lo), an abstract and a path unix socket.
+struct HostListeners {
+    tcp4: std::net::TcpListener,
+    tcp6: Option<std::net::TcpListener>,
+    udp4: std::net::UdpSocket,
+    udp6: Option<std::net::UdpSocket>,
+    abstract_name: String,
+    abstract_sock: std::os::unix::net::UnixListener,
+    path_sock: std::os::unix::net::UnixListener,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl HostListeners {
+    fn new() -> HostListeners {
+        use std::os::linux::net::SocketAddrExt;
+        let tcp4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp6 = std::net::TcpListener::bind("[::1]:0").ok();
+        let udp4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp6 = std::net::UdpSocket::bind("[::1]:0").ok();
+        let abstract_name = format!("rsandbox-hostile-{}-{}", std::process::id(), nanos());
+        let addr =
+            std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes()).unwrap();
+        let abstract_sock = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+        let dir = open_tempdir();
+        let path = dir.path().join("host.sock");
+        let path_sock = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        tcp4.set_nonblocking(true).unwrap();
+        udp4.set_nonblocking(true).unwrap();
+        abstract_sock.set_nonblocking(true).unwrap();
+        path_sock.set_nonblocking(true).unwrap();
+        for t in tcp6.iter() {
+            t.set_nonblocking(true).unwrap();
+        }
+        for u in udp6.iter() {
+            u.set_nonblocking(true).unwrap();
+        }
+        HostListeners {
+            tcp4,
+            tcp6,
+            udp4,
+            udp6,
+            abstract_name,
+            abstract_sock,
+            path_sock,
+            path,
+            _dir: dir,
+        }
+    }
+
+    fn port(a: std::io::Result<std::net::SocketAddr>) -> u16 {
+        a.unwrap().port()
+    }
+
+    /// Python assignments naming the targets.
+    fn targets(&self) -> String {
+        format!(
+            "TCP4 = {}\nTCP6 = {}\nUDP4 = {}\nUDP6 = {}\nABSTRACT = {:?}\nPATH = {:?}\n",
+            Self::port(self.tcp4.local_addr()),
+            self.tcp6.as_ref().map_or(9, |t| Self::port(t.local_addr())),
+            Self::port(self.udp4.local_addr()),
+            self.udp6.as_ref().map_or(9, |u| Self::port(u.local_addr())),
+            self.abstract_name,
+            self.path.display().to_string(),
+        )
+    }
+
+    /// Asserts nothing reached any listener.
+    fn assert_untouched(&self) {
+        let would_block = |r: std::io::Result<()>, what: &str| match r {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("the host's {what} was reached: {other:?}"),
+        };
+        let mut buf = [0u8; 64];
+        would_block(self.tcp4.accept().map(drop), "TCP 127.0.0.1 listener");
+        if let Some(t) = &self.tcp6 {
+            would_block(t.accept().map(drop), "TCP ::1 listener");
+        }
+        would_block(self.udp4.recv(&mut buf).map(drop), "UDP 127.0.0.1 socket");
+        if let Some(u) = &self.udp6 {
+            would_block(u.recv(&mut buf).map(drop), "UDP ::1 socket");
+        }
+        would_block(
+            self.abstract_sock.accept().map(drop),
+            "abstract unix socket",
+        );
+        would_block(self.path_sock.accept().map(drop), "path unix socket");
+    }
+}
+
+/// The attempts against the host's listeners and the raw families, from inside.
+const NET_ATTACK: &str = r#"
+import socket, time
+def tcp(fam, addr):
+    s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(2)
+    return err(lambda: s.connect(addr))
+def udp(fam, addr):
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    return err(lambda: s.sendto(b'pwned', addr))
+out['tcp4'] = tcp(socket.AF_INET, ('127.0.0.1', TCP4))
+out['tcp6'] = tcp(socket.AF_INET6, ('::1', TCP6))
+out['udp4'] = udp(socket.AF_INET, ('127.0.0.1', UDP4))
+out['udp6'] = udp(socket.AF_INET6, ('::1', UDP6))
+out['udp4_bcast'] = udp(socket.AF_INET, ('255.255.255.255', UDP4))
+u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+out['abstract'] = err(lambda: u.connect('\0' + ABSTRACT))
+u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+out['path'] = err(lambda: u.connect(PATH))
+out['packet'] = err(lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0x0300))
+out['packet_dgram'] = err(lambda: socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0x0300))
+out['vsock'] = err(lambda: socket.socket(40, socket.SOCK_STREAM))
+out['raw_icmp'] = err(lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
+out['raw_icmp6'] = err(lambda: socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6))
+out['ping_dgram'] = err(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP))
+out['netlink_route_ok'] = err(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
+out['io_uring'] = raw(425, 8, (ctypes.c_char * 120)())
+unix_table = open('/proc/net/unix').read()
+out['unix_table_leaks'] = [n for n in (ABSTRACT, PATH) if n in unix_table]
+out['ifaces'] = [n for _, n in socket.if_nameindex()]
+"#;
+
+/// With `--net none` nothing on the host is reachable, whatever the family: the test listens
+/// on 127.0.0.1 and ::1 (TCP and UDP) and on an abstract and a path unix socket, and none of
+/// them hears anything. TCP gets Landlock's EACCES (ABI 4+), UDP ENETUNREACH from the empty
+/// namespace (EADDRNOTAVAIL for ::1, which a down lo does not even have); the host's abstract socket does not exist in the instance's network namespace
+/// (ECONNREFUSED) nor its path in the mount namespace (ENOENT), and neither shows in
+/// /proc/net/unix. AF_PACKET and raw ICMP need CAP_NET_RAW (EPERM), ICMP datagram sockets are
+/// closed by the namespace's ping_group_range (EACCES), AF_VSOCK and io_uring (whose socket
+/// operations seccomp would never see) get the profile's EPERM: without the filter both
+/// succeed, so the filter is the reason.
+#[test]
+fn net_none_reaches_no_host_listener_or_raw_family() {
+    let _g = util::shared();
+    if !util::require("userns") {
+        return;
+    }
+    let l = HostListeners::new();
+    if l.tcp6.is_none() {
+        eprintln!("NOTE: no IPv6 on the host's loopback: the ::1 attempts target a closed port");
+    }
+    let body = format!("{}{NET_ATTACK}", l.targets());
+    let sb = util::builder().net(Net::None).build().unwrap();
+    let landlock_tcp = sb
+        .enforcement()
+        .landlock
+        .strip_prefix("abi")
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| n >= 4);
+    let r = attack(&sb, &body);
+    let tcp = if landlock_tcp { "EACCES" } else { "ENETUNREACH" };
+    assert_eq!(s(&r, "tcp4"), tcp, "{r:#?}");
+    assert_eq!(s(&r, "tcp6"), tcp, "{r:#?}");
+    expect_all(&r, &["udp4", "udp4_bcast"], "ENETUNREACH", "no interface up");
+    assert_eq!(s(&r, "udp6"), "EADDRNOTAVAIL", "::1 is not even assigned while lo is down");
+    assert_eq!(s(&r, "abstract"), "ECONNREFUSED");
+    assert_eq!(s(&r, "path"), "ENOENT");
+    expect_all(
+        &r,
+        &["packet", "packet_dgram", "raw_icmp", "raw_icmp6"],
+        "EPERM",
+        "no CAP_NET_RAW",
+    );
+    assert_eq!(s(&r, "ping_dgram"), "EACCES", "ping_group_range");
+    expect_all(&r, &["vsock", "io_uring"], "EPERM", "seccomp");
+    assert_eq!(s(&r, "netlink_route_ok"), "ok");
+    assert_eq!(r["unix_table_leaks"], serde_json::json!([]));
+    assert_eq!(r["ifaces"], serde_json::json!(["lo"]));
+    let bare = attack(
+        &util::builder()
+            .net(Net::None)
+            .seccomp(Profile::Unconfined)
+            .build()
+            .unwrap(),
+        &body,
+    );
+    expect_all(&bare, &["vsock", "io_uring"], "ok", "allowed by the kernel alone");
+    assert_eq!(s(&bare, "tcp4"), tcp, "{bare:#?}");
+    l.assert_untouched();
+}
+
+/// Loopback listeners stay in their instance: with `Net::Loopback`, instance A serves on
+/// 127.0.0.1:P and an abstract socket; instance B (also with loopback) connecting to the
+/// same port and name is refused, and so is A reaching the host's listener; A itself
+/// reaches its own (the control).
+#[test]
+fn net_loopback_listeners_stay_in_their_instance() {
+    let _g = util::shared();
+    if !util::require("userns") {
+        return;
+    }
+    let l = HostListeners::new();
+    let sb = util::builder().net(Net::Loopback).build().unwrap();
+    let a = sb.create().unwrap();
+    let b = sb.create().unwrap();
+    let serve = r#"
+import socket, subprocess, sys
+code = '''
+import socket, os, time
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("127.0.0.1", 4242)); t.listen()
+u = socket.socket(socket.AF_UNIX); u.bind("\\0rsandbox-hostile-lo"); u.listen()
+print("up", flush=True)
+time.sleep(60)
+'''
+p = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+out['server'] = p.stdout.readline().decode().strip()
+"#;
+    let r = attack_in(&a, serve);
+    assert_eq!(s(&r, "server"), "up");
+    let probe = format!(
+        "{}import socket\n\
+         def tcp(port):\n    \
+             s = socket.socket(); s.settimeout(2)\n    \
+             return err(lambda: s.connect(('127.0.0.1', port)))\n\
+         out['own_port'] = tcp(4242)\n\
+         u = socket.socket(socket.AF_UNIX)\n\
+         out['own_abstract'] = err(lambda: u.connect('\\0rsandbox-hostile-lo'))\n\
+         out['host_tcp'] = tcp(TCP4)\n",
+        l.targets()
+    );
+    let ra = attack_in(&a, &probe);
+    let rb = attack_in(&b, &probe);
+    assert_eq!(s(&ra, "own_port"), "ok", "the control: A reaches its own server");
+    assert_eq!(s(&ra, "own_abstract"), "ok");
+    assert_eq!(s(&rb, "own_port"), "ECONNREFUSED", "B reached A's listener");
+    assert_eq!(s(&rb, "own_abstract"), "ECONNREFUSED", "B reached A's socket");
+    assert_eq!(s(&ra, "host_tcp"), "ECONNREFUSED", "A reached the host");
+    assert_eq!(s(&rb, "host_tcp"), "ECONNREFUSED");
+    a.destroy().unwrap();
+    b.destroy().unwrap();
+    l.assert_untouched();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Signals and processes
+// ---------------------------------------------------------------------------------------------
+
+/// Host processes whose name (comm) is `name`.
+fn processes_named(name: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            (comm.trim() == name).then_some(pid)
+        })
+        .collect()
+}
+
+/// A fork bomb and a thread bomb are bounded while they run (neither gets past the pids
+/// limit, 256), and what a program leaves behind when it exits 0 is gone after the run: a
+/// SIGSTOPped tree, a double-forked, setsid, SIGTERM/SIGHUP-ignoring daemon and the bomb's
+/// leftovers. Every such process renames itself to a marker; none with that name is alive on
+/// the host afterwards, and the fingerprint is unchanged. (`kill(-1, SIGKILL)` against a host
+/// sentinel: isolation::kill_minus_one_stays_inside.)
+#[test]
+fn processes_bombs_are_bounded_and_leftovers_are_gone() {
+    let _g = util::exclusive();
+    if !util::require("userns") {
+        return;
+    }
+    let marker = format!("hb{}", std::process::id() % 100_000);
+    let sb = util::sandbox();
+    let fp = Fingerprint::take(&sb);
+    let body = format!(
+        r#"
+import signal, threading, time
+MARK = {marker:?}.encode()
+def mark():
+    libc.prctl(15, ctypes.c_char_p(MARK), 0, 0, 0)  # PR_SET_NAME
+# A stopped tree: a child and two grandchildren, all stopped.
+if os.fork() == 0:
+    mark()
+    for _ in range(2):
+        if os.fork() == 0:
+            mark(); os.kill(os.getpid(), signal.SIGSTOP); time.sleep(1000); os._exit(0)
+    os.kill(os.getpid(), signal.SIGSTOP); time.sleep(1000); os._exit(0)
+# A double-forked daemon that ignores SIGTERM and SIGHUP.
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        mark()
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        for fd in (0, 1, 2):
+            os.dup2(os.open('/dev/null', os.O_RDWR), fd)
+        time.sleep(1000)
+    os._exit(0)
+time.sleep(0.2)
+# A fork bomb: fork until refused; every child waits.
+kids = []
+while len(kids) < 5000:
+    try:
+        pid = os.fork()
+    except OSError as e:
+        out['fork_err'] = name(e.errno)
+        break
+    if pid == 0:
+        mark(); time.sleep(1000); os._exit(0)
+    kids.append(pid)
+out['forks'] = len(kids)
+for k in kids[: len(kids) // 2]:
+    os.kill(k, signal.SIGKILL); os.waitpid(k, 0)
+# A thread bomb in the room that is left.
+threads = []
+try:
+    while len(threads) < 5000:
+        t = threading.Thread(target=time.sleep, args=(1000,), daemon=True); t.start(); threads.append(t)
+except RuntimeError as e:
+    out['thread_err'] = str(e)
+out['threads'] = len(threads)
+out['tasks'] = sum(int(open('/proc/%s/status' % p).read().split('Threads:')[1].split()[0])
+                   for p in os.listdir('/proc') if p.isdigit())
+done()
+sys.stdout.flush()
+os._exit(0)  # leave the daemon threads and processes behind
+"#
+    );
+    let t = Instant::now();
+    let r = attack(&sb, &body);
+    let took = t.elapsed();
+    let forks = r["forks"].as_u64().unwrap();
+    let threads = r["threads"].as_u64().unwrap();
+    assert!(forks > 100 && forks < 256, "fork bomb: {forks} forks: {r:?}");
+    assert_eq!(s(&r, "fork_err"), "EAGAIN");
+    assert!(threads > 50 && threads < 256, "thread bomb: {threads}: {r:?}");
+    assert!(
+        r["tasks"].as_u64().unwrap() <= 256,
+        "more tasks than the pids limit: {r:?}"
+    );
+    eprintln!("fork bomb stopped at {forks} forks, thread bomb at {threads} threads, run took {took:?}");
+    fp.assert_same(&sb);
+    assert_eq!(processes_named(&marker), Vec::<u32>::new(), "leftovers alive");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Resources
+// ---------------------------------------------------------------------------------------------
+
+/// A 1 TiB PROT_NONE reservation (what JIT runtimes and allocators do) is allowed: rsandbox
+/// limits memory by cgroup (or the RSS watchdog), never RLIMIT_AS. Touching memory is what is
+/// limited: memory bombs are limits::memory_bomb_is_stopped_and_reported_as_memory (and
+/// limits::fallback_watchdog_stops_a_memory_bomb without cgroups).
+#[test]
+fn resources_terabyte_prot_none_reservation_is_allowed() {
+    let _g = util::shared();
+    if !util::require("userns") {
+        return;
+    }
+    let body = r#"
+import mmap
+m = mmap.mmap(-1, 1 << 40, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000, prot=0)  # MAP_NORESERVE, PROT_NONE
+out['size'] = str(len(m))
+libc.mmap.restype = ctypes.c_void_p
+p = libc.mmap(None, ctypes.c_size_t(1 << 40), 0, 0x22, -1, 0)  # PROT_NONE, PRIVATE|ANONYMOUS
+out['plain'] = 'ok' if p not in (None, 2**64 - 1) else name(ctypes.get_errno())
+out['vm'] = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmSize')][0]
+"#;
+    let r = attack(&util::sandbox(), body);
+    assert_eq!(s(&r, "size"), (1u64 << 40).to_string());
+    assert_eq!(s(&r, "plain"), "ok");
+    let vm_kb: u64 = s(&r, "vm").parse().unwrap();
+    assert!(vm_kb > 2 << 30, "VmSize {vm_kb} kB");
+}
+
+/// Many threads spinning and a program sleeping forever both end at the wall timeout (status
+/// timeout, about 2 s), the spinners bounded to the instance's CPU (1 CPU by default: quota
+/// on cgroups, affinity everywhere), and nothing of either remains.
+#[test]
+fn resources_spinning_threads_and_sleep_forever_end_at_the_timeout() {
+    let _g = util::exclusive();
+    if !util::require("userns") {
+        return;
+    }
+    let sb = util::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let fp = Fingerprint::take(&sb);
+    let spin = "for i in 1 2 3 4 5 6 7 8; do (while :; do :; done) & done; wait";
+    for (what, cmd) in [
+        ("spin", Command::new("/bin/sh").args(["-c", spin])),
+        ("sleep", Command::new("/bin/sleep").arg("infinity")),
+    ] {
+        let t = Instant::now();
+        let o = sb.run(&cmd).unwrap();
+        assert_eq!(o.status, Status::Timeout, "{what}: {o:#?}");
+        assert!(
+            o.wall_ms >= 1900.0 && t.elapsed() < Duration::from_secs(6),
+            "{what}: wall {} ms, run took {:?}",
+            o.wall_ms,
+            t.elapsed()
+        );
+        if what == "spin" {
+            assert!(
+                o.cpu_ms <= o.wall_ms * 1.25 + 100.0,
+                "8 spinners used {} ms of CPU in {} ms: more than one CPU",
+                o.cpu_ms,
+                o.wall_ms
+            );
+        }
+        fp.assert_same(&sb);
+    }
+}
+
+/// 10 GiB written to stdout are drained (never blocking the program), counted exactly, kept
+/// only up to the cap, and the supervisor's memory does not grow with them.
+#[test]
+fn resources_ten_gib_of_stdout_is_drained_in_constant_memory() {
+    let _g = util::shared();
+    if !util::require("userns") {
+        return;
+    }
+    let rss = || {
+        let st = std::fs::read_to_string("/proc/self/status").unwrap();
+        st.lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap()
+            * 1024
+    };
+    let sb = util::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let before = rss();
+    let t = Instant::now();
+    let o = sb
+        .run(&Command::new("/usr/bin/head").args(["-c", "10G", "/dev/zero"]))
+        .unwrap();
+    assert_eq!(o.status, Status::Ok, "{o:#?}");
+    assert_eq!(o.stdout_bytes, 10 << 30);
+    assert!(o.stdout_truncated);
+    assert_eq!(o.stdout_bytes().len() as u64, rsandbox::defaults::OUTPUT_LIMIT);
+    let grew = rss().saturating_sub(before);
+    eprintln!("10 GiB of stdout in {:?}; supervisor RSS grew {grew} bytes", t.elapsed());
+    assert!(grew < 64 << 20, "the supervisor grew by {grew} bytes");
+}
+
+/// Filling /tmp, /dev/shm and the work dir stops at each one's size with ENOSPC (they are
+/// tmpfs mounts of the instance), the program goes on, and the host's disk does not fill: its
+/// free space while all three are full is within a margin of before (other writers share the
+/// disk), far less than the bytes written.
+#[test]
+fn resources_filling_tmp_shm_and_work_dir_is_bounded() {
+    let _g = util::shared();
+    if !util::require("userns") {
+        return;
+    }
+    let free = |p: &str| {
+        let c = std::ffi::CString::new(p).unwrap();
+        // SAFETY: statvfs writes the struct we pass.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+        st.f_bavail as i64 * st.f_frsize as i64
+    };
+    let sb = util::builder()
+        .memory(1 << 30) // room for all three at once (tmpfs pages are charged to the instance)
+        .build()
+        .unwrap();
+    let inst = sb.create().unwrap();
+    let before: Vec<i64> = ["/", "/tmp"].iter().map(|p| free(p)).collect();
+    let body = r#"
+chunk = b'\xa5' * (1 << 20)
+for d in ['/tmp', '/dev/shm', '/home/sandbox']:
+    n = 0
+    try:
+        with open(d + '/fill', 'wb') as f:
+            while n < (2 << 30):
+                f.write(chunk); f.flush(); n += len(chunk)
+    except OSError as e:
+        out[d + ' err'] = name(e.errno)
+    out[d] = os.stat(d + '/fill').st_size
+    out[d + ' fs'] = [l.split(' - ')[1].split()[0] for l in open('/proc/self/mountinfo') if l.split()[4] == d][0]
+out['goes_on'] = 'yes'
+"#;
+    let r = attack_in(&inst, body);
+    let written: i64 = ["/tmp", "/dev/shm", "/home/sandbox"]
+        .iter()
+        .map(|d| r[*d].as_i64().unwrap())
+        .sum();
+    let after: Vec<i64> = ["/", "/tmp"].iter().map(|p| free(p)).collect();
+    for (d, size) in [
+        ("/tmp", rsandbox::defaults::TMP_SIZE),
+        ("/dev/shm", rsandbox::defaults::SHM_SIZE),
+        ("/home/sandbox", rsandbox::defaults::WORK_SIZE),
+    ] {
+        assert_eq!(s(&r, &format!("{d} err")), "ENOSPC", "{d}: {r:?}");
+        assert_eq!(s(&r, &format!("{d} fs")), "tmpfs", "{d}");
+        let n = r[d].as_u64().unwrap();
+        assert!(n <= size && n + (2 << 20) >= size, "{d}: {n} of {size}");
+    }
+    assert_eq!(s(&r, "goes_on"), "yes");
+    for (i, p) in ["/", "/tmp"].iter().enumerate() {
+        let used = before[i] - after[i];
+        eprintln!("host {p}: {used} bytes less free while {written} bytes fill the instance");
+        assert!(
+            used < written / 2,
+            "the host's {p} lost {used} bytes while the instance wrote {written}"
+        );
+    }
+    inst.destroy().unwrap();
+}
+
+/// Exhausting fds stops at RLIMIT_NOFILE (EMFILE at 1024, and the limit cannot be raised);
+/// exhausting SysV IPC (shared memory, message queues, semaphores: until the kernel refuses)
+/// happens in the instance's own IPC namespace: the host's /proc/sysvipc tables are the same
+/// while the instance holds everything and after it is gone.
+#[test]
+fn resources_fd_and_sysv_ipc_exhaustion_stay_in_the_instance() {
+    let _g = util::shared();
+    if !util::require("userns") {
+        return;
+    }
+    let tables = || -> Vec<String> {
+        ["shm", "msg", "sem"]
+            .iter()
+            .map(|t| std::fs::read_to_string(format!("/proc/sysvipc/{t}")).unwrap())
+            .collect()
+    };
+    let host_before = tables();
+    let inst = util::sandbox().create().unwrap();
+    let body = r#"
+import resource
+fds = []
+try:
+    while True:
+        fds.append(os.open('/dev/null', os.O_RDONLY))
+except OSError as e:
+    out['fd_err'] = name(e.errno)
+out['fds'] = len(fds) + 3
+try:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1 << 20, 1 << 20)); out['raise'] = 'ok'
+except (ValueError, OSError):
+    out['raise'] = 'refused'
+for fd in fds:
+    os.close(fd)
+libc.shmget.restype = libc.msgget.restype = libc.semget.restype = ctypes.c_int
+def exhaust(f, cap):
+    n = 0
+    while n < cap:
+        if f() < 0:
+            return n, name(ctypes.get_errno())
+        n += 1
+    return n, 'capped'
+out['shm'] = exhaust(lambda: libc.shmget(0, 4096, 0o1600), 100000)
+out['msg'] = exhaust(lambda: libc.msgget(0, 0o1600), 100000)
+out['sem'] = exhaust(lambda: libc.semget(0, 1, 0o1600), 100000)
+out['seen'] = [len(open('/proc/sysvipc/' + t).read().splitlines()) - 1 for t in ('shm', 'msg', 'sem')]
+"#;
+    let r = attack_in(&inst, body);
+    assert_eq!(s(&r, "fd_err"), "EMFILE");
+    assert_eq!(r["fds"], 1024);
+    assert_eq!(s(&r, "raise"), "refused");
+    for t in ["shm", "msg", "sem"] {
+        let (n, e) = (r[t][0].as_u64().unwrap(), r[t][1].as_str().unwrap());
+        assert_eq!(e, "ENOSPC", "{t}: stopped after {n}: {r:?}");
+        assert!(n >= 1000, "{t}: {n}");
+    }
+    assert_eq!(tables(), host_before, "the host's SysV IPC changed while the instance was full");
+    inst.destroy().unwrap();
+    assert_eq!(tables(), host_before);
+}
