@@ -719,7 +719,7 @@ fn proc_shows_no_host_process_or_environment() {
         return;
     }
     let marker = format!("hostile-marker-{}-{}", std::process::id(), nanos());
-    let mut sentinel = KillOnDrop(
+    let mut sentinel = util::KillOnDrop(
         std::process::Command::new("/bin/sh")
             .args(["-c", &format!("sleep 30; : {marker}")])
             .env("HOSTILE_MARKER", &marker)
@@ -813,16 +813,6 @@ fn nanos() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos()
-}
-
-/// A host child process, killed and reaped when dropped (also when an assertion fails).
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -921,33 +911,6 @@ int main(void) {
 }
 "#;
 
-/// Compiles C source with the host's compiler into `dir/name` (static when it can, so it needs
-/// nothing from the instance).
-fn compile_c(dir: &Path, name: &str, src: &str) -> PathBuf {
-    let c = dir.join(format!("{name}.c"));
-    std::fs::write(&c, src).unwrap();
-    let out = dir.join(name);
-    let build = |extra: &[&str]| {
-        std::process::Command::new("cc")
-            .args(extra)
-            .args(["-O1", "-o"])
-            .arg(&out)
-            .arg(&c)
-            .output()
-            .expect("running cc")
-    };
-    let r = build(&["-static"]);
-    if !r.status.success() {
-        let r = build(&[]);
-        assert!(
-            r.status.success(),
-            "cc failed: {}",
-            String::from_utf8_lossy(&r.stderr)
-        );
-    }
-    out
-}
-
 /// Capability sets are empty, NoNewPrivs is 1, Seccomp is 2 (filter mode, one filter), in a
 /// program and in its children. A setuid-root binary does not elevate: a host one (passwd,
 /// setuid root, 04755, still marked so inside) runs as uid 1000, and as root a setuid-root
@@ -961,7 +924,7 @@ fn privilege_caps_no_new_privs_seccomp_and_setuid_binaries() {
         return;
     }
     let dir = open_tempdir();
-    let whoami = compile_c(dir.path(), "whoami", WHOAMI_C);
+    let whoami = util::compile_c(dir.path(), "whoami", WHOAMI_C);
     let suid = util::is_root();
     if suid {
         std::os::unix::fs::chown(&whoami, Some(0), Some(0)).unwrap();
@@ -1364,7 +1327,7 @@ fn syscalls_denied_list_through_every_abi() {
         ));
     }
     let dir = tempfile::tempdir().unwrap();
-    let prog = compile_c(dir.path(), "abi", &ABI_DRIVER_C.replace("ROWS", &rows));
+    let prog = util::compile_c(dir.path(), "abi", &ABI_DRIVER_C.replace("ROWS", &rows));
     let bin = std::fs::read(prog).unwrap();
     let run = |p: Profile| -> BTreeMap<(String, String), i64> {
         let o = with_profile(p)
@@ -2066,19 +2029,11 @@ fn resources_ten_gib_of_stdout_is_drained_in_constant_memory() {
     if !util::require("userns") {
         return;
     }
-    let rss = || {
-        let st = std::fs::read_to_string("/proc/self/status").unwrap();
-        st.lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .unwrap()
-            * 1024
-    };
     let sb = util::builder()
         .timeout(Duration::from_secs(120))
         .build()
         .unwrap();
-    let before = rss();
+    let before = util::vm_rss();
     let t = Instant::now();
     let o = sb
         .run(&Command::new("/usr/bin/head").args(["-c", "10G", "/dev/zero"]))
@@ -2090,7 +2045,7 @@ fn resources_ten_gib_of_stdout_is_drained_in_constant_memory() {
         o.stdout_bytes().len() as u64,
         rsandbox::defaults::OUTPUT_LIMIT
     );
-    let grew = rss().saturating_sub(before);
+    let grew = util::vm_rss().saturating_sub(before);
     eprintln!(
         "10 GiB of stdout in {:?}; supervisor RSS grew {grew} bytes",
         t.elapsed()
