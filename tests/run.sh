@@ -27,7 +27,7 @@ if [ "$(id -u)" = 0 ]; then
     testbin=$(cargo test --release --locked --test integration --no-run --message-format=json 2>/dev/null \
         | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
     cp "$testbin" "$bindir/integration"
-    cp target/release/rsandbox "$bindir/rsandbox"
+    cp "${CARGO_TARGET_DIR:-target}/release/rsandbox" "$bindir/rsandbox"
     chmod 755 "$bindir" "$bindir"/*
     # Unprivileged, this host's v1 cgroups are not delegated: do not expect them.
     runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$(getent passwd "$user" | cut -d: -f6)" \
