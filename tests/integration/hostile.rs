@@ -1981,6 +1981,17 @@ out['vm'] = [l.split()[1] for l in open('/proc/self/status') if l.startswith('Vm
     assert!(vm_kb > 2 << 30, "VmSize {vm_kb} kB");
 }
 
+/// 16 threads spinning on the CPU in one process.
+const SPIN_C: &str = r#"
+#include <pthread.h>
+static void *spin(void *a) { for (volatile unsigned long i = 0;; i++) {} return a; }
+int main(void) {
+    pthread_t t;
+    for (int i = 0; i < 15; i++) pthread_create(&t, 0, spin, 0);
+    spin(0);
+}
+"#;
+
 /// Many threads spinning and a program sleeping forever both end at the wall timeout (status
 /// timeout, about 2 s), the spinners bounded to the instance's CPU (1 CPU by default: quota
 /// on cgroups, affinity everywhere), and nothing of either remains.
@@ -1994,10 +2005,11 @@ fn resources_spinning_threads_and_sleep_forever_end_at_the_timeout() {
         .timeout(Duration::from_secs(2))
         .build()
         .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spin = std::fs::read(util::compile_c(dir.path(), "spin", SPIN_C)).unwrap();
     let fp = Fingerprint::take(&sb);
-    let spin = "for i in 1 2 3 4 5 6 7 8; do (while :; do :; done) & done; wait";
     for (what, cmd) in [
-        ("spin", Command::new("/bin/sh").args(["-c", spin])),
+        ("spin", Command::new("./spin").file("spin", spin, 0o755)),
         ("sleep", Command::new("/bin/sleep").arg("infinity")),
     ] {
         let t = Instant::now();
@@ -2012,7 +2024,7 @@ fn resources_spinning_threads_and_sleep_forever_end_at_the_timeout() {
         if what == "spin" {
             assert!(
                 o.cpu_ms <= o.wall_ms * 1.25 + 100.0,
-                "8 spinners used {} ms of CPU in {} ms: more than one CPU",
+                "16 spinning threads used {} ms of CPU in {} ms: more than one CPU",
                 o.cpu_ms,
                 o.wall_ms
             );
