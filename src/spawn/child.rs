@@ -791,7 +791,22 @@ fn program_main(plan: &ExecPlan, fds: &[RawFd]) -> ! {
         let mut errno = libc::ENOENT;
         let mut p = plan.paths;
         while !(*p).is_null() {
-            libc::execve(*p, plan.argv, plan.envp);
+            // ETXTBSY: a file the supervisor has just written into the work dir (Command::file)
+            // can still be open for writing in a process another supervisor thread is forking at
+            // that moment (a copy of the fd table lives until that child execs or, for a reaper,
+            // closes its fds). The window is microseconds: wait it out, up to 200 ms.
+            let mut busy = 0;
+            while libc::execve(*p, plan.argv, plan.envp) < 0
+                && sys::errno() == libc::ETXTBSY
+                && busy < 200
+            {
+                busy += 1;
+                let ms = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 1_000_000,
+                };
+                libc::nanosleep(&ms, ptr::null_mut());
+            }
             let e = sys::errno();
             match e {
                 libc::ENOENT | libc::ENOTDIR => {}
