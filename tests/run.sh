@@ -38,7 +38,7 @@ if [ "$(id -u)" = 0 ]; then
         | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
     [ -n "$testbin" ] && [ -x "$testbin" ] || { echo "tests/run.sh: cargo did not name the integration test binary" >&2; exit 1; }
     cp "$testbin" "$bindir/integration"
-    cp target/release/rsandbox "$bindir/rsandbox"
+    cp "${CARGO_TARGET_DIR:-target}/release/rsandbox" "$bindir/rsandbox"
     chmod 755 "$bindir" "$bindir"/*
     # Unprivileged, this host's v1 cgroups are not delegated: do not expect them.
     runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$(getent passwd "$user" | cut -d: -f6)" \

@@ -82,6 +82,9 @@ pub fn reaper_main(args: &ReaperArgs<'_>) -> ! {
         if sys::close_range(4, u32::MAX, 0).is_err() {
             libc::_exit(125);
         }
+        // Programs can read pid 1's command line and name (/proc/1/cmdline is not behind the
+        // ptrace check that guards environ, mem and exe): erase the supervisor's.
+        hide_supervisor_identity();
 
         // Wait until the supervisor has written our id maps.
         let mut buf = [0u8; 64];
@@ -89,6 +92,15 @@ pub fn reaper_main(args: &ReaperArgs<'_>) -> ! {
             Ok((n, _)) if n > 0 => {}
             _ => libc::_exit(125),
         }
+
+        // On cgroup v1 the supervisor moved us into the instance's cgroups after the clone,
+        // so the cgroup namespace made by the clone is rooted at the supervisor's cgroups and
+        // /proc/self/cgroup would show the instance's host path (`/rsandbox-SLOT`). A fresh
+        // one, now, is rooted at the instance's own cgroups ("/" inside), as on v2.
+        check!(
+            sys::cvt(libc::unshare(libc::CLONE_NEWCGROUP)),
+            stage::CGROUP_NS
+        );
 
         let host = args.hostname.to_bytes();
         check!(
@@ -133,6 +145,71 @@ pub fn reaper_main(args: &ReaperArgs<'_>) -> ! {
         libc::close(work_fd);
 
         serve(args, sfd)
+    }
+}
+
+/// The reaper is a copy of the supervisor, so `/proc/1/cmdline` inside would show the
+/// supervisor's argv (host paths, `--ro`/`--rw` sources, daemon flags) and `/proc/1/comm` its
+/// name. Overwrites this copy's argv and environment strings (found through
+/// `/proc/self/stat` fields 48-51: arg_start, arg_end, env_start, env_end) with
+/// `rsandbox-init` and NULs, and renames the thread. Best effort: a failure leaves them as they
+/// were (environ stays unreadable inside either way: the reaper is non-dumpable).
+fn hide_supervisor_identity() {
+    const NAME: &[u8] = b"rsandbox-init";
+    // SAFETY: prctl with a NUL-terminated static string.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"rsandbox-init".as_ptr(), 0, 0, 0) };
+    let mut buf = [0u8; 2048];
+    // SAFETY: open/close of a NUL-terminated literal path; read into a stack buffer.
+    let n = unsafe {
+        let fd = libc::open(
+            c"/proc/self/stat".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return;
+        }
+        let n = sys::read(fd, &mut buf);
+        libc::close(fd);
+        match n {
+            Ok(n) if n > 0 => n,
+            _ => return,
+        }
+    };
+    let stat = &buf[..n];
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let Some(close) = stat.iter().rposition(|&b| b == b')') else {
+        return;
+    };
+    let mut fields = [0usize; 4];
+    for (i, word) in stat[close + 1..]
+        .split(|&b| b == b' ' || b == b'\n')
+        .filter(|w| !w.is_empty())
+        .enumerate()
+    {
+        if let Some(k) = (i + 3).checked_sub(48).filter(|&k| k < 4) {
+            let mut v = 0usize;
+            for &d in word {
+                if !d.is_ascii_digit() {
+                    return;
+                }
+                v = v.wrapping_mul(10).wrapping_add((d - b'0') as usize);
+            }
+            fields[k] = v;
+        }
+    }
+    let [arg_start, arg_end, env_start, env_end] = fields;
+    for (start, end) in [(arg_start, arg_end), (env_start, env_end)] {
+        if start == 0 || end <= start {
+            continue;
+        }
+        // SAFETY: [start, end) is this process's own argv/environment string area on its
+        // initial stack, mapped and writable; this copy of the memory is ours alone (clone
+        // without CLONE_VM), so the supervisor's strings are untouched.
+        unsafe { ptr::write_bytes(start as *mut u8, 0, end - start) };
+    }
+    if arg_end > arg_start + NAME.len() {
+        // SAFETY: as above; NAME fits with room for its NUL, which write_bytes left.
+        unsafe { ptr::copy_nonoverlapping(NAME.as_ptr(), arg_start as *mut u8, NAME.len()) };
     }
 }
 
@@ -714,7 +791,22 @@ fn program_main(plan: &ExecPlan, fds: &[RawFd]) -> ! {
         let mut errno = libc::ENOENT;
         let mut p = plan.paths;
         while !(*p).is_null() {
-            libc::execve(*p, plan.argv, plan.envp);
+            // ETXTBSY: a file the supervisor has just written into the work dir (Command::file)
+            // can still be open for writing in a process another supervisor thread is forking at
+            // that moment (a copy of the fd table lives until that child execs or, for a reaper,
+            // closes its fds). The window is microseconds: wait it out, up to 200 ms.
+            let mut busy = 0;
+            while libc::execve(*p, plan.argv, plan.envp) < 0
+                && sys::errno() == libc::ETXTBSY
+                && busy < 200
+            {
+                busy += 1;
+                let ms = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 1_000_000,
+                };
+                libc::nanosleep(&ms, ptr::null_mut());
+            }
             let e = sys::errno();
             match e {
                 libc::ENOENT | libc::ENOTDIR => {}

@@ -93,6 +93,7 @@ pub mod stage {
     /// Not a failure: the record carries the seccomp listener fd.
     pub const LISTENER: u32 = 33;
     pub const LANDLOCK: u32 = 15;
+    pub const CGROUP_NS: u32 = 16;
     pub const CGROUP: u32 = 34;
     pub const AFFINITY: u32 = 35;
 }
@@ -129,6 +130,7 @@ pub fn stage_name(s: u32) -> &'static str {
         EXEC => "exec",
         SECCOMP => "seccomp",
         LANDLOCK => "landlock",
+        CGROUP_NS => "cgroup-namespace",
         CGROUP => "cgroup",
         AFFINITY => "cpu-affinity",
         _ => "unknown",

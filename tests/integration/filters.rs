@@ -443,27 +443,7 @@ int main(void) {
 }
 "#;
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("abi.c"), src).unwrap();
-        let out = dir.path().join("abi");
-        let build = |extra: &[&str]| {
-            std::process::Command::new("cc")
-                .args(extra)
-                .args(["-O1", "-o"])
-                .arg(&out)
-                .arg(dir.path().join("abi.c"))
-                .output()
-                .expect("running cc (the C compiler Rust links with)")
-        };
-        // Static, so the program needs nothing from the instance; dynamic if no static libc.
-        let r = build(&["-static"]);
-        if !r.status.success() {
-            let r = build(&[]);
-            assert!(
-                r.status.success(),
-                "cc failed: {}",
-                String::from_utf8_lossy(&r.stderr)
-            );
-        }
+        let out = util::compile_c(dir.path(), "abi", src);
         std::fs::read(&out).unwrap()
     })
 }

@@ -15,17 +15,6 @@ fn sh(script: &str) -> Command {
     Command::new("/bin/sh").args(["-c", script])
 }
 
-/// This process's resident set size in bytes, from /proc/self/status.
-fn vm_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS line");
-    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kb * 1024
-}
-
 /// 5 MB to stderr, then 5 MB to stdout: a supervisor that read one stream to EOF before the
 /// other (or waited for exit first) would deadlock on the full stderr pipe and time out.
 /// Every byte is counted, only the cap is kept, and the cap is reported as a limit hit.
@@ -97,13 +86,13 @@ fn one_gib_of_output_neither_hangs_nor_grows_memory() {
         return;
     }
     let sb = util::builder().build().unwrap();
-    let base = vm_rss();
+    let base = util::vm_rss();
     let peak = AtomicU64::new(base);
     let done = AtomicBool::new(false);
     let out = std::thread::scope(|s| {
         s.spawn(|| {
             while !done.load(Ordering::Relaxed) {
-                peak.fetch_max(vm_rss(), Ordering::Relaxed);
+                peak.fetch_max(util::vm_rss(), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(5));
             }
         });

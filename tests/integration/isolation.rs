@@ -147,16 +147,6 @@ fn reaper_is_pid_1_and_only_instance_processes_are_visible() {
     );
 }
 
-/// A host child process, killed and reaped when dropped (also when an assertion fails).
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `kill(-1, SIGKILL)` inside reaches the instance's own processes, but neither a host process
 /// (as non-root it runs under the very same host uid) nor another instance's processes.
 #[test]
@@ -166,7 +156,7 @@ fn kill_minus_one_stays_inside() {
         return;
     }
     let sb = util::sandbox();
-    let mut sentinel = KillOnDrop(
+    let mut sentinel = util::KillOnDrop(
         std::process::Command::new("sleep")
             .arg("30")
             .stdin(Stdio::null())

@@ -246,3 +246,51 @@ impl Fingerprint {
         assert_eq!(self.fds, now.fds, "open fds changed");
     }
 }
+
+/// A host child process, killed and reaped when dropped (also when an assertion fails).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Compiles C source with the host's compiler (the one Rust links with) into `dir/name`:
+/// static when it can, so the program needs nothing from the instance; dynamic if there is no
+/// static libc.
+pub fn compile_c(dir: &Path, name: &str, src: &str) -> PathBuf {
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, src).unwrap();
+    let out = dir.join(name);
+    let build = |extra: &[&str]| {
+        std::process::Command::new("cc")
+            .args(extra)
+            .args(["-O1", "-o"])
+            .arg(&out)
+            .arg(&c)
+            .output()
+            .expect("running cc (the C compiler Rust links with)")
+    };
+    if !build(&["-static"]).status.success() {
+        let r = build(&[]);
+        assert!(
+            r.status.success(),
+            "cc failed: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+    }
+    out
+}
+
+/// This process's resident set size in bytes.
+pub fn vm_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS line");
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
