@@ -38,20 +38,54 @@ pub enum DeviceKind {
     Block,
 }
 
-/// The minimal set: /dev/null (1:3), zero (1:5), full (1:7), random (1:8), urandom (1:9),
-/// read+write, no mknod.
-pub fn minimal() -> Vec<DeviceRule> {
-    [3, 5, 7, 8, 9]
-        .into_iter()
-        .map(|minor| DeviceRule {
+impl DeviceRule {
+    /// Read and write of the character device `major:minor`, no mknod.
+    pub fn char_rw(major: u32, minor: u32) -> DeviceRule {
+        DeviceRule {
             kind: DeviceKind::Char,
-            major: 1,
+            major,
             minor: Some(minor),
             read: true,
             write: true,
             mknod: false,
-        })
-        .collect()
+        }
+    }
+
+    /// The rule as a cgroup v1 `devices.allow` line (`c 195:0 rw`).
+    pub fn v1_entry(&self) -> String {
+        let kind = match self.kind {
+            DeviceKind::Char => 'c',
+            DeviceKind::Block => 'b',
+        };
+        let minor = self.minor.map_or("*".to_string(), |m| m.to_string());
+        let access: String = [(self.read, 'r'), (self.write, 'w'), (self.mknod, 'm')]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, c)| *c)
+            .collect();
+        format!("{kind} {}:{minor} {access}", self.major)
+    }
+}
+
+/// The minimal set: /dev/null (1:3), zero (1:5), full (1:7), random (1:8), urandom (1:9),
+/// read+write, no mknod.
+pub fn minimal() -> Vec<DeviceRule> {
+    allow_list(&[])
+}
+
+/// An instance's allow list, the one both cgroup versions enforce (v1 `devices.allow`, v2 the
+/// program of [`program`]): the minimal set plus `extra` (e.g. the GPU nodes it was granted).
+pub fn allow_list(extra: &[DeviceRule]) -> Vec<DeviceRule> {
+    let mut rules: Vec<DeviceRule> = [3, 5, 7, 8, 9]
+        .into_iter()
+        .map(|minor| DeviceRule::char_rw(1, minor))
+        .collect();
+    for r in extra {
+        if !rules.contains(r) {
+            rules.push(*r);
+        }
+    }
+    rules
 }
 
 // ---- Kernel ABI (include/uapi/linux/bpf.h) ----------------------------------------------
