@@ -732,6 +732,43 @@ mod tests {
     }
 
     #[test]
+    fn gpu_allow_list_allows_exactly_the_granted_nodes() {
+        use DeviceKind::{Block, Char};
+        // nvidia2, nvidiactl and nvidia-uvm (a dynamic major) granted; the rest of 195 not.
+        let granted = [
+            DeviceRule::char_rw(195, 2),
+            DeviceRule::char_rw(195, 255),
+            DeviceRule::char_rw(511, 0),
+        ];
+        let rules = allow_list(&granted);
+        assert_eq!(rules.len(), 8);
+        assert_eq!(rules[..5], minimal()[..]);
+        assert_eq!(allow_list(&[DeviceRule::char_rw(1, 3)]), minimal());
+        let p = program(&rules);
+        for (major, minor) in [(195, 2), (195, 255), (511, 0), (1, 3), (1, 9)] {
+            assert!(allowed(&p, Char, ACC_READ | ACC_WRITE, major, minor));
+            assert!(!allowed(&p, Char, ACC_MKNOD, major, minor));
+            assert!(!allowed(&p, Block, ACC_READ, major, minor));
+        }
+        for (major, minor) in [(195, 0), (195, 1), (195, 3), (195, 254), (511, 1), (1, 4)] {
+            assert!(
+                !allowed(&p, Char, ACC_READ, major, minor),
+                "{major}:{minor}"
+            );
+        }
+        assert_eq!(granted[0].v1_entry(), "c 195:2 rw");
+        let any_block = DeviceRule {
+            kind: Block,
+            major: 8,
+            minor: None,
+            read: true,
+            write: false,
+            mknod: true,
+        };
+        assert_eq!(any_block.v1_entry(), "b 8:* rm");
+    }
+
+    #[test]
     fn access_bits_are_checked_per_rule() {
         let m = |read, write, mknod| DeviceRule {
             kind: DeviceKind::Block,
