@@ -25,6 +25,13 @@ struct FakeGpus {
     _owned: Option<tempfile::TempDir>,
 }
 
+impl FakeGpus {
+    /// A test builder taking its GPU nodes from here.
+    fn builder(&self) -> rsandbox::SandboxBuilder {
+        util::builder().gpu_dev_dir(&self.dev)
+    }
+}
+
 /// Where fake nodes may be made: the first of these on a filesystem without `nodev` (the
 /// guest's `/var/tmp` is read-only and its `/tmp` is `nodev`; its `/var/lib/rsandbox` is not).
 const NODE_BASES: &[&str] = &["/var/tmp", "/tmp", "/var/lib/rsandbox"];
@@ -191,11 +198,7 @@ fn uvm_major(dev: &Path) -> u32 {
 fn an_instance_sees_exactly_its_gpus() {
     let _g = util::shared();
     let Some(fake) = fake_gpus() else { return };
-    let sb = util::builder()
-        .gpu_dev_dir(&fake.dev)
-        .gpu_devices(&[3, 1])
-        .build()
-        .unwrap();
+    let sb = fake.builder().gpu_devices(&[3, 1]).build().unwrap();
     let o = util::py(&sb, LOOK);
     let out = ok(&o);
     let l: Vec<&str> = out.lines().collect();
@@ -242,8 +245,8 @@ fn the_device_controller_denies_a_bound_and_granted_node() {
     let _g = util::shared();
     let Some(fake) = fake_gpus() else { return };
     assert_eq!(open_errno(&fake.dev.join("nvidia2")), libc::ENXIO);
-    let sb = util::builder()
-        .gpu_dev_dir(&fake.dev)
+    let sb = fake
+        .builder()
         .gpu_devices(&[1])
         .gpu_uncontrolled_nodes(&["nvidia2"])
         .build()
@@ -281,11 +284,7 @@ fn v1_devices_list_is_exactly_the_granted_nodes() {
         return;
     }
     let Some(fake) = fake_gpus() else { return };
-    let sb = util::builder()
-        .gpu_dev_dir(&fake.dev)
-        .gpu_devices(&[2])
-        .build()
-        .unwrap();
+    let sb = fake.builder().gpu_devices(&[2]).build().unwrap();
     let inst = sb.create().unwrap();
     let dirs = util::instance_cgroups(&sb, &inst);
     let dir = dirs
@@ -314,11 +313,7 @@ fn v1_devices_list_is_exactly_the_granted_nodes() {
 fn instances_get_disjoint_gpus_until_none_are_free() {
     let _g = util::shared();
     let Some(fake) = fake_gpus() else { return };
-    let sb = util::builder()
-        .gpu_dev_dir(&fake.dev)
-        .gpus(2)
-        .build()
-        .unwrap();
+    let sb = fake.builder().gpus(2).build().unwrap();
     let a = sb.create().unwrap();
     let b = sb.create().unwrap();
     assert_eq!((a.gpus(), b.gpus()), (&[0, 1][..], &[2, 3][..]));
@@ -339,8 +334,8 @@ fn instances_get_disjoint_gpus_until_none_are_free() {
         "not enough free GPUs for 2 GPUs: free none, in use 0, 1, 2, 3 (not waiting)"
     );
 
-    let waiting = util::builder()
-        .gpu_dev_dir(&fake.dev)
+    let waiting = fake
+        .builder()
         .gpus(2)
         .gpu_wait(util::allow(20.0))
         .build()
@@ -372,17 +367,13 @@ fn instances_get_disjoint_gpus_until_none_are_free() {
 fn shared_gpus_are_shared_only_with_sharers() {
     let _g = util::shared();
     let Some(fake) = fake_gpus() else { return };
-    let shared = util::builder()
-        .gpu_dev_dir(&fake.dev)
+    let shared = fake
+        .builder()
         .gpu_devices(&[0])
         .gpu_share(true)
         .build()
         .unwrap();
-    let exclusive = util::builder()
-        .gpu_dev_dir(&fake.dev)
-        .gpu_devices(&[0])
-        .build()
-        .unwrap();
+    let exclusive = fake.builder().gpu_devices(&[0]).build().unwrap();
     let s1 = shared.create().unwrap();
     let s2 = shared.create().unwrap();
     assert_eq!((s1.gpus(), s2.gpus()), (&[0][..], &[0][..]));
@@ -436,20 +427,19 @@ fn requests_that_cannot_be_met_say_why() {
         );
     }
     let Some(fake) = fake_gpus() else { return };
-    let build =
-        |b: rsandbox::SandboxBuilder| b.gpu_dev_dir(&fake.dev).build().map(|_| ()).unwrap_err();
+    let build = |b: rsandbox::SandboxBuilder| b.build().map(|_| ()).unwrap_err();
     let e = build(util::builder().gpus(5));
     assert_eq!(
         e.to_string(),
         "5 GPUs asked for, but this host has only 4 (GPU 0, 1, 2, 3)"
     );
     assert!(matches!(e, rsandbox::Error::Gpu(ref g) if !g.is_retryable()));
-    let e = build(util::builder().gpu_devices(&[0, 7]));
+    let e = build(fake.builder().gpu_devices(&[0, 7]));
     assert_eq!(
         e.to_string(),
         "no GPU 7 on this host (it has GPU 0, 1, 2, 3)"
     );
-    let e = build(util::builder().gpu_devices(&[2, 2]));
+    let e = build(fake.builder().gpu_devices(&[2, 2]));
     assert!(matches!(
         e,
         rsandbox::Error::Gpu(GpuError::Duplicate { index: 2 })
@@ -463,12 +453,8 @@ fn no_gpus_means_no_gpu_nodes() {
     let _g = util::shared();
     let Some(fake) = fake_gpus() else { return };
     for sb in [
-        util::builder()
-            .gpu_dev_dir(&fake.dev)
-            .gpus(0)
-            .build()
-            .unwrap(),
-        util::builder().gpu_dev_dir(&fake.dev).build().unwrap(),
+        fake.builder().gpus(0).build().unwrap(),
+        fake.builder().build().unwrap(),
     ] {
         assert!(sb.gpu_pool().is_none());
         let out = ok(&util::py(&sb, LOOK));
@@ -501,8 +487,8 @@ fn driver_libraries_and_nvidia_smi_are_bound_where_the_host_keeps_them() {
     for f in ["libcuda.so.1", "libnvidia-ml.so.1"] {
         std::fs::set_permissions(lib.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
     }
-    let sb = util::builder()
-        .gpu_dev_dir(&fake.dev)
+    let sb = fake
+        .builder()
         .gpus(1)
         .gpu_driver_dirs(vec![lib.clone()], vec![bin.clone()])
         .build()
@@ -591,11 +577,7 @@ fn cli_gpu_options() {
 fn gpu_runs_leave_nothing_behind() {
     let _g = util::exclusive();
     let Some(fake) = fake_gpus() else { return };
-    let sb: Sandbox = util::builder()
-        .gpu_dev_dir(&fake.dev)
-        .gpus(2)
-        .build()
-        .unwrap();
+    let sb: Sandbox = fake.builder().gpus(2).build().unwrap();
     ok(&util::sh(&sb, "true")); // first use: template mount points, state dir
     let before = Fingerprint::take(&sb);
     for _ in 0..3 {
