@@ -428,7 +428,7 @@ fn requests_that_cannot_be_met_say_why() {
     }
     let Some(fake) = fake_gpus() else { return };
     let build = |b: rsandbox::SandboxBuilder| b.build().map(|_| ()).unwrap_err();
-    let e = build(util::builder().gpus(5));
+    let e = build(fake.builder().gpus(5));
     assert_eq!(
         e.to_string(),
         "5 GPUs asked for, but this host has only 4 (GPU 0, 1, 2, 3)"
