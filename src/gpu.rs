@@ -1013,7 +1013,7 @@ mod tests {
         std::os::unix::fs::symlink("libcuda.so.535.1", lib.join("libcuda.so.1")).unwrap();
         std::fs::write(bin.join("nvidia-smi"), b"").unwrap();
         let files = DriverFiles::scan(
-            &[lib.clone()],
+            std::slice::from_ref(&lib),
             &[PathBuf::from("/nonexistent"), bin.clone()],
         );
         let names: Vec<String> = files
@@ -1031,8 +1031,8 @@ mod tests {
         let canon_bin = std::fs::canonicalize(&bin).unwrap();
         let plan = driver_plan(&files, |_| Coverage::Bind);
         assert_eq!(plan.bind_dirs, [canon_lib.clone(), canon_bin.clone()]);
-        assert_eq!(plan.library_path, [canon_lib.clone()]);
-        assert_eq!(plan.path, [canon_bin.clone()]);
+        assert_eq!(plan.library_path, std::slice::from_ref(&canon_lib));
+        assert_eq!(plan.path, std::slice::from_ref(&canon_bin));
         // Visible where they are: nothing to bind, still on the search paths.
         let plan = driver_plan(&files, |_| Coverage::Visible);
         assert!(plan.bind_dirs.is_empty());
