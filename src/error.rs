@@ -56,6 +56,11 @@ pub enum Error {
     /// The instance was destroyed (or its reaper died) before this call.
     #[error("the instance is gone")]
     Gone,
+
+    /// A GPU request that cannot be met: no GPU on this host, more than it has, an unknown
+    /// index, or (`is_retryable`) not enough free now.
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
 }
 
 impl Error {
@@ -88,6 +93,7 @@ impl Error {
             Error::Exec { .. } => "exec",
             Error::Path { .. } => "files",
             Error::Gone => "instance",
+            Error::Gpu(_) => "gpu",
         }
     }
 

@@ -6,8 +6,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::cgroup::devices;
 use crate::defaults;
 use crate::error::{Error, Result};
+use crate::gpu::GpuLease;
 use crate::ns::user::{IdMap, SANDBOX_ID};
 use crate::outcome::{self, Limit, Outcome, Status};
 use crate::sandbox::{self, Command, Inner, Net, Stdin};
@@ -25,6 +27,8 @@ pub struct Instance {
     record: Option<Record>,
     ids: IdMap,
     cg: Option<crate::cgroup::InstanceCgroup>,
+    /// The GPUs it holds; released after everything else is gone.
+    gpu: Option<crate::gpu::GpuLease>,
     /// What enforces each limit for this instance (the sandbox's, less what failed here).
     enforcement: crate::outcome::Enforcement,
     slot: u32,
@@ -68,14 +72,42 @@ fn components(path: &str) -> Result<Vec<CString>> {
 }
 
 impl Instance {
-    pub(crate) fn create(inner: Arc<Inner>) -> Result<Instance> {
+    pub(crate) fn create(inner: Arc<Inner>, lease: Option<GpuLease>) -> Result<Instance> {
+        // GPUs first: waiting for them must not hold a slot.
+        let gpu = match (&inner.gpu, lease) {
+            (Some(g), lease) => Some(g.lease(lease)?),
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(Error::invalid(
+                    "GPU lease",
+                    "this sandbox asks for no GPU; build it with gpus or gpu_devices",
+                ))
+            }
+        };
+        let (rules, gpu_plan) = match (&inner.gpu, &gpu) {
+            (Some(g), Some(lease)) => (
+                devices::allow_list(&g.rules(lease)),
+                Some(sandbox::mount_plan(
+                    &inner.template,
+                    &inner.plan_spec,
+                    Some(&g.nodes(lease)),
+                )),
+            ),
+            _ => (devices::minimal(), None),
+        };
+        let plan = gpu_plan.as_ref().unwrap_or(&inner.plan);
         let mut record = state::claim(&inner.state_dir)?;
         let (euid, egid) = sys::ids();
         let ids = IdMap::for_slot(record.slot, euid, egid);
         let mut enforcement = inner.enforcement.clone();
         let cg = match crate::cgroup::setup() {
             Ok(setup) => {
-                match crate::cgroup::InstanceCgroup::create(setup, record.slot, &inner.limits) {
+                match crate::cgroup::InstanceCgroup::create(
+                    setup,
+                    record.slot,
+                    &inner.limits,
+                    &rules,
+                ) {
                     Ok(cg) => Some(cg),
                     Err(e) if inner.strict => {
                         record.remove();
@@ -92,7 +124,7 @@ impl Instance {
             Err(_) => None,
         };
         if let Some(cg) = &cg {
-            if !cg.attach_devices() {
+            if !cg.attach_devices(&rules) {
                 enforcement.devices = "mount-only".into();
             }
         }
@@ -118,7 +150,7 @@ impl Instance {
             Err(e) => return fail(record, &cg, e),
         };
         let spec = ReaperSpec {
-            plan: &inner.plan,
+            plan,
             landlock: &inner.landlock,
             ids,
             hostname: &inner.hostname,
@@ -148,6 +180,7 @@ impl Instance {
             record: None,
             ids,
             cg,
+            gpu,
             enforcement,
             slot,
             lock: Mutex::new(()),
@@ -633,6 +666,12 @@ impl Instance {
         self.reaper.as_ref().map(|r| r.pid)
     }
 
+    /// The host GPUs this instance holds (the N of `/dev/nvidiaN`; inside, CUDA numbers them
+    /// from 0 in this order).
+    pub fn gpus(&self) -> &[u32] {
+        self.gpu.as_ref().map_or(&[], |l| l.indices())
+    }
+
     /// Kills every process of the instance and removes its mounts, work dir and record.
     /// Mounts and the work dir live only in the instance's mount namespace, so they go with
     /// its last process.
@@ -651,6 +690,7 @@ impl Instance {
         if let Some(rec) = self.record.take() {
             rec.remove();
         }
+        self.gpu = None;
     }
 }
 

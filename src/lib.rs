@@ -20,9 +20,10 @@
 //! ```
 //!
 //! Layout: `sandbox` (builder, policy, one-shot runs), `instance` (a live instance), `outcome`
-//! (the report), `probe` (host features), `ns` (id maps, mount plan, root template), `spawn`
-//! (the only code that forks; its child half never allocates), `state` (records and janitor),
-//! `sys` (raw syscalls). Unsafe code lives only in `sys` and `spawn`.
+//! (the report), `gpu` (GPU nodes, driver files, the `GpuPool` allocator), `probe` (host
+//! features), `ns` (id maps, mount plan, root template), `spawn` (the only code that forks; its
+//! child half never allocates), `state` (records and janitor), `sys` (raw syscalls). Unsafe code
+//! lives only in `sys` and `spawn`.
 //!
 //! Requirements: Linux 5.12+ (clone3, openat2, mount_setattr), user namespaces enabled.
 //!
@@ -40,6 +41,7 @@ pub struct ReadmeDoctests;
 pub mod cgroup;
 pub mod defaults;
 mod error;
+pub mod gpu;
 mod instance;
 mod interp;
 pub mod landlock;
@@ -54,6 +56,7 @@ pub mod state;
 pub(crate) mod sys;
 
 pub use error::{Error, Result};
+pub use gpu::{GpuError, GpuLease, GpuPool, GpuRequest};
 
 /// Whether the calling code runs in a sandbox child between `clone` and `execve`, where
 /// allocation is forbidden. For allocator hooks in tests and debug builds (see

@@ -105,7 +105,7 @@ fn work(shared: &Shared, inner: &Arc<Inner>) {
         }
         if st.ready.len() < shared.warm {
             drop(st);
-            let made = Instance::create(inner.clone());
+            let made = Instance::create(inner.clone(), None);
             st = shared.state.lock().unwrap();
             match made {
                 Ok(inst) => {

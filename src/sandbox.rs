@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use crate::defaults;
 use crate::error::{Error, Result};
+use crate::gpu::{self, Coverage, DevNode, GpuLease, GpuPool, GpuRequest, GpuSetup};
 use crate::instance::Instance;
 use crate::interp::{self, Python};
-use crate::ns::mount::{MountPlan, PlanBuilder, DEV_ATTRS, RO_ATTRS, RW_ATTRS};
-use crate::ns::template::{self, Template, DEV_NODES, SYSTEM_DIRS};
+use crate::ns::mount::{
+    Entry, MountPlan, PlanBuilder, DEV_ATTRS, DEV_DIR_ATTRS, RO_ATTRS, RW_ATTRS,
+};
+use crate::ns::template::{self, Template, DEV_DIRS, DEV_LINKS, DEV_NODES, SYSTEM_DIRS};
 use crate::ns::user::SANDBOX_ID;
 use crate::outcome::{Enforcement, Outcome};
 
@@ -48,6 +51,17 @@ pub struct Bind {
     pub writable: bool,
 }
 
+/// Test-only GPU settings: fake device nodes and driver files (see `SandboxBuilder::gpu_dev_dir`).
+#[derive(Clone, Debug, Default)]
+struct GpuTest {
+    dev_dir: Option<PathBuf>,
+    driver_dirs: Option<(Vec<PathBuf>, Vec<PathBuf>)>,
+    uncontrolled: Vec<String>,
+}
+
+/// Size of a GPU instance's own `/dev` tmpfs (a few empty files and links).
+const DEV_TMPFS_SIZE: u64 = 64 << 10;
+
 /// Builds a `Sandbox`; every setting has the default of DESIGN.md §4.
 #[derive(Clone, Debug)]
 pub struct SandboxBuilder {
@@ -66,6 +80,9 @@ pub struct SandboxBuilder {
     limits: crate::cgroup::Limits,
     cpu_time: Option<Duration>,
     warm: usize,
+    gpu: GpuRequest,
+    gpu_wait: Duration,
+    gpu_test: GpuTest,
 }
 
 impl Default for SandboxBuilder {
@@ -90,6 +107,9 @@ impl Default for SandboxBuilder {
             },
             cpu_time: None,
             warm: 0,
+            gpu: GpuRequest::none(),
+            gpu_wait: Duration::ZERO,
+            gpu_test: GpuTest::default(),
         }
     }
 }
@@ -188,6 +208,54 @@ impl SandboxBuilder {
         self
     }
 
+    /// GPUs per instance (default 0: no GPU node at all). Each instance gets `n` of the host's
+    /// GPUs that no other instance holds (see [`GpuPool`]; [`SandboxBuilder::gpu_share`]
+    /// relaxes that), bound into its `/dev` with the control nodes, allowed by the device
+    /// controller, numbered `0..n` for CUDA (`CUDA_VISIBLE_DEVICES`). Replaces `gpu_devices`.
+    pub fn gpus(mut self, n: u32) -> Self {
+        self.gpu = GpuRequest::count(n).share(self.gpu.is_shared());
+        self
+    }
+    /// These host GPUs (the N of `/dev/nvidiaN`) for every instance. Replaces `gpus`.
+    pub fn gpu_devices(mut self, indices: &[u32]) -> Self {
+        self.gpu = GpuRequest::devices(indices).share(self.gpu.is_shared());
+        self
+    }
+    /// Let an instance hold its GPUs together with other sharing instances (never with an
+    /// exclusive one). Default: exclusive.
+    pub fn gpu_share(mut self, on: bool) -> Self {
+        self.gpu = self.gpu.share(on);
+        self
+    }
+    /// How long `create` and `run` wait (in FIFO order) for enough free GPUs before failing
+    /// with [`crate::GpuError::NotFree`]. Default 0: fail at once.
+    pub fn gpu_wait(mut self, t: Duration) -> Self {
+        self.gpu_wait = t;
+        self
+    }
+    /// Test-only: take the NVIDIA nodes from `dir` (fake nodes made with mknod) instead of
+    /// `/dev`. The environment variable `RSANDBOX_GPU_DEV_DIR` does the same for the CLI.
+    #[doc(hidden)]
+    pub fn gpu_dev_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.gpu_test.dev_dir = Some(dir.into());
+        self
+    }
+    /// Test-only: look for the driver's libraries and tools only in these directories (no
+    /// loader cache).
+    #[doc(hidden)]
+    pub fn gpu_driver_dirs(mut self, libraries: Vec<PathBuf>, tools: Vec<PathBuf>) -> Self {
+        self.gpu_test.driver_dirs = Some((libraries, tools));
+        self
+    }
+    /// Test-only: also bind these nodes of the device directory into `/dev` and grant them in
+    /// Landlock, but leave them out of the device controller's allow list, so that a test can
+    /// show the controller is what denies them.
+    #[doc(hidden)]
+    pub fn gpu_uncontrolled_nodes(mut self, names: &[&str]) -> Self {
+        self.gpu_test.uncontrolled = names.iter().map(|n| n.to_string()).collect();
+        self
+    }
+
     /// Fail at `build` instead of degrading when the kernel cannot enforce a layer (Landlock,
     /// seccomp). Default: best effort, with the report's `enforcement` saying what held.
     pub fn strict(mut self, on: bool) -> Self {
@@ -195,7 +263,6 @@ impl SandboxBuilder {
         self
     }
 
-    /// Validates everything once, prepares the root template and the mount plan.
     /// Keeps `n` instances created ahead of time for [`Sandbox::run`] (default 0: none), and
     /// tears used ones down after the report, both on a background thread (see the README's
     /// "Speed"). The instances and the thread go when the last clone of the `Sandbox` is
@@ -205,8 +272,15 @@ impl SandboxBuilder {
         self
     }
 
+    /// Validates everything once, prepares the root template and the mount plan.
     pub fn build(self) -> Result<Sandbox> {
         validate_env(&self.env)?;
+        if self.warm > 0 && !self.gpu.is_empty() {
+            return Err(Error::invalid(
+                "warm pool",
+                "cannot be combined with GPUs: idle instances would hold their GPUs",
+            ));
+        }
         if self.warm > 64 {
             return Err(Error::invalid(
                 "warm pool",
@@ -316,6 +390,13 @@ impl SandboxBuilder {
                 writable: b.writable,
             });
         }
+        let mut env = Vec::new();
+        let gpu = if self.gpu.is_empty() {
+            None
+        } else {
+            Some(self.prepare_gpus(&source, &template, &mut binds, &mut env)?)
+        };
+        env.extend(self.env.iter().cloned());
         // Parents before children, so nested binds land on their parent's contents.
         binds.sort_by_key(|b| b.inside.components().count());
         for b in &binds {
@@ -332,19 +413,28 @@ impl SandboxBuilder {
                 ));
             }
         }
-        let plan = mount_plan(&template, &source, &self, &binds);
+        let plan_spec = PlanSpec {
+            source: source.clone(),
+            shm_size: self.shm_size,
+            tmp_size: self.tmp_size,
+            work_size: self.work_size,
+            binds,
+        };
+        let plan = mount_plan(&template, &plan_spec, None);
         let mut writable = vec![
             defaults::WORK_DIR.to_string(),
             "/tmp".into(),
             "/dev/shm".into(),
         ];
         writable.extend(
-            binds
+            plan_spec
+                .binds
                 .iter()
                 .filter(|b| b.writable)
                 .map(|b| b.inside.display().to_string()),
         );
-        let devices: Vec<String> = DEV_NODES.iter().map(|n| format!("/dev/{n}")).collect();
+        let mut devices: Vec<String> = DEV_NODES.iter().map(|n| format!("/dev/{n}")).collect();
+        devices.extend(gpu.iter().flat_map(|g| g.landlock_paths()));
         let landlock = crate::landlock::plan(
             probe.landlock_abi,
             &writable,
@@ -402,10 +492,12 @@ impl SandboxBuilder {
         let inner = Arc::new(Inner {
             timeout: self.timeout,
             output_limit: self.output_limit,
-            env: self.env,
+            env,
             python,
             template,
             plan,
+            plan_spec,
+            gpu,
             state_dir,
             net: self.net,
             hostname: CString::new(defaults::HOSTNAME).unwrap(),
@@ -428,6 +520,125 @@ impl SandboxBuilder {
     }
 }
 
+impl SandboxBuilder {
+    /// Checks the GPU request against the host and prepares what its instances need: the
+    /// driver's directories to bind (added to `binds`), their environment (added to `env`).
+    fn prepare_gpus(
+        &self,
+        source: &Path,
+        template: &Template,
+        binds: &mut Vec<Bind>,
+        env: &mut Vec<(String, String)>,
+    ) -> Result<GpuSetup> {
+        let dev_dir = self
+            .gpu_test
+            .dev_dir
+            .clone()
+            .or_else(|| std::env::var_os("RSANDBOX_GPU_DEV_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/dev"));
+        let host = gpu::HostGpus::scan(&dev_dir);
+        let pool = GpuPool::for_dev_dir(&dev_dir)
+            .map_err(|e| Error::io("preparing the GPU locks for", dev_dir.clone(), e))?;
+        pool.check(&self.gpu, &dev_dir)?;
+        let mut uncontrolled = Vec::new();
+        for name in &self.gpu_test.uncontrolled {
+            let node = host
+                .control
+                .iter()
+                .chain(host.gpus.values())
+                .find(|n| &n.name == name)
+                .cloned();
+            uncontrolled.push(node.ok_or_else(|| {
+                Error::invalid(
+                    "gpu test node",
+                    format!("{name}: no such NVIDIA node in {}", dev_dir.display()),
+                )
+            })?);
+        }
+
+        let files = match &self.gpu_test.driver_dirs {
+            Some((libs, tools)) => gpu::DriverFiles::scan(libs, tools),
+            None => gpu::DriverFiles::host().clone(),
+        };
+        let from_host = source == Path::new("/");
+        let coverage = |d: &Path| {
+            let managed = [
+                "/proc",
+                "/dev",
+                "/sys",
+                "/etc",
+                "/var/tmp",
+                defaults::WORK_DIR,
+            ];
+            if d == Path::new("/") || managed.iter().any(|m| d.starts_with(m)) {
+                return Coverage::Skip;
+            }
+            if SYSTEM_DIRS
+                .iter()
+                .any(|s| d.starts_with(Path::new("/").join(s)))
+            {
+                // With --rootfs the system directories are that tree's: its own driver files.
+                return if from_host {
+                    Coverage::Visible
+                } else {
+                    Coverage::Skip
+                };
+            }
+            if binds
+                .iter()
+                .any(|b| b.host == b.inside && d.starts_with(&b.host))
+            {
+                return Coverage::Visible;
+            }
+            Coverage::Bind
+        };
+        let driver = gpu::driver_plan(&files, coverage);
+        for d in &driver.bind_dirs {
+            binds.push(Bind {
+                host: d.clone(),
+                inside: d.clone(),
+                writable: false,
+            });
+        }
+        // The host's current loader cache: the template's copy may predate the driver.
+        let cache = Path::new("/etc/ld.so.cache");
+        if from_host && cache.is_file() && template.root.join("etc/ld.so.cache").is_file() {
+            binds.push(Bind {
+                host: cache.to_path_buf(),
+                inside: cache.to_path_buf(),
+                writable: false,
+            });
+        }
+
+        let join = |dirs: &[PathBuf]| {
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(":")
+        };
+        env.push((
+            "CUDA_VISIBLE_DEVICES".into(),
+            gpu::cuda_visible_devices(self.gpu.len()),
+        ));
+        if !driver.library_path.is_empty() {
+            env.push(("LD_LIBRARY_PATH".into(), join(&driver.library_path)));
+        }
+        if !driver.path.is_empty() {
+            env.push((
+                "PATH".into(),
+                format!("{}:{}", defaults::PATH, join(&driver.path)),
+            ));
+        }
+        Ok(GpuSetup {
+            request: self.gpu.clone(),
+            pool,
+            host,
+            wait: self.gpu_wait,
+            uncontrolled,
+        })
+    }
+}
+
 fn validate_env(env: &[(String, String)]) -> Result<()> {
     for (k, v) in env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
@@ -440,11 +651,24 @@ fn validate_env(env: &[(String, String)]) -> Result<()> {
     Ok(())
 }
 
-/// The mount plan of DESIGN.md §3 step 6, as data.
-fn mount_plan(t: &Template, source: &Path, b: &SandboxBuilder, binds: &[Bind]) -> MountPlan {
+/// What the mount plan is made from (kept to make GPU instances' plans, which differ in `/dev`).
+pub(crate) struct PlanSpec {
+    source: PathBuf,
+    shm_size: u64,
+    tmp_size: u64,
+    work_size: u64,
+    /// Sorted parents first.
+    binds: Vec<Bind>,
+}
+
+/// The mount plan of DESIGN.md §3 step 6, as data. `gpu_nodes`: an instance with GPUs, which
+/// gets a `/dev` of its own (a tmpfs made read-only once populated) with these nodes bound
+/// besides the usual ones; mount points for them in the shared template would show up in every
+/// instance.
+pub(crate) fn mount_plan(t: &Template, s: &PlanSpec, gpu_nodes: Option<&[DevNode]>) -> MountPlan {
     let mut p = PlanBuilder::new(&t.root);
     for d in SYSTEM_DIRS {
-        let src = source.join(d);
+        let src = s.source.join(d);
         if std::fs::symlink_metadata(&src)
             .map(|m| m.is_dir())
             .unwrap_or(false)
@@ -454,24 +678,38 @@ fn mount_plan(t: &Template, source: &Path, b: &SandboxBuilder, binds: &[Bind]) -
         }
     }
     p.proc(Path::new("/proc"));
-    for n in DEV_NODES {
-        p.bind(
-            &Path::new("/dev").join(n),
-            &Path::new("/dev").join(n),
-            false,
-            DEV_ATTRS,
+    let dev = Path::new("/dev");
+    if let Some(nodes) = gpu_nodes {
+        p.tmpfs(dev, DEV_TMPFS_SIZE, 0o755, Some(SANDBOX_ID), false);
+        let mut entries: Vec<(&str, Entry)> = DEV_DIRS.iter().map(|d| (*d, Entry::Dir)).collect();
+        entries.extend(DEV_NODES.iter().map(|n| (*n, Entry::File)));
+        entries.extend(nodes.iter().map(|n| (n.name.as_str(), Entry::File)));
+        entries.extend(
+            DEV_LINKS
+                .iter()
+                .map(|(n, target)| (*n, Entry::Symlink(CString::new(*target).expect("no NUL")))),
         );
+        p.populate(dev, entries);
     }
-    p.tmpfs(Path::new("/dev/shm"), b.shm_size, 0o1777, None, false);
-    p.tmpfs(Path::new("/tmp"), b.tmp_size, 0o1777, None, false);
+    for n in DEV_NODES {
+        p.bind(&dev.join(n), &dev.join(n), false, DEV_ATTRS);
+    }
+    if let Some(nodes) = gpu_nodes {
+        for n in nodes {
+            p.bind(&n.source, &dev.join(&n.name), false, DEV_ATTRS);
+        }
+        p.setattr(dev, DEV_DIR_ATTRS);
+    }
+    p.tmpfs(Path::new("/dev/shm"), s.shm_size, 0o1777, None, false);
+    p.tmpfs(Path::new("/tmp"), s.tmp_size, 0o1777, None, false);
     p.tmpfs(
         Path::new(defaults::WORK_DIR),
-        b.work_size,
+        s.work_size,
         0o755,
         Some(SANDBOX_ID),
         true,
     );
-    for bind in binds {
+    for bind in &s.binds {
         if in_instance_tmpfs(&bind.inside) {
             p.mkdir_p(&bind.inside);
         }
@@ -498,7 +736,10 @@ pub(crate) struct Inner {
     pub env: Vec<(String, String)>,
     pub python: Option<Python>,
     pub template: Template,
+    /// The plan of instances without GPUs (those with GPUs get one of their own).
     pub plan: MountPlan,
+    pub plan_spec: PlanSpec,
+    pub gpu: Option<GpuSetup>,
     pub state_dir: PathBuf,
     pub net: Net,
     pub hostname: CString,
@@ -542,9 +783,30 @@ impl Sandbox {
         out
     }
 
-    /// Creates a live instance for many `exec`s (a session).
+    /// Creates a live instance for many `exec`s (a session). With GPUs, its lease comes from
+    /// [`Sandbox::gpu_pool`], waiting up to `gpu_wait` for enough free GPUs.
     pub fn create(&self) -> Result<Instance> {
-        Instance::create(self.inner.clone())
+        Instance::create(self.inner.clone(), None)
+    }
+
+    /// Creates an instance holding GPUs its caller allocated from [`Sandbox::gpu_pool`] (a
+    /// daemon queueing requests itself); the lease must match [`Sandbox::gpu_request`]. It is
+    /// released when the instance is destroyed.
+    pub fn create_with_gpus(&self, lease: GpuLease) -> Result<Instance> {
+        Instance::create(self.inner.clone(), Some(lease))
+    }
+
+    /// The pool this sandbox's instances take their GPUs from (None: it asks for no GPU).
+    pub fn gpu_pool(&self) -> Option<&Arc<GpuPool>> {
+        self.inner.gpu.as_ref().map(|g| &g.pool)
+    }
+
+    /// What each instance asks its GPU pool for.
+    pub fn gpu_request(&self) -> GpuRequest {
+        self.inner
+            .gpu
+            .as_ref()
+            .map_or_else(GpuRequest::none, |g| g.request.clone())
     }
 
     /// What enforces each limit in instances of this sandbox.

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-export RSANDBOX_TEST_EXPECT="${RSANDBOX_TEST_EXPECT:-userns,landlock,cgroup1,cpython-tests}"
+export RSANDBOX_TEST_EXPECT="${RSANDBOX_TEST_EXPECT:-userns,landlock,cgroup1,cpython-tests,fake-gpu}"
 stage() { echo "=== $1: $(( SECONDS - t0 ))s"; }
 
 t0=$SECONDS
@@ -30,7 +30,12 @@ if [ "$(id -u)" = 0 ]; then
     id "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh "$user"
     # The binaries must be readable by that user: copy them out of the (maybe private) tree.
     bindir=$(mktemp -d /tmp/rsandbox-test-bin.XXXXXX)
-    trap 'rm -rf "$bindir"' EXIT
+    # Fake GPU nodes for that pass (mknod needs root; feature fake-gpu), on a filesystem that is
+    # not mounted nodev (the GPU tests fail, naming the problem, if /var/tmp is).
+    gpudir=$(mktemp -d /var/tmp/rsandbox-fake-gpus.XXXXXX)
+    trap 'rm -rf "$bindir" "$gpudir"' EXIT
+    chmod 755 "$gpudir"
+    tests/fake-gpus "$gpudir/dev"
     # The integration test's executable (cargo also names the rsandbox binary it builds, in
     # whatever order the builds finish).
     testbin=$(cargo test --release --locked --test integration --no-run --message-format=json 2>/dev/null \
@@ -42,7 +47,8 @@ if [ "$(id -u)" = 0 ]; then
     chmod 755 "$bindir" "$bindir"/*
     # Unprivileged, this host's v1 cgroups are not delegated: do not expect them.
     runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$(getent passwd "$user" | cut -d: -f6)" \
-        RSANDBOX_BIN="$bindir/rsandbox" RSANDBOX_TEST_EXPECT="userns,landlock,cpython-tests" \
+        RSANDBOX_BIN="$bindir/rsandbox" RSANDBOX_TEST_EXPECT="userns,landlock,cpython-tests,fake-gpu" \
+        RSANDBOX_TEST_GPU_DEV_DIR="$gpudir/dev" \
         RSANDBOX_TEST_CPYTHON_TESTS="$RSANDBOX_TEST_CPYTHON_TESTS" \
         "$bindir/integration" --test-threads=2
     stage "integration tests as $user"

@@ -38,20 +38,54 @@ pub enum DeviceKind {
     Block,
 }
 
-/// The minimal set: /dev/null (1:3), zero (1:5), full (1:7), random (1:8), urandom (1:9),
-/// read+write, no mknod.
-pub fn minimal() -> Vec<DeviceRule> {
-    [3, 5, 7, 8, 9]
-        .into_iter()
-        .map(|minor| DeviceRule {
+impl DeviceRule {
+    /// Read and write of the character device `major:minor`, no mknod.
+    pub fn char_rw(major: u32, minor: u32) -> DeviceRule {
+        DeviceRule {
             kind: DeviceKind::Char,
-            major: 1,
+            major,
             minor: Some(minor),
             read: true,
             write: true,
             mknod: false,
-        })
-        .collect()
+        }
+    }
+
+    /// The rule as a cgroup v1 `devices.allow` line (`c 195:0 rw`).
+    pub fn v1_entry(&self) -> String {
+        let kind = match self.kind {
+            DeviceKind::Char => 'c',
+            DeviceKind::Block => 'b',
+        };
+        let minor = self.minor.map_or("*".to_string(), |m| m.to_string());
+        let access: String = [(self.read, 'r'), (self.write, 'w'), (self.mknod, 'm')]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, c)| *c)
+            .collect();
+        format!("{kind} {}:{minor} {access}", self.major)
+    }
+}
+
+/// The minimal set: /dev/null (1:3), zero (1:5), full (1:7), random (1:8), urandom (1:9),
+/// read+write, no mknod.
+pub fn minimal() -> Vec<DeviceRule> {
+    allow_list(&[])
+}
+
+/// An instance's allow list, the one both cgroup versions enforce (v1 `devices.allow`, v2 the
+/// program of [`program`]): the minimal set plus `extra` (e.g. the GPU nodes it was granted).
+pub fn allow_list(extra: &[DeviceRule]) -> Vec<DeviceRule> {
+    let mut rules: Vec<DeviceRule> = [3, 5, 7, 8, 9]
+        .into_iter()
+        .map(|minor| DeviceRule::char_rw(1, minor))
+        .collect();
+    for r in extra {
+        if !rules.contains(r) {
+            rules.push(*r);
+        }
+    }
+    rules
 }
 
 // ---- Kernel ABI (include/uapi/linux/bpf.h) ----------------------------------------------
@@ -695,6 +729,43 @@ mod tests {
         // The minimal set still applies, and only it for major 1.
         assert!(allowed(&p, DeviceKind::Char, ACC_READ, 1, 3));
         assert!(!allowed(&p, DeviceKind::Char, ACC_READ, 1, 4));
+    }
+
+    #[test]
+    fn gpu_allow_list_allows_exactly_the_granted_nodes() {
+        use DeviceKind::{Block, Char};
+        // nvidia2, nvidiactl and nvidia-uvm (a dynamic major) granted; the rest of 195 not.
+        let granted = [
+            DeviceRule::char_rw(195, 2),
+            DeviceRule::char_rw(195, 255),
+            DeviceRule::char_rw(511, 0),
+        ];
+        let rules = allow_list(&granted);
+        assert_eq!(rules.len(), 8);
+        assert_eq!(rules[..5], minimal()[..]);
+        assert_eq!(allow_list(&[DeviceRule::char_rw(1, 3)]), minimal());
+        let p = program(&rules);
+        for (major, minor) in [(195, 2), (195, 255), (511, 0), (1, 3), (1, 9)] {
+            assert!(allowed(&p, Char, ACC_READ | ACC_WRITE, major, minor));
+            assert!(!allowed(&p, Char, ACC_MKNOD, major, minor));
+            assert!(!allowed(&p, Block, ACC_READ, major, minor));
+        }
+        for (major, minor) in [(195, 0), (195, 1), (195, 3), (195, 254), (511, 1), (1, 4)] {
+            assert!(
+                !allowed(&p, Char, ACC_READ, major, minor),
+                "{major}:{minor}"
+            );
+        }
+        assert_eq!(granted[0].v1_entry(), "c 195:2 rw");
+        let any_block = DeviceRule {
+            kind: Block,
+            major: 8,
+            minor: None,
+            read: true,
+            write: false,
+            mknod: true,
+        };
+        assert_eq!(any_block.v1_entry(), "b 8:* rm");
     }
 
     #[test]

@@ -343,8 +343,14 @@ fn remove_tree_as(v2: bool, dir: &Path) {
 }
 
 impl InstanceCgroup {
-    /// Creates the instance's cgroups and writes the limits.
-    pub fn create(setup: &Setup, slot: u32, limits: &Limits) -> Result<InstanceCgroup> {
+    /// Creates the instance's cgroups and writes the limits; on v1 also the device allow list
+    /// `rules` (on v2 [`InstanceCgroup::attach_devices`] does that).
+    pub fn create(
+        setup: &Setup,
+        slot: u32,
+        limits: &Limits,
+        rules: &[devices::DeviceRule],
+    ) -> Result<InstanceCgroup> {
         let name = format!("rsandbox-{slot}");
         let (v2, dirs): (bool, Vec<(&'static str, PathBuf)>) = match setup {
             Setup::V2 { base } => (true, vec![("", base.join(&name))]),
@@ -370,7 +376,7 @@ impl InstanceCgroup {
                 return Err(Error::io("creating the cgroup", d.clone(), e));
             }
         }
-        if let Err(e) = cg.write_limits(limits) {
+        if let Err(e) = cg.write_limits(limits, rules) {
             cg.destroy();
             return Err(e);
         }
@@ -384,7 +390,7 @@ impl InstanceCgroup {
             .map(|(_, d)| d.as_path())
     }
 
-    fn write_limits(&self, l: &Limits) -> Result<()> {
+    fn write_limits(&self, l: &Limits, rules: &[devices::DeviceRule]) -> Result<()> {
         if self.v2 {
             let d = &self.dirs[0].1;
             if let Some(m) = l.memory {
@@ -426,17 +432,8 @@ impl InstanceCgroup {
             }
             if let Some(d) = self.dir("devices") {
                 write(&d.join("devices.deny"), "a")?;
-                for r in devices::minimal() {
-                    let minor = r.minor.map_or("*".to_string(), |m| m.to_string());
-                    let kind = if r.kind == devices::DeviceKind::Char {
-                        'c'
-                    } else {
-                        'b'
-                    };
-                    write(
-                        &d.join("devices.allow"),
-                        &format!("{kind} {}:{minor} rw", r.major),
-                    )?;
+                for r in rules {
+                    write(&d.join("devices.allow"), &r.v1_entry())?;
                 }
             }
         }
@@ -452,13 +449,14 @@ impl InstanceCgroup {
         }
     }
 
-    /// v2: attaches the device program (needs CAP_SYS_ADMIN); returns whether it held.
-    pub fn attach_devices(&self) -> bool {
+    /// v2: attaches the device program allowing `rules` (needs CAP_SYS_ADMIN); returns whether
+    /// a device controller holds (v1: whether the devices hierarchy is there).
+    pub fn attach_devices(&self, rules: &[devices::DeviceRule]) -> bool {
         if !self.v2 {
             return self.dir("devices").is_some();
         }
         match open_dir(&self.dirs[0].1) {
-            Ok(fd) => devices::attach(fd.as_fd(), &devices::minimal()).is_ok(),
+            Ok(fd) => devices::attach(fd.as_fd(), rules).is_ok(),
             Err(_) => false,
         }
     }

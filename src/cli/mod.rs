@@ -94,7 +94,7 @@ fn parse_file(s: &str) -> Result<(PathBuf, String), String> {
     after_help = "Exit status: the program's own; 128+N when killed by signal N; 124 timeout; \
 125 the sandbox failed; 126 not executable; 127 not found.\n\nExamples:\n  rsandbox run script.py\n  \
 rsandbox run --timeout 5 --json -c 'print(1+1)'\n  rsandbox run --file data.csv:data.csv job.py\n  \
-rsandbox run -- /bin/sh -c 'ls /'"
+rsandbox run -- /bin/sh -c 'ls /'\n  rsandbox run --gpus 1 -- nvidia-smi -L"
 )]
 pub struct RunArgs {
     /// Python code to run (python -c CODE).
@@ -151,6 +151,18 @@ pub struct RunArgs {
     /// seccomp profile: default, strict, none, or an OCI/Docker JSON file.
     #[arg(long, value_name = "PROFILE", default_value = "default")]
     seccomp: rsandbox::seccomp::Profile,
+    /// GPUs for the run, chosen among those no other run holds [default: 0, no GPU node at all]
+    #[arg(long, value_name = "N", conflicts_with = "gpu_devices")]
+    gpus: Option<u32>,
+    /// These host GPUs, by the N of /dev/nvidiaN (e.g. 0,2).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    gpu_devices: Vec<u32>,
+    /// Let the run hold its GPUs together with other sharing runs [default: exclusive]
+    #[arg(long)]
+    gpu_share: bool,
+    /// Wait up to SECS for enough free GPUs [default: fail at once]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    gpu_wait: Option<Duration>,
     /// Fail instead of running with a weaker layer when the kernel lacks Landlock or seccomp.
     #[arg(long)]
     strict: bool,
@@ -229,6 +241,16 @@ fn prepare(a: &RunArgs) -> anyhow::Result<(Sandbox, Command)> {
     if let Some(t) = a.cpu_time {
         b = b.cpu_time(t);
     }
+    if let Some(n) = a.gpus {
+        b = b.gpus(n);
+    }
+    if !a.gpu_devices.is_empty() {
+        b = b.gpu_devices(&a.gpu_devices);
+    }
+    if let Some(t) = a.gpu_wait {
+        b = b.gpu_wait(t);
+    }
+    b = b.gpu_share(a.gpu_share);
     let mut cmd = if let Some(code) = &a.code {
         Command::python(code.clone())
     } else if !a.program.is_empty() {
@@ -320,6 +342,8 @@ pub fn check(json: bool) -> i32 {
     let live = Sandbox::builder()
         .build()
         .and_then(|sb| sb.run(&Command::new("/bin/true")).map(|o| (sb, o)));
+    let gpus = rsandbox::gpu::HostGpus::scan(Path::new("/dev"));
+    let driver = rsandbox::gpu::DriverFiles::host();
     let (works, enforcement, error) = match &live {
         Ok((sb, o)) => (o.status == Status::Ok, Some(sb.enforcement().clone()), None),
         Err(e) => (false, None, Some(e.to_string())),
@@ -330,6 +354,12 @@ pub fn check(json: bool) -> i32 {
             "sandbox_works": works,
             "error": error,
             "enforcement": enforcement,
+            "gpus": {
+                "devices": gpus.gpus.values().map(|n| &n.name).collect::<Vec<_>>(),
+                "control": gpus.control.iter().map(|n| &n.name).collect::<Vec<_>>(),
+                "driver_libraries": driver.libraries,
+                "tools": driver.tools,
+            },
             "defaults": {
                 "timeout_s": defaults::TIMEOUT.as_secs(), "tmp_size": defaults::TMP_SIZE,
                 "work_size": defaults::WORK_SIZE, "shm_size": defaults::SHM_SIZE,
@@ -393,6 +423,24 @@ pub fn check(json: bool) -> i32 {
                 "no".into()
             }
         );
+        let names = |v: Vec<&String>| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
+        if gpus.gpus.is_empty() {
+            println!("gpus              none (no /dev/nvidiaN)");
+        } else {
+            println!(
+                "gpus              {} ({}); control: {}; driver: {} libraries, tools: {}",
+                gpus.gpus.len(),
+                names(gpus.gpus.values().map(|n| &n.name).collect()),
+                names(gpus.control.iter().map(|n| &n.name).collect()),
+                driver.libraries.len(),
+                driver
+                    .tools
+                    .iter()
+                    .map(|t| t.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
         match (&enforcement, &error) {
             (Some(e), _) => {
                 println!("sandbox           works (ran /bin/true in fresh user/mount/pid/net/ipc/uts/cgroup namespaces)");

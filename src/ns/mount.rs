@@ -23,6 +23,23 @@ pub enum MountKind {
     /// `mkdir -p dst` as the sandbox user, for a mount point inside a tmpfs of this instance
     /// (e.g. a virtualenv under /tmp), where the template's mount points are hidden.
     MkdirP,
+    /// Creates `entries` (absolute host paths) as the sandbox user, in order, in a tmpfs this
+    /// plan mounted: the skeleton of a GPU instance's own `/dev`.
+    Populate { entries: Vec<(CString, Entry)> },
+    /// `mount_setattr(dst, attrs)` on the mount at `dst` alone (e.g. a populated tmpfs made
+    /// read-only; the mounts below it keep their own attributes).
+    SetAttr,
+}
+
+/// One entry a `Populate` op creates.
+#[derive(Debug)]
+pub enum Entry {
+    /// A directory, mode 0755 (a mount point, e.g. `/dev/shm`).
+    Dir,
+    /// An empty file, mode 0644 (a mount point for a device node).
+    File,
+    /// A symbolic link to this target.
+    Symlink(CString),
 }
 
 /// One mount of the plan.
@@ -53,6 +70,8 @@ pub const RO_ATTRS: u64 = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOD
 pub const RW_ATTRS: u64 = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
 /// Device node binds: devices must work, nothing may be executed or setuid.
 pub const DEV_ATTRS: u64 = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC;
+/// A GPU instance's own `/dev` tmpfs once populated (its node binds keep `DEV_ATTRS`).
+pub const DEV_DIR_ATTRS: u64 = RO_ATTRS | MOUNT_ATTR_NOEXEC;
 
 /// Builds a plan rooted at `root` (the template directory).
 pub struct PlanBuilder {
@@ -124,6 +143,32 @@ impl PlanBuilder {
             kind: MountKind::MkdirP,
             dst: self.dst(inside),
             attrs: 0,
+            inside: inside.display().to_string(),
+            is_work: false,
+        });
+    }
+
+    /// Creates `entries` (names relative to `inside`) in a tmpfs mounted earlier at `inside`.
+    pub fn populate(&mut self, inside: &Path, entries: Vec<(&str, Entry)>) {
+        let entries = entries
+            .into_iter()
+            .map(|(name, e)| (self.dst(&inside.join(name)), e))
+            .collect();
+        self.ops.push(MountOp {
+            kind: MountKind::Populate { entries },
+            dst: self.dst(inside),
+            attrs: 0,
+            inside: inside.display().to_string(),
+            is_work: false,
+        });
+    }
+
+    /// Sets `attrs` on the mount at `inside` (not on the mounts below it).
+    pub fn setattr(&mut self, inside: &Path, attrs: u64) {
+        self.ops.push(MountOp {
+            kind: MountKind::SetAttr,
+            dst: self.dst(inside),
+            attrs,
             inside: inside.display().to_string(),
             is_work: false,
         });

@@ -25,6 +25,15 @@ pub const SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64"
 
 /// Device nodes bound from the host's /dev.
 pub const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom"];
+/// Directories every instance's /dev has besides the nodes (mount points).
+pub const DEV_DIRS: &[&str] = &["shm", "pts"];
+/// Symlinks every instance's /dev has: (name, target).
+pub const DEV_LINKS: &[(&str, &str)] = &[
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+];
 
 /// Small files copied from the source root's /etc (when present): loader cache, certificates,
 /// time zone, service names. Nothing secret.
@@ -212,16 +221,10 @@ fn build(t: &Path, source: &Path) -> std::io::Result<()> {
             _ => {}
         }
     }
-    for d in [
-        "proc",
-        "dev/shm",
-        "dev/pts",
-        "tmp",
-        "home/sandbox",
-        "etc/ssl/certs",
-        "run",
-        "var",
-    ] {
+    for d in DEV_DIRS {
+        mkdir(&t.join("dev").join(d), 0o755)?;
+    }
+    for d in ["proc", "tmp", "home/sandbox", "etc/ssl/certs", "run", "var"] {
         mkdir(&t.join(d), 0o755)?;
     }
     fs::set_permissions(t.join("tmp"), fs::Permissions::from_mode(0o1777))?;
@@ -229,9 +232,8 @@ fn build(t: &Path, source: &Path) -> std::io::Result<()> {
     for n in DEV_NODES {
         write_file(&t.join("dev").join(n), b"")?;
     }
-    symlink("/proc/self/fd", t.join("dev/fd"))?;
-    for (i, n) in ["stdin", "stdout", "stderr"].iter().enumerate() {
-        symlink(format!("/proc/self/fd/{i}"), t.join("dev").join(n))?;
+    for (name, target) in DEV_LINKS {
+        symlink(target, t.join("dev").join(name))?;
     }
     let etc = t.join("etc");
     write_file(

@@ -14,7 +14,7 @@ use std::os::raw::c_char;
 use std::ptr;
 
 use super::proto::{self, stage, ChildError, ExecPlan, ExitRecord, Reply, Request};
-use crate::ns::mount::{MountKind, MountPlan};
+use crate::ns::mount::{Entry, MountKind, MountPlan};
 use crate::sys;
 
 /// True in a cloned child (reaper or starting program); read by `crate::in_sandbox_child`
@@ -260,9 +260,16 @@ fn setup_root(plan: &MountPlan) -> RawFd {
                         i
                     );
                 }
-                MountKind::MkdirP => check!(
-                    mkdir_p_as_sandbox(&op.dst, root.to_bytes().len()),
-                    stage::MOUNT,
+                MountKind::MkdirP => {
+                    let skip = root.to_bytes().len();
+                    check!(as_sandbox(|| mkdir_p(&op.dst, skip)), stage::MOUNT, i)
+                }
+                MountKind::Populate { entries } => {
+                    check!(as_sandbox(|| populate(entries)), stage::MOUNT, i)
+                }
+                MountKind::SetAttr => check!(
+                    sys::mount_setattr(&op.dst, false, op.attrs),
+                    stage::MOUNT_ATTR,
                     i
                 ),
             }
@@ -362,10 +369,10 @@ fn apply_landlock(p: &crate::landlock::Plan) -> std::io::Result<()> {
     }
 }
 
-/// `mkdir -p` as the sandbox user, in a vfork-like child: our own uid is unmapped, a tmpfs of
+/// Runs `work` as the sandbox user, in a vfork-like child: our own uid is unmapped, a tmpfs of
 /// this namespace refuses inodes owned by unmapped ids, and an unmapped fsuid could not be set
 /// back afterwards (later binds need our own credentials to reach their sources).
-fn mkdir_p_as_sandbox(path: &CStr, skip: usize) -> std::io::Result<()> {
+fn as_sandbox(work: impl Fn() -> std::io::Result<()>) -> std::io::Result<()> {
     // SAFETY: raw clone without CLONE_VM; the child only runs mkdir_p and _exit.
     unsafe {
         let pid = libc::syscall(
@@ -379,7 +386,7 @@ fn mkdir_p_as_sandbox(path: &CStr, skip: usize) -> std::io::Result<()> {
         if pid == 0 {
             libc::syscall(libc::SYS_setfsgid, crate::ns::user::SANDBOX_ID);
             libc::syscall(libc::SYS_setfsuid, crate::ns::user::SANDBOX_ID);
-            let code = match mkdir_p(path, skip) {
+            let code = match work() {
                 Ok(()) => 0,
                 Err(e) => e.raw_os_error().unwrap_or(libc::EIO).min(255),
             };
@@ -398,6 +405,32 @@ fn mkdir_p_as_sandbox(path: &CStr, skip: usize) -> std::io::Result<()> {
             None => Err(std::io::Error::from_raw_os_error(libc::EIO)),
         }
     }
+}
+
+/// Creates each entry (a `Populate` op's) in order; raw syscalls on the plan's paths.
+fn populate(entries: &[(std::ffi::CString, Entry)]) -> std::io::Result<()> {
+    for (path, entry) in entries {
+        // SAFETY: NUL-terminated paths from the plan; the fd opened is closed at once.
+        let r = unsafe {
+            match entry {
+                Entry::Dir => libc::mkdir(path.as_ptr(), 0o755),
+                Entry::File => {
+                    let fd = libc::open(
+                        path.as_ptr(),
+                        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                        0o644,
+                    );
+                    if fd >= 0 {
+                        libc::close(fd);
+                    }
+                    fd
+                }
+                Entry::Symlink(target) => libc::symlink(target.as_ptr(), path.as_ptr()),
+            }
+        };
+        sys::cvt(r)?;
+    }
+    Ok(())
 }
 
 /// `mkdir -p` of `path`'s components after the first `skip` bytes (the template root). The

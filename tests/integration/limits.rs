@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rsandbox::{Command, Instance, Limit, Outcome, Sandbox, Status};
+use rsandbox::{Command, Limit, Outcome, Sandbox, Status};
 
 use crate::util::{self, Fingerprint};
 
@@ -59,29 +59,6 @@ fn fallback_pass() -> bool {
         return false;
     }
     true
-}
-
-/// The instance's cgroup directories, from its state record (matched by reaper pid).
-fn instance_cgroups(sb: &Sandbox, inst: &Instance) -> Vec<PathBuf> {
-    let pid = inst.reaper_pid().expect("a live instance has a reaper");
-    for e in std::fs::read_dir(sb.state_dir()).unwrap().flatten() {
-        let Ok(text) = std::fs::read_to_string(e.path()) else {
-            continue;
-        };
-        if let Ok(info) = serde_json::from_str::<rsandbox::state::RecordInfo>(&text) {
-            if info.reaper_pid == pid {
-                assert!(
-                    !info.cgroups.is_empty(),
-                    "the record of reaper {pid} names no cgroups: {text}"
-                );
-                return info.cgroups;
-            }
-        }
-    }
-    panic!(
-        "no state record in {} names reaper {pid}",
-        sb.state_dir().display()
-    );
 }
 
 /// The first of `dirs` that has `file` (the controller's directory on v1; the one on v2).
@@ -199,7 +176,7 @@ fn instance_cgroup_holds_the_limits_with_swap_off() {
     let inst = sb.create().unwrap();
     let o = inst.exec(&sh_cmd("echo alive")).unwrap();
     assert_eq!(util::stdout(&o), "alive\n", "{o:#?}");
-    let dirs = instance_cgroups(&sb, &inst);
+    let dirs = util::instance_cgroups(&sb, &inst);
     for d in &dirs {
         assert!(
             d.file_name()
@@ -273,7 +250,7 @@ fn fork_bomb_is_stopped_at_pids() {
     let sb = util::builder().pids(20).build().unwrap();
     assert_eq!(sb.enforcement().pids, mechanism);
     let inst = sb.create().unwrap();
-    let dirs = instance_cgroups(&sb, &inst);
+    let dirs = util::instance_cgroups(&sb, &inst);
     let pids_dir = with_file(&dirs, "pids.current").expect("a pids cgroup");
     let current = pids_dir.join("pids.current");
     let (done, most) = (AtomicBool::new(false), AtomicU64::new(0));

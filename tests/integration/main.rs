@@ -9,6 +9,7 @@ static ALLOC: rsandbox::CheckedAlloc = rsandbox::CheckedAlloc;
 mod cli;
 mod files;
 mod filters;
+mod gpu;
 mod hostile;
 mod interpreters;
 mod io;

@@ -59,15 +59,41 @@ fn feature_present(feature: &str) -> bool {
 /// feature is listed in `RSANDBOX_TEST_EXPECT` (comma-separated), in which case the test fails.
 /// ("root"/"nonroot" select the pass a test belongs to and are never expected.)
 pub fn require(feature: &str) -> bool {
-    if feature_present(feature) {
-        return true;
-    }
+    feature_present(feature) || missing(feature, "not available on this host")
+}
+
+/// A feature found missing (`why`): a loud SKIP line and `false`, or a failure when
+/// `RSANDBOX_TEST_EXPECT` lists it.
+pub fn missing(feature: &str, why: &str) -> bool {
     let expected = std::env::var("RSANDBOX_TEST_EXPECT").unwrap_or_default();
     if expected.split(',').any(|f| f.trim() == feature) {
-        panic!("feature {feature:?} is missing but RSANDBOX_TEST_EXPECT lists it");
+        panic!("feature {feature:?} is missing ({why}) but RSANDBOX_TEST_EXPECT lists it");
     }
-    eprintln!("SKIP: feature {feature:?} is not available on this host; test not run");
+    eprintln!("SKIP: feature {feature:?} is missing ({why}); test not run");
     false
+}
+
+/// The instance's cgroup directories, from its state record (matched by reaper pid).
+pub fn instance_cgroups(sb: &Sandbox, inst: &rsandbox::Instance) -> Vec<PathBuf> {
+    let pid = inst.reaper_pid().expect("a live instance has a reaper");
+    for e in std::fs::read_dir(sb.state_dir()).unwrap().flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        if let Ok(info) = serde_json::from_str::<rsandbox::state::RecordInfo>(&text) {
+            if info.reaper_pid == pid {
+                assert!(
+                    !info.cgroups.is_empty(),
+                    "the record of reaper {pid} names no cgroups: {text}"
+                );
+                return info.cgroups;
+            }
+        }
+    }
+    panic!(
+        "no state record in {} names reaper {pid}",
+        sb.state_dir().display()
+    );
 }
 
 /// The rsandbox binary: `RSANDBOX_BIN` (CI copies binaries where a non-root user can read

@@ -80,6 +80,12 @@ echo "+cpu +cpuset +io +memory +pids" >/sys/fs/cgroup/cgroup.subtree_control || 
 mkdir "$CG" || die "mkdir $CG"
 chown "$uid:$gid" "$CG" "$CG/cgroup.procs" "$CG/cgroup.subtree_control" "$CG/cgroup.threads" || die "chown $CG"
 
+# --- fake GPU nodes for the unprivileged pass (mknod needs root; the root pass makes its own) ----
+# On the guest's one filesystem without nodev: the /var/lib/rsandbox tmpfs.
+GPU_DEV=/var/lib/rsandbox/fake-gpus/dev
+sh "$S/fake-gpus" "$GPU_DEV" || die "making fake GPU nodes"
+chmod 755 /var/lib/rsandbox/fake-gpus
+
 # --- facts ------------------------------------------------------------------------------------
 as_user() { setpriv --reuid="$uid" --regid="$gid" --clear-groups -- "$@"; }
 {
@@ -153,6 +159,7 @@ run_pass() { # NAME EXPECT: runs the integration binary; output to NAME.log and 
             exec setsid setpriv --reuid="$uid" --regid="$gid" --clear-groups -- \
                 env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$home" USER="$VM_USER" LANG=C.UTF-8 \
                 RSANDBOX_BIN="$S/rsandbox" RSANDBOX_TEST_EXPECT="$2" RSANDBOX_CGROUP="$CG" \
+                RSANDBOX_TEST_GPU_DEV_DIR="$GPU_DEV" \
                 RSANDBOX_TEST_TIME_SCALE="$TIME_SCALE" "${EXTRA_ENV[@]}" \
                 "$S/integration" "${threads[@]}" "${ARGS[@]}"
         fi
