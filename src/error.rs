@@ -56,6 +56,10 @@ pub enum Error {
     /// The instance was destroyed (or its reaper died) before this call.
     #[error("the instance is gone")]
     Gone,
+
+    /// The run was cancelled through its `Cancel` handle (before or while it ran).
+    #[error("the run was cancelled")]
+    Cancelled,
 }
 
 impl Error {
@@ -88,6 +92,7 @@ impl Error {
             Error::Exec { .. } => "exec",
             Error::Path { .. } => "files",
             Error::Gone => "instance",
+            Error::Cancelled => "cancelled",
         }
     }
 

@@ -38,7 +38,7 @@ const RESOLVE: u64 = sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS | sys
 
 /// Splits a work-dir path into checked components: relative (or absolute under the work dir),
 /// no `.`/`..`, no NUL, not empty.
-fn components(path: &str) -> Result<Vec<CString>> {
+pub(crate) fn components(path: &str) -> Result<Vec<CString>> {
     let refuse = |reason: &str| {
         Err(Error::Path {
             path: path.to_string(),
@@ -169,6 +169,9 @@ impl Instance {
 
     pub(crate) fn exec_inner(&self, cmd: &Command, one_shot: bool) -> Result<Outcome> {
         let reaper = self.reaper()?;
+        if let Some(c) = &cmd.cancel {
+            c.check()?;
+        }
         for (path, data, mode) in &cmd.files {
             self.put_file(path, data, *mode)?;
         }
@@ -349,6 +352,7 @@ impl Instance {
             timeout,
             self.inner.output_limit,
             sink,
+            cmd.cancel.as_ref().map(|c| c.fd()),
             &mut on_timeout,
             &mut watch,
         );
@@ -375,6 +379,9 @@ impl Instance {
         before: crate::cgroup::InstanceStats,
         after: crate::cgroup::InstanceStats,
     ) -> Result<Outcome> {
+        if sup.cancelled {
+            return Err(Error::Cancelled);
+        }
         let mut limits_hit = Vec::new();
         let (mut exit_code, mut signal) = (None, None);
         let run = run_stats.unwrap_or_default();

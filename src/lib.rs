@@ -37,10 +37,12 @@
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+mod cancel;
 pub mod cgroup;
+pub mod daemon;
 pub mod defaults;
 mod error;
-mod instance;
+pub(crate) mod instance;
 mod interp;
 pub mod landlock;
 pub mod ns;
@@ -52,6 +54,7 @@ pub(crate) mod spawn;
 pub mod state;
 pub(crate) mod sys;
 
+pub use cancel::Cancel;
 pub use error::{Error, Result};
 
 /// Whether the calling code runs in a sandbox child between `clone` and `execve`, where

@@ -9,6 +9,10 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
 use rsandbox::{defaults, Command, Net, Outcome, Sandbox, Status, Stdin};
 
+mod client;
+pub mod serve;
+pub use serve::ServeArgs;
+
 #[derive(Parser)]
 #[command(
     name = "rsandbox",
@@ -24,6 +28,9 @@ pub struct Cli {
 pub enum Cmd {
     /// Run a script, Python code (-c) or any program (after --) in a fresh sandbox.
     Run(RunArgs),
+    /// Run the daemon: HTTP/1.1 + JSON on a Unix socket (and optionally TCP), with the native
+    /// API and SandboxFusion's /run_code.
+    Serve(ServeArgs),
     /// Show what this host supports and what would enforce each limit.
     Check {
         /// Print JSON instead of text.
@@ -157,6 +164,9 @@ pub struct RunArgs {
     /// Print the JSON report (schema v1) on stdout instead of passing output through.
     #[arg(long)]
     json: bool,
+    /// Send the run to the daemon listening on this Unix socket instead of running it here.
+    #[arg(long, value_name = "SOCKET")]
+    daemon: Option<PathBuf>,
     /// A script to copy into the work dir and run (.py with Python, .sh with /bin/sh, else
     /// its #! line), followed by its arguments.
     #[arg(value_name = "SCRIPT")]
@@ -267,6 +277,9 @@ fn prepare(a: &RunArgs) -> anyhow::Result<(Sandbox, Command)> {
 
 /// `rsandbox run`: returns the process exit code.
 pub fn run(a: &RunArgs) -> i32 {
+    if let Some(socket) = &a.daemon {
+        return client::run(a, socket);
+    }
     let result = prepare(a).and_then(|(sb, cmd)| sb.run(&cmd).map_err(anyhow::Error::from));
     match result {
         Ok(out) => {

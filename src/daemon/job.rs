@@ -1,0 +1,162 @@
+//! One request's work as plain data (policy, files, steps, files to fetch) and its execution on
+//! a blocking thread: create an instance, copy files in, compile and run, fetch files, hand the
+//! result over, then tear down (after the answer has gone, so teardown is off the request path).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::outcome::{Outcome, Status};
+use crate::seccomp::Profile;
+use crate::{Cancel, Command, Error, Net, Result, Sandbox, Stdin};
+
+/// The sandbox settings a request chooses; instances with equal keys share one `Sandbox`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Policy {
+    /// CPUs in hundredths.
+    pub cpus_centi: u32,
+    pub memory: u64,
+    pub pids: u64,
+    pub loopback: bool,
+    /// `default` or `strict`.
+    pub seccomp: &'static str,
+    pub cpu_time_ms: Option<u64>,
+}
+
+/// A program to start.
+#[derive(Clone, Debug)]
+pub enum Program {
+    Argv(Vec<String>),
+    /// A script in the work dir run by the sandbox's Python.
+    PythonScript(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub program: Program,
+    pub timeout: Duration,
+}
+
+/// Everything one request asks for.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub policy: Policy,
+    pub files: Vec<(String, Vec<u8>, u32)>,
+    pub compile: Option<Step>,
+    pub run: Step,
+    pub stdin: Vec<u8>,
+    pub env: Vec<(String, String)>,
+    pub fetch: Vec<String>,
+}
+
+/// What came of a job.
+#[derive(Debug, Default)]
+pub struct Done {
+    pub compile: Option<Outcome>,
+    /// `None` when the compile step failed.
+    pub run: Option<Outcome>,
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// Files that were asked for and not returned, with the reason.
+    pub refused: BTreeMap<String, String>,
+}
+
+/// Sandboxes by policy, built on first use (building compiles the seccomp filter and checks
+/// the template: not per request).
+#[derive(Default)]
+pub struct Sandboxes {
+    map: Mutex<HashMap<Policy, Sandbox>>,
+}
+
+impl Sandboxes {
+    /// Policies kept at most; past that the cache starts over.
+    const KEEP: usize = 64;
+
+    pub fn get(&self, p: &Policy) -> Result<Sandbox> {
+        if let Some(sb) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(p) {
+            return Ok(sb.clone());
+        }
+        let mut b = Sandbox::builder()
+            .cpus(p.cpus_centi as f64 / 100.0)
+            .memory(p.memory)
+            .pids(p.pids)
+            .net(if p.loopback { Net::Loopback } else { Net::None })
+            .seccomp(match p.seccomp {
+                "strict" => Profile::Strict,
+                _ => Profile::Default,
+            });
+        if let Some(ms) = p.cpu_time_ms {
+            b = b.cpu_time(Duration::from_millis(ms));
+        }
+        let sb = b.build()?;
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= Self::KEEP {
+            map.clear();
+        }
+        map.insert(p.clone(), sb.clone());
+        Ok(sb)
+    }
+}
+
+fn command(step: &Step, job: &Job, cancel: &Cancel) -> Command {
+    let mut cmd = match &step.program {
+        Program::Argv(v) => Command::new(&v[0]).args(&v[1..]),
+        Program::PythonScript(s) => Command::python_script(s.clone()),
+    };
+    for (k, v) in &job.env {
+        cmd = cmd.env(k.clone(), v.clone());
+    }
+    cmd.timeout(step.timeout).cancel_on(cancel)
+}
+
+/// Runs `job` (blocking). `deliver` gets the result as soon as it is known; the instance is
+/// destroyed after that.
+pub fn execute(sb: &Sandbox, job: &Job, cancel: &Cancel, deliver: impl FnOnce(Result<Done>)) {
+    if let Err(e) = cancel.check() {
+        return deliver(Err(e));
+    }
+    let inst = match sb.create() {
+        Ok(i) => i,
+        Err(e) => return deliver(Err(e)),
+    };
+    let result = (|| {
+        for (path, data, mode) in &job.files {
+            inst.put_file(path, data, *mode)?;
+        }
+        let mut done = Done::default();
+        if let Some(step) = &job.compile {
+            let out = inst.exec(&command(step, job, cancel))?;
+            let ok = out.status == Status::Ok;
+            done.compile = Some(out);
+            if !ok {
+                return Ok(done);
+            }
+        }
+        let cmd = command(&job.run, job, cancel).stdin(Stdin::Bytes(job.stdin.clone()));
+        // A single step is a one-shot run (the instance's own cgroup, a fresh counter); after
+        // a compile step the run gets its own cgroup so the report counts only the run.
+        let out = if job.compile.is_some() {
+            inst.exec(&cmd)?
+        } else {
+            inst.exec_inner(&cmd, true)?
+        };
+        done.run = Some(out);
+        let mut budget = crate::defaults::MAX_FETCH;
+        for path in &job.fetch {
+            match inst.get_file(path, budget) {
+                Ok(data) => {
+                    budget -= data.len() as u64;
+                    done.files.insert(path.clone(), data);
+                }
+                Err(Error::Path { reason, .. }) => {
+                    done.refused.insert(path.clone(), reason);
+                }
+                Err(e) => {
+                    done.refused.insert(path.clone(), e.to_string());
+                }
+            }
+        }
+        Ok(done)
+    })();
+    deliver(result);
+    let _ = inst.destroy();
+}
