@@ -537,6 +537,11 @@ impl Instance {
                 "a symlink is in the way (symlinks are never followed)".to_string()
             }
             Some(libc::EXDEV) => "it leads outside the work dir".to_string(),
+            // A directory component opened with O_NOFOLLOW | O_DIRECTORY that is a symlink.
+            Some(libc::ENOTDIR) => {
+                "a path component is not a directory (or is a symlink, which is never followed)"
+                    .to_string()
+            }
             _ => e.to_string(),
         };
         Error::Path { path, reason }

@@ -93,6 +93,17 @@ fn endpoints(a: &ServeArgs) -> anyhow::Result<(Vec<Endpoint>, daemon::Config)> {
         config.max.cpus = c;
     }
 
+    // Refused before anything is bound.
+    if a.token_file.is_none() {
+        if !a.listen.is_empty() && !a.no_auth {
+            bail!("TCP needs --token-file FILE, or --no-auth on a loopback address");
+        }
+        if let Some(bad) = a.listen.iter().find(|t| !t.ip().is_loopback()) {
+            bail!(
+                "refusing --no-auth on {bad}: without a token only loopback addresses are allowed"
+            );
+        }
+    }
     let mut eps = listen::from_systemd().context("taking the sockets systemd passed")?;
     if eps.is_empty() || a.socket.is_some() {
         let path = a.socket.clone().unwrap_or_else(listen::default_socket);

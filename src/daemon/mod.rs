@@ -177,7 +177,19 @@ enum Failed {
 /// Queues a job, runs it on the blocking pool, and waits for its result. Dropping the
 /// returned future cancels the job, queued or running.
 async fn run_job(ctx: &Arc<Ctx>, job: Job, arrived: Instant) -> (Result<Done, Failed>, Duration) {
-    let slot = match ctx.pool.acquire().await {
+    // A request dropped while it waits for a slot (client gone) is counted as cancelled.
+    struct Waiting<'a>(&'a Pool, bool);
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            if self.1 {
+                self.0.record("cancelled", None, None);
+            }
+        }
+    }
+    let mut waiting = Waiting(&ctx.pool, true);
+    let acquired = ctx.pool.acquire().await;
+    waiting.1 = false;
+    let slot = match acquired {
         Ok(s) => s,
         Err(r) => {
             ctx.pool.record("rejected", None, None);
@@ -456,13 +468,15 @@ async fn route(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<Bo
         Peer::Unix {
             allowed: false,
             uid,
-        } => return error(
-            StatusCode::FORBIDDEN,
-            "access",
-            format!(
+        } => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "access",
+                format!(
                 "uid {uid} may not use this daemon (peer credentials: owner, root or the --group)"
             ),
-        ),
+            )
+        }
         Peer::Tcp => {
             if let Some(token) = &ctx.config.token {
                 let presented = req
