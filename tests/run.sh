@@ -32,6 +32,7 @@ if [ "$(id -u)" = 0 ]; then
     # Unprivileged, this host's v1 cgroups are not delegated: do not expect them.
     runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$(getent passwd "$user" | cut -d: -f6)" \
         RSANDBOX_BIN="$bindir/rsandbox" RSANDBOX_TEST_EXPECT="userns,landlock" \
+        ${RSANDBOX_SF_PYTHON:+RSANDBOX_SF_PYTHON="$RSANDBOX_SF_PYTHON"} \
         "$bindir/integration" --test-threads=2
     stage "integration tests as $user"
 fi

@@ -674,3 +674,18 @@ pub async fn serve(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every endpoint `route` serves is described in the OpenAPI file.
+    #[test]
+    fn the_openapi_file_describes_every_endpoint() {
+        let spec = include_str!("../../api/openapi.yaml");
+        for path in ["/v1/run", "/v1/health", "/metrics", "/run_code", "/v1/ping"] {
+            assert!(
+                spec.contains(&format!("\n  {path}:\n")),
+                "{path} is missing from api/openapi.yaml"
+            );
+        }
+    }
+}
