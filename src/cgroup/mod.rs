@@ -132,6 +132,51 @@ fn detect_v1() -> std::result::Result<Setup, String> {
     Ok(Setup::V1 { bases })
 }
 
+/// For a long-running supervisor started in a delegated cgroup v2 subtree (systemd's
+/// `Delegate=yes`): moves this process into a leaf `supervisor` beneath its cgroup and enables
+/// the memory, pids and cpu controllers there, so instances' cgroups can be created beside the
+/// leaf (the no-internal-processes rule forbids it while the supervisor sits in the subtree's
+/// root). Must be called before the first `setup()`, while single-threaded; the cached probe
+/// keeps naming the subtree's root, which is where instances then go. Returns whether it moved.
+/// Nothing happens on v1/hybrid hosts, or where the controllers are already enabled.
+pub fn enter_leaf() -> std::result::Result<bool, String> {
+    let probe = probe::host();
+    if probe.cgroup_layout != CgroupLayout::V2 || std::env::var_os("RSANDBOX_NO_CGROUPS").is_some()
+    {
+        return Ok(false);
+    }
+    let Some(mount) = probe.cgroup_mounts.iter().find(|m| m.version == 2) else {
+        return Ok(false);
+    };
+    let Some(own) = own_path(|c| c.is_empty()) else {
+        return Ok(false);
+    };
+    let dir = mount.path.join(own.trim_start_matches('/'));
+    let enabled = read(&dir.join("cgroup.subtree_control")).unwrap_or_default();
+    let has = |c: &str| enabled.split_whitespace().any(|x| x == c);
+    if (has("memory") && has("pids")) || own == "/" {
+        return Ok(false);
+    }
+    let leaf = dir.join("supervisor");
+    if let Err(e) = fs::create_dir(&leaf) {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(format!("creating {}: {e}", leaf.display()));
+        }
+    }
+    write(&leaf.join("cgroup.procs"), &std::process::id().to_string())
+        .map_err(|e| e.to_string())?;
+    let controllers = read(&dir.join("cgroup.controllers")).unwrap_or_default();
+    let want: Vec<String> = ["memory", "pids", "cpu"]
+        .iter()
+        .filter(|c| controllers.split_whitespace().any(|x| x == **c) && !has(c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if !want.is_empty() {
+        write(&dir.join("cgroup.subtree_control"), &want.join(" ")).map_err(|e| e.to_string())?;
+    }
+    Ok(true)
+}
+
 /// The cgroup setup of this process, detected once; `Err` says why cgroups cannot be used.
 pub fn setup() -> &'static std::result::Result<Setup, String> {
     static SETUP: OnceLock<std::result::Result<Setup, String>> = OnceLock::new();

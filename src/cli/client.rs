@@ -53,22 +53,14 @@ fn request(a: &RunArgs) -> anyhow::Result<serde_json::Value> {
             .ok_or_else(|| anyhow!("arguments must be UTF-8 to go to a daemon"))?;
         body["argv"] = argv.into();
     } else if let Some(script) = &a.script {
-        let data = std::fs::read(script)
-            .with_context(|| format!("reading script {}", script.display()))?;
-        let name = script
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| anyhow!("script name {} is not valid UTF-8", script.display()))?
-            .to_string();
-        let (mut argv, mode) = if name.ends_with(".py") {
-            (vec!["python3".to_string(), name.clone()], 0o644)
-        } else if name.ends_with(".sh") {
-            (vec!["/bin/sh".to_string(), name.clone()], 0o644)
-        } else if data.starts_with(b"#!") {
-            (vec![format!("./{name}")], 0o755)
-        } else {
-            bail!("cannot tell how to run {name}: it has no .py or .sh extension and no #! line");
+        let (name, data) = super::read_script(script)?;
+        let kind = super::Script::of(&name, &data)?;
+        let mut argv = match kind {
+            super::Script::Python => vec!["python3".to_string(), name.clone()],
+            super::Script::Shell => vec!["/bin/sh".to_string(), name.clone()],
+            super::Script::Shebang => vec![format!("./{name}")],
         };
+        let mode = kind.mode().max(super::file_mode(script));
         for s in &a.script_args {
             argv.push(
                 s.to_str()

@@ -158,6 +158,13 @@ async fn terminated() {
 
 /// Runs the daemon; returns the exit code.
 pub fn serve(a: &ServeArgs) -> i32 {
+    // Under systemd (Delegate=yes, cgroup v2) the daemon starts in the root of its subtree,
+    // where instances' cgroups cannot get controllers while it sits there: move to a leaf.
+    match rsandbox::cgroup::enter_leaf() {
+        Ok(true) => eprintln!("rsandbox serve: moved into the leaf cgroup \"supervisor\" of the delegated subtree"),
+        Ok(false) => {}
+        Err(e) => eprintln!("rsandbox serve: WARNING: cannot move into a leaf cgroup ({e}); limits may fall back to rlimits"),
+    }
     // The first build checks the host and runs the janitor: leftovers of a daemon that was
     // SIGKILLed are removed here, before anything is accepted.
     if let Err(e) = rsandbox::Sandbox::builder().build() {

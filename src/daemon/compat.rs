@@ -162,7 +162,6 @@ pub fn command_result(o: &Outcome) -> CommandRunResult {
 }
 
 pub fn response(done: Done) -> RunCodeResponse {
-    let b64 = base64::engine::general_purpose::STANDARD;
     let compile_result = done.compile.as_ref().map(command_result);
     let run_result = done.run.as_ref().map(command_result);
     let failed = compile_result
@@ -175,11 +174,7 @@ pub fn response(done: Done) -> RunCodeResponse {
         compile_result,
         run_result,
         executor_pod_name: pod_name(),
-        files: done
-            .files
-            .into_iter()
-            .map(|(k, v)| (k, b64.encode(v)))
-            .collect(),
+        files: done.files_b64(),
     }
 }
 

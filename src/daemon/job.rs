@@ -60,6 +60,18 @@ pub struct Done {
     pub refused: BTreeMap<String, String>,
 }
 
+impl Done {
+    /// The fetched files, base64 (how both APIs return them).
+    pub fn files_b64(&self) -> BTreeMap<String, String> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        self.files
+            .iter()
+            .map(|(k, v)| (k.clone(), b64.encode(v)))
+            .collect()
+    }
+}
+
 /// Sandboxes by policy, built on first use (building compiles the seccomp filter and checks
 /// the template: not per request).
 #[derive(Default)]

@@ -545,46 +545,47 @@ where
 /// Connections open at once at most; past it new ones are closed at once (fds are finite).
 const MAX_CONNECTIONS: usize = 4096;
 
+/// The next accepted connection; `None` once shutdown begins. Accept errors (EMFILE, ...)
+/// pause briefly; connections past `MAX_CONNECTIONS` are closed at once.
+async fn next_conn<'a, T>(
+    ctx: &Ctx,
+    stop: &mut watch::Receiver<bool>,
+    mut accept: impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<T>> + Send + 'a>>,
+) -> Option<T> {
+    loop {
+        let accepted = tokio::select! {
+            a = accept() => a,
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return None,
+        };
+        match accepted {
+            Ok(_) if Arc::strong_count(&ctx.conns) > MAX_CONNECTIONS => {}
+            Ok(s) => return Some(s),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 async fn accept_loop(ctx: Arc<Ctx>, ep: Endpoint, stop: watch::Receiver<bool>) {
     let mut stop_accept = stop.clone();
-    let too_many = |ctx: &Ctx| Arc::strong_count(&ctx.conns) > MAX_CONNECTIONS;
     match ep {
         Endpoint::Unix { listener, .. } => {
             let _ = listener.set_nonblocking(true);
             let Ok(l) = tokio::net::UnixListener::from_std(listener) else {
                 return;
             };
-            loop {
-                let accepted = tokio::select! {
-                    a = l.accept() => a,
-                    _ = async { let _ = stop_accept.wait_for(|s| *s).await; } => return,
+            while let Some((s, _)) =
+                next_conn(&ctx, &mut stop_accept, || Box::pin(l.accept())).await
+            {
+                let (allowed, uid) = match s.peer_cred() {
+                    Ok(c) => (ctx.config.access.allows(c.uid(), c.gid(), c.pid()), c.uid()),
+                    Err(_) => (false, u32::MAX),
                 };
-                let Ok((s, _)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                if too_many(&ctx) {
-                    continue;
-                }
-                let peer = match s.peer_cred() {
-                    Ok(c) => Peer::Unix {
-                        allowed: ctx.config.access.allows(c.uid(), c.gid(), c.pid()),
-                        uid: c.uid(),
-                    },
-                    Err(_) => Peer::Unix {
-                        allowed: false,
-                        uid: u32::MAX,
-                    },
-                };
-                if let Peer::Unix {
-                    allowed: false,
-                    uid,
-                } = peer
-                {
+                if !allowed {
                     eprintln!(
                         "rsandbox serve: refused uid {uid} on the unix socket (peer credentials)"
                     );
                 }
+                let peer = Peer::Unix { allowed, uid };
                 tokio::spawn(connection(ctx.clone(), s, peer, stop.clone()));
             }
         }
@@ -593,18 +594,9 @@ async fn accept_loop(ctx: Arc<Ctx>, ep: Endpoint, stop: watch::Receiver<bool>) {
             let Ok(l) = tokio::net::TcpListener::from_std(listener) else {
                 return;
             };
-            loop {
-                let accepted = tokio::select! {
-                    a = l.accept() => a,
-                    _ = async { let _ = stop_accept.wait_for(|s| *s).await; } => return,
-                };
-                let Ok((s, _)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                if too_many(&ctx) {
-                    continue;
-                }
+            while let Some((s, _)) =
+                next_conn(&ctx, &mut stop_accept, || Box::pin(l.accept())).await
+            {
                 let _ = s.set_nodelay(true);
                 tokio::spawn(connection(ctx.clone(), s, Peer::Tcp, stop.clone()));
             }

@@ -282,7 +282,7 @@ pub struct RunResponse {
 }
 
 pub fn response(done: Done, queued: Duration) -> Option<RunResponse> {
-    let b64 = base64::engine::general_purpose::STANDARD;
+    let files = done.files_b64();
     let (mut report, stage, compile) = match (done.run, done.compile) {
         (Some(run), compile) => (run, "run", compile),
         (None, Some(compile)) => (compile.clone(), "compile", Some(compile)),
@@ -293,11 +293,7 @@ pub fn response(done: Done, queued: Duration) -> Option<RunResponse> {
         report,
         stage,
         compile,
-        files: done
-            .files
-            .into_iter()
-            .map(|(k, v)| (k, b64.encode(v)))
-            .collect(),
+        files,
         files_refused: done.refused,
     })
 }

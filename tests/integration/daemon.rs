@@ -946,9 +946,10 @@ fn sigterm_drains_runs_in_flight_then_removes_everything() {
     if !util::require("userns") {
         return;
     }
-    let mut d = Daemon::start(&["--grace", "10"]);
-    // After the daemon's janitor ran: it may remove records other supervisors left.
+    // A first start runs the janitor, which may remove records other supervisors left.
+    let _ = Daemon::start(&[]).stop(20);
     let before = util::Fingerprint::take(&util::sandbox());
+    let mut d = Daemon::start(&["--grace", "10"]);
     let socket = d.socket.clone();
     let s = socket.clone();
     let inflight = std::thread::spawn(move || {
@@ -1032,17 +1033,21 @@ fn a_restart_after_sigkill_cleans_up_through_the_state_directory() {
     d.wait_for(10, "a running run", |d| {
         d.metric("rsandbox_running ") == 1.0
     });
-    // The record whose supervisor is the daemon.
+    // The record whose supervisor is the daemon (written once the run's instance exists).
     let pid = d.pid() as i64;
-    let ours: Vec<PathBuf> = records()
-        .into_iter()
-        .filter(|p| {
-            std::fs::read_to_string(p)
-                .ok()
-                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                .is_some_and(|v| v["supervisor_pid"] == pid)
-        })
-        .collect();
+    let mine = || -> Vec<PathBuf> {
+        records()
+            .into_iter()
+            .filter(|p| {
+                std::fs::read_to_string(p)
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                    .is_some_and(|v| v["supervisor_pid"] == pid && v["reaper_pid"] != 0)
+            })
+            .collect()
+    };
+    d.wait_for(10, "the instance's state record", |_| !mine().is_empty());
+    let ours = mine();
     assert_eq!(ours.len(), 1, "one record of the daemon: {ours:?}");
     let info: Value = serde_json::from_str(&std::fs::read_to_string(&ours[0]).unwrap()).unwrap();
     let cgroups: Vec<PathBuf> = info["cgroups"]
@@ -1205,7 +1210,17 @@ fn a_soak_of_5000_requests_leaves_fds_rss_and_the_host_unchanged() {
     for i in 0..200 {
         one(&d, i);
     }
-    let (fds, rss) = (d.fds(), d.rss_kb());
+    // The baseline once the warm-up's connections are closed: two equal readings in a row.
+    let mut fds = d.fds();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = d.fds();
+        if now == fds {
+            break;
+        }
+        fds = now;
+    }
+    let rss = d.rss_kb();
     let before = util::Fingerprint::take(&sb);
     let t = Instant::now();
     let workers: Vec<_> = (0..4)
