@@ -75,7 +75,7 @@ const MAX_FETCH_FILES: usize = 256;
 fn secs(field: &str, v: Option<f64>, default: Duration, max: Duration) -> Result<Duration, String> {
     match v {
         None => Ok(default.min(max)),
-        Some(s) if !(s > 0.0) || !s.is_finite() => Err(format!(
+        Some(s) if !s.is_finite() || s <= 0.0 => Err(format!(
             "limits.{field}: {s} must be a positive number of seconds"
         )),
         Some(s) if s > max.as_secs_f64() => Err(format!(

@@ -612,3 +612,36 @@ fn exec_failures_are_errors_with_cli_codes() {
     assert_eq!(ok(&sh_in(&inst, "chmod +x tool && ./tool")), "tool ran\n");
     inst.destroy().unwrap();
 }
+
+/// `Command::cancel_on`: a cancelled handle refuses to start a run; cancelling a running one
+/// from another thread kills it at once (as a timeout would) and returns `Err(Cancelled)`,
+/// and nothing of the instance remains.
+#[test]
+fn a_cancelled_run_ends_at_once_and_leaves_nothing() {
+    let _g = util::exclusive();
+    if !util::require("userns") {
+        return;
+    }
+    let sb = util::sandbox();
+    let before = util::Fingerprint::take(&sb);
+    let cancel = rsandbox::Cancel::new().unwrap();
+    let cmd = rsandbox::Command::new("/bin/sleep")
+        .arg("60")
+        .cancel_on(&cancel);
+    let c = cancel.clone();
+    let t = std::time::Instant::now();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        c.cancel();
+    });
+    let r = sb.run(&cmd);
+    killer.join().unwrap();
+    assert!(matches!(r, Err(rsandbox::Error::Cancelled)), "{r:?}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(matches!(sb.run(&cmd), Err(rsandbox::Error::Cancelled)));
+    before.assert_same(&sb);
+}
