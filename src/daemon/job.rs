@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::outcome::{Outcome, Status};
 use crate::seccomp::Profile;
-use crate::{Cancel, Command, Error, Net, Result, Sandbox, Stdin};
+use crate::{Cancel, Command, Error, Instance, Net, Result, Sandbox, Stdin};
 
 /// The sandbox settings a request chooses; instances with equal keys share one `Sandbox`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -120,13 +120,134 @@ fn command(step: &Step, job: &Job, cancel: &Cancel) -> Command {
     cmd.timeout(step.timeout).cancel_on(cancel)
 }
 
-/// Runs `job` (blocking). `deliver` gets the result as soon as it is known; the instance is
-/// destroyed after that.
-pub fn execute(sb: &Sandbox, job: &Job, cancel: &Cancel, deliver: impl FnOnce(Result<Done>)) {
+/// Instances created ahead of time, per policy, by a warmer thread: a request takes a ready
+/// one, so creating it (mounts, cgroups, and on cgroup v1 the attach, which waits for an RCU
+/// grace period when attaches are not frequent) is off its path. Only the last few policies
+/// seen are kept warm.
+pub struct Warm {
+    ready: Mutex<(HashMap<Policy, Vec<Instance>>, Vec<Policy>)>,
+    want: Mutex<Option<std::sync::mpsc::Sender<Policy>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Instances kept ready per policy.
+    depth: usize,
+}
+
+impl Warm {
+    /// Policies kept warm at most.
+    const POLICIES: usize = 4;
+
+    /// Starts the warmer thread (instances are made with `sandboxes`).
+    pub fn start(depth: usize, sandboxes: std::sync::Arc<Sandboxes>) -> std::sync::Arc<Warm> {
+        let (tx, rx) = std::sync::mpsc::channel::<Policy>();
+        let warm = std::sync::Arc::new(Warm {
+            ready: Mutex::new((HashMap::new(), Vec::new())),
+            want: Mutex::new(Some(tx)),
+            thread: Mutex::new(None),
+            depth,
+        });
+        let w = std::sync::Arc::downgrade(&warm);
+        // A dedicated thread for the process's life: instances are never tied to a thread
+        // that may exit, and creating them never holds a run slot.
+        let thread = std::thread::Builder::new()
+            .name("rsandbox-warm".into())
+            .spawn(move || {
+                while let Ok(p) = rx.recv() {
+                    let Some(warm) = w.upgrade() else { return };
+                    while warm.missing(&p) {
+                        let Ok(inst) = sandboxes.get(&p).and_then(|sb| sb.create()) else {
+                            break;
+                        };
+                        if !warm.put(&p, inst) {
+                            break;
+                        }
+                    }
+                }
+            });
+        *warm.thread.lock().unwrap_or_else(|e| e.into_inner()) = thread.ok();
+        warm
+    }
+
+    fn missing(&self, p: &Policy) -> bool {
+        let g = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+        g.1.contains(p) && g.0.get(p).map_or(0, |v| v.len()) < self.depth
+    }
+
+    /// Adds a ready instance; false (and the instance destroyed) once closed or unwanted.
+    fn put(&self, p: &Policy, inst: Instance) -> bool {
+        let mut g = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+        if self
+            .want
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+            || !g.1.contains(p)
+        {
+            drop(g);
+            let _ = inst.destroy();
+            return false;
+        }
+        g.0.entry(p.clone()).or_default().push(inst);
+        true
+    }
+
+    /// A ready instance for `p`, if there is one; asks the warmer to make up for it.
+    pub fn take(&self, p: &Policy) -> Option<Instance> {
+        let (inst, evicted) = {
+            let mut g = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+            let (ready, order) = &mut *g;
+            order.retain(|q| q != p);
+            order.push(p.clone());
+            let mut evicted = Vec::new();
+            while order.len() > Self::POLICIES {
+                let old = order.remove(0);
+                evicted.extend(ready.remove(&old).unwrap_or_default());
+            }
+            (ready.get_mut(p).and_then(|v| v.pop()), evicted)
+        };
+        for i in evicted {
+            let _ = i.destroy();
+        }
+        if let Some(tx) = &*self.want.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = tx.send(p.clone());
+        }
+        inst
+    }
+
+    /// Stops warming (waiting for an instance being made) and destroys every ready instance.
+    pub fn close(&self) {
+        self.want.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clear();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+        let all: Vec<Instance> = {
+            let mut g = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+            g.1.clear();
+            g.0.drain().flat_map(|(_, v)| v).collect()
+        };
+        for i in all {
+            let _ = i.destroy();
+        }
+    }
+}
+
+/// Runs `job` (blocking) in `inst`, a ready instance, or a new one made from `sb`. `deliver`
+/// gets the result as soon as it is known; the instance is destroyed after that.
+pub fn execute(
+    sb: &Sandbox,
+    inst: Option<Instance>,
+    job: &Job,
+    cancel: &Cancel,
+    deliver: impl FnOnce(Result<Done>),
+) {
     if let Err(e) = cancel.check() {
         return deliver(Err(e));
     }
-    let inst = match sb.create() {
+    let inst = match inst.map_or_else(|| sb.create(), Ok) {
         Ok(i) => i,
         Err(e) => return deliver(Err(e)),
     };

@@ -104,7 +104,8 @@ impl Default for Config {
 struct Ctx {
     config: Config,
     pool: Pool,
-    sandboxes: Sandboxes,
+    sandboxes: Arc<Sandboxes>,
+    warm: Arc<job::Warm>,
     started: Instant,
     /// One clone per live connection (its strong count tells how many are open).
     conns: Arc<()>,
@@ -212,7 +213,7 @@ async fn run_job(ctx: &Arc<Ctx>, job: Job, arrived: Instant) -> (Result<Done, Fa
         let _slot = slot;
         let id = c.pool.started(&cancel);
         match c.sandboxes.get(&job.policy) {
-            Ok(sb) => job::execute(&sb, &job, &cancel, |r| {
+            Ok(sb) => job::execute(&sb, c.warm.take(&job.policy), &job, &cancel, |r| {
                 let _ = tx.send(r);
             }),
             Err(e) => {
@@ -612,10 +613,12 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let sandboxes = Arc::new(Sandboxes::default());
     let ctx = Arc::new(Ctx {
         pool: Pool::new(config.slots.max(1), config.queue),
+        warm: job::Warm::start(config.slots.max(1), sandboxes.clone()),
         config,
-        sandboxes: Sandboxes::default(),
+        sandboxes,
         started: Instant::now(),
         conns: Arc::new(()),
     });
@@ -664,6 +667,8 @@ pub async fn serve(
     while ctx.pool.running() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let warm = ctx.warm.clone();
+    let _ = tokio::task::spawn_blocking(move || warm.close()).await;
     Ok(())
 }
 
