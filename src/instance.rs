@@ -27,7 +27,8 @@ pub struct Instance {
     cg: Option<crate::cgroup::InstanceCgroup>,
     /// What enforces each limit for this instance (the sandbox's, less what failed here).
     enforcement: crate::outcome::Enforcement,
-    slot: u32,
+    /// Where this instance's CPUs start (see `exec_inner`).
+    cpu_base: usize,
     /// Serialises use of the control socket and the exec region.
     lock: Mutex<()>,
 }
@@ -141,7 +142,11 @@ impl Instance {
             host_uid: ids.host_uid,
             cgroups,
         };
-        let slot = record.slot;
+        // Consecutive instances of one process start on consecutive CPUs, so concurrent runs
+        // spread over the host; the pid varies the start between processes.
+        static NEXT_CPU: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let cpu_base = NEXT_CPU.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + std::process::id() as usize;
         let mut inst = Instance {
             inner,
             reaper: Some(reaper),
@@ -149,7 +154,7 @@ impl Instance {
             ids,
             cg,
             enforcement,
-            slot,
+            cpu_base,
             lock: Mutex::new(()),
         };
         record.write(&info)?;
@@ -233,12 +238,12 @@ impl Instance {
             .iter()
             .flat_map(|r| r.join.iter().map(|f| f.as_raw_fd()))
             .collect();
-        // ceil(cpus) CPUs, spread over the host by slot, so thread pools size themselves.
+        // ceil(cpus) CPUs, spread over the host by instance, so thread pools size themselves.
         let cpus: Vec<usize> = match self.inner.limits.cpus {
             Some(c) if (c.ceil() as usize) < self.inner.ncpu => {
                 let n = c.ceil() as usize;
                 (0..n)
-                    .map(|i| (self.slot as usize * n + i) % self.inner.ncpu)
+                    .map(|i| (self.cpu_base.wrapping_mul(n) + i) % self.inner.ncpu)
                     .collect()
             }
             _ => Vec::new(),

@@ -116,7 +116,8 @@ pub fn to_job(r: RunCodeRequest, max: &Maxima) -> Result<Job, Result<String, Str
     );
     Ok(Job {
         policy: Policy {
-            cpus_centi: (crate::defaults::CPUS.min(max.cpus) * 100.0) as u32,
+            // SandboxFusion has no CPU limit: the daemon's maximum, like memory_limit_MB -1.
+            cpus_centi: (max.cpus * 100.0).round() as u32,
             memory,
             pids: crate::defaults::PIDS.min(max.pids),
             loopback: false,
@@ -200,6 +201,7 @@ mod tests {
         .unwrap();
         let j = to_job(r, &max()).unwrap();
         assert_eq!(j.policy.memory, 1 << 30);
+        assert_eq!(j.policy.cpus_centi, 200);
         assert_eq!(j.run.timeout, Duration::from_secs(60));
         let r: RunCodeRequest = serde_json::from_value(serde_json::json!({
             "code": "", "language": "python", "memory_limit_MB": 100, "run_timeout": 0

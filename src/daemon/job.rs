@@ -128,6 +128,9 @@ pub struct Warm {
     ready: Mutex<(HashMap<Policy, Vec<Instance>>, Vec<Policy>)>,
     want: Mutex<Option<std::sync::mpsc::Sender<Policy>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Requests that found a ready instance, and that did not.
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
     /// Instances kept ready per policy.
     depth: usize,
 }
@@ -143,6 +146,8 @@ impl Warm {
             ready: Mutex::new((HashMap::new(), Vec::new())),
             want: Mutex::new(Some(tx)),
             thread: Mutex::new(None),
+            hits: Default::default(),
+            misses: Default::default(),
             depth,
         });
         let w = std::sync::Arc::downgrade(&warm);
@@ -210,7 +215,29 @@ impl Warm {
         if let Some(tx) = &*self.want.lock().unwrap_or_else(|e| e.into_inner()) {
             let _ = tx.send(p.clone());
         }
+        let counter = if inst.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         inst
+    }
+
+    /// The Prometheus text of the pool's figures.
+    pub fn metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let ready: usize = self
+            .ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .values()
+            .map(|v| v.len())
+            .sum();
+        let _ = writeln!(out, "# HELP rsandbox_warm_instances Instances created ahead of time, ready for a request.\n# TYPE rsandbox_warm_instances gauge\nrsandbox_warm_instances {ready}");
+        let _ = writeln!(out, "# HELP rsandbox_warm_total Runs by whether a ready instance was there.\n# TYPE rsandbox_warm_total counter\nrsandbox_warm_total{{result=\"hit\"}} {}\nrsandbox_warm_total{{result=\"miss\"}} {}", self.hits.load(Relaxed), self.misses.load(Relaxed));
     }
 
     /// Stops warming (waiting for an instance being made) and destroys every ready instance.

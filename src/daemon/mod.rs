@@ -454,6 +454,7 @@ fn cgroup_memory() -> Option<(&'static str, u64)> {
 fn metrics(ctx: &Ctx) -> Response<Body> {
     let mut out = String::new();
     ctx.pool.metrics(&mut out);
+    ctx.warm.metrics(&mut out);
     process_metrics(&mut out);
     let mut r = Response::new(Full::new(Bytes::from(out)));
     r.headers_mut().insert(
