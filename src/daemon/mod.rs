@@ -370,7 +370,14 @@ async fn run_code(ctx: Arc<Ctx>, req: Request<Incoming>, arrived: Instant) -> Re
 }
 
 fn health(ctx: &Ctx) -> Response<Body> {
-    let sb = crate::Sandbox::builder().build();
+    // The default policy's sandbox, built once and cached like every request's.
+    let sb = match native::to_job(native::RunRequest::default_code(), &ctx.config.max) {
+        Ok(job) => ctx.sandboxes.get(&job.policy),
+        Err(m) => Err(Error::Invalid {
+            field: "maxima",
+            message: m,
+        }),
+    };
     json(
         StatusCode::OK,
         &serde_json::json!({

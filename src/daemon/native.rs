@@ -41,6 +41,16 @@ pub struct RunRequest {
     pub seccomp: Option<String>,
 }
 
+impl RunRequest {
+    /// A request with every default (Python code), for the default policy.
+    pub fn default_code() -> RunRequest {
+        RunRequest {
+            code: Some(String::new()),
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct FileIn {
