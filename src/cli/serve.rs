@@ -146,14 +146,18 @@ fn endpoints(a: &ServeArgs) -> anyhow::Result<(Vec<Endpoint>, daemon::Config)> {
     Ok((eps, config))
 }
 
-async fn terminated() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called (inside the
+/// runtime), not when the future is first polled, so a signal right after "ready" is caught.
+fn terminated() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 /// Runs the daemon; returns the exit code.
@@ -193,13 +197,23 @@ pub fn serve(a: &ServeArgs) -> i32 {
             return 125;
         }
     };
+    let shutdown = {
+        let _in_runtime = rt.enter();
+        match terminated() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("rsandbox serve: installing the SIGTERM handler: {e}");
+                return 125;
+            }
+        }
+    };
     eprintln!(
         "rsandbox serve: ready ({} slots, queue {}, pid {})",
         config.slots,
         config.queue,
         std::process::id()
     );
-    match rt.block_on(daemon::serve(eps, config, terminated())) {
+    match rt.block_on(daemon::serve(eps, config, shutdown)) {
         Ok(()) => {
             eprintln!("rsandbox serve: stopped");
             0

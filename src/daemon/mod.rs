@@ -59,6 +59,19 @@ impl Default for Maxima {
     }
 }
 
+#[cfg(test)]
+impl Maxima {
+    /// 60 s, 1 GiB, 100 pids, 2 CPUs.
+    pub(crate) fn for_tests() -> Maxima {
+        Maxima {
+            timeout: Duration::from_secs(60),
+            memory: 1 << 30,
+            pids: 100,
+            cpus: 2.0,
+        }
+    }
+}
+
 /// This host's CPUs.
 pub fn cores() -> usize {
     std::thread::available_parallelism()

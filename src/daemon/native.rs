@@ -313,12 +313,7 @@ mod tests {
     use super::*;
 
     fn max() -> Maxima {
-        Maxima {
-            timeout: Duration::from_secs(60),
-            memory: 1 << 30,
-            pids: 100,
-            cpus: 2.0,
-        }
+        Maxima::for_tests()
     }
 
     fn job(v: serde_json::Value) -> Result<Job, String> {

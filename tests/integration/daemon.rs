@@ -231,6 +231,14 @@ impl Drop for Daemon {
     }
 }
 
+/// The host's fingerprint before a daemon starts, to compare after it stopped (its ready
+/// instances are processes of its own). A daemon started and stopped first runs the janitor,
+/// which may remove records other supervisors left.
+fn host_before() -> util::Fingerprint {
+    let _ = Daemon::start(&[]).stop(20);
+    util::Fingerprint::take(&util::sandbox())
+}
+
 fn b64(s: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
@@ -736,10 +744,7 @@ fn a_disconnect_cancels_queued_and_running_runs() {
     if !util::require("userns") {
         return;
     }
-    // A first start runs the janitor, which may remove records other supervisors left; the
-    // fingerprint is compared after the daemon (and its ready instances) is gone.
-    let _ = Daemon::start(&[]).stop(20);
-    let before = util::Fingerprint::take(&util::sandbox());
+    let before = host_before();
     let mut d = Daemon::start(&["--slots", "1"]);
     let send = |body: &Value| {
         let mut s = UnixStream::connect(&d.socket).unwrap();
@@ -958,9 +963,7 @@ fn sigterm_drains_runs_in_flight_then_removes_everything() {
     if !util::require("userns") {
         return;
     }
-    // A first start runs the janitor, which may remove records other supervisors left.
-    let _ = Daemon::start(&[]).stop(20);
-    let before = util::Fingerprint::take(&util::sandbox());
+    let before = host_before();
     let mut d = Daemon::start(&["--grace", "10"]);
     let socket = d.socket.clone();
     let s = socket.clone();
@@ -1205,10 +1208,7 @@ fn a_soak_of_5000_requests_leaves_fds_rss_and_the_host_unchanged() {
         return;
     }
     let sb = util::sandbox();
-    // The host is compared before the daemon starts and after it stops (its ready instances
-    // are processes of its own); a first start runs the janitor.
-    let _ = Daemon::start(&[]).stop(20);
-    let before = util::Fingerprint::take(&sb);
+    let before = host_before();
     let d = Arc::new(Daemon::start(&[]));
     let one = |d: &Daemon, i: usize| {
         let a = if i % 10 == 0 {
