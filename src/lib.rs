@@ -42,7 +42,7 @@ pub mod cgroup;
 pub mod daemon;
 pub mod defaults;
 mod error;
-pub(crate) mod instance;
+mod instance;
 mod interp;
 pub mod landlock;
 pub mod ns;
