@@ -120,12 +120,15 @@ fn command(step: &Step, job: &Job, cancel: &Cancel) -> Command {
     cmd.timeout(step.timeout).cancel_on(cancel)
 }
 
+/// Ready instances by policy, and the policies kept warm, least recently used first.
+type Ready = (HashMap<Policy, Vec<Instance>>, Vec<Policy>);
+
 /// Instances created ahead of time, per policy, by a warmer thread: a request takes a ready
 /// one, so creating it (mounts, cgroups, and on cgroup v1 the attach, which waits for an RCU
 /// grace period when attaches are not frequent) is off its path. Only the last few policies
 /// seen are kept warm.
 pub struct Warm {
-    ready: Mutex<(HashMap<Policy, Vec<Instance>>, Vec<Policy>)>,
+    ready: Mutex<Ready>,
     want: Mutex<Option<std::sync::mpsc::Sender<Policy>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Requests that found a ready instance, and that did not.
