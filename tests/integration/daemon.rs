@@ -721,6 +721,23 @@ fn requests_beyond_the_slots_wait_and_a_full_queue_is_503() {
         assert!(r["queued_ms"].as_f64().unwrap() > 300.0, "{r}");
     }
     assert_eq!(d.metric("rsandbox_runs_total{status=\"rejected\"}"), 1.0);
+    // The rest of /metrics: latency histogram, the daemon's own figures.
+    assert_eq!(d.metric("rsandbox_request_duration_seconds_count"), 3.0);
+    assert!(d.metric("process_resident_memory_bytes") > 1e6);
+    assert!(d.metric("process_open_fds") > 3.0);
+    assert_eq!(d.metric("rsandbox_slots"), 1.0);
+    let m = d.get("/metrics");
+    assert!(m.header("content-type").unwrap().starts_with("text/plain"));
+    assert!(m
+        .body
+        .contains("# TYPE rsandbox_request_duration_seconds histogram"));
+    if util::is_root() {
+        assert!(
+            d.metric("rsandbox_daemon_cgroup_memory_bytes") > 0.0,
+            "{}",
+            m.body
+        );
+    }
 
     let d = Arc::new(Daemon::start(&[]));
     let many: Vec<_> = (0..8)
