@@ -43,3 +43,19 @@ pub fn environment() -> Vec<(String, String)> {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
 }
+
+/// Daemon maxima (DESIGN.md §4): a request above one is a 422 on `/v1` and clamped on the
+/// compatible APIs. `rsandbox serve --max-*` changes them; the CPU maximum is the host's cores.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+/// Memory maximum per run.
+pub const MAX_MEMORY: u64 = 4 << 30;
+/// Processes and threads maximum per run.
+pub const MAX_PIDS: u64 = 4096;
+/// Largest request body the daemon reads.
+pub const MAX_BODY: usize = 64 << 20;
+/// Fetched files returned by one run, all together.
+pub const MAX_FETCH: u64 = 32 << 20;
+/// Requests waiting for a slot, per slot, before the daemon answers 503.
+pub const QUEUE_PER_SLOT: usize = 64;
+/// How long SIGTERM waits for in-flight runs before cancelling them.
+pub const GRACE: Duration = Duration::from_secs(30);

@@ -61,6 +61,10 @@ pub enum Error {
     /// index, or (`is_retryable`) not enough free now.
     #[error(transparent)]
     Gpu(#[from] crate::gpu::GpuError),
+
+    /// The run was cancelled through its `Cancel` handle (before or while it ran).
+    #[error("the run was cancelled")]
+    Cancelled,
 }
 
 impl Error {
@@ -94,6 +98,8 @@ impl Error {
             Error::Path { .. } => "files",
             Error::Gone => "instance",
             Error::Gpu(_) => "gpu",
+
+            Error::Cancelled => "cancelled",
         }
     }
 

@@ -31,7 +31,8 @@ pub struct Instance {
     gpu: Option<crate::gpu::GpuLease>,
     /// What enforces each limit for this instance (the sandbox's, less what failed here).
     enforcement: crate::outcome::Enforcement,
-    slot: u32,
+    /// Where this instance's CPUs start (see `exec_inner`).
+    cpu_base: usize,
     /// Serialises use of the control socket and the exec region.
     lock: Mutex<()>,
 }
@@ -42,7 +43,7 @@ const RESOLVE: u64 = sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS | sys
 
 /// Splits a work-dir path into checked components: relative (or absolute under the work dir),
 /// no `.`/`..`, no NUL, not empty.
-fn components(path: &str) -> Result<Vec<CString>> {
+pub(crate) fn components(path: &str) -> Result<Vec<CString>> {
     let refuse = |reason: &str| {
         Err(Error::Path {
             path: path.to_string(),
@@ -173,7 +174,11 @@ impl Instance {
             host_uid: ids.host_uid,
             cgroups,
         };
-        let slot = record.slot;
+        // Consecutive instances of one process start on consecutive CPUs, so concurrent runs
+        // spread over the host; the pid varies the start between processes.
+        static NEXT_CPU: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let cpu_base = NEXT_CPU.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + std::process::id() as usize;
         let mut inst = Instance {
             inner,
             reaper: Some(reaper),
@@ -182,7 +187,7 @@ impl Instance {
             cg,
             gpu,
             enforcement,
-            slot,
+            cpu_base,
             lock: Mutex::new(()),
         };
         record.write(&info)?;
@@ -202,6 +207,9 @@ impl Instance {
 
     pub(crate) fn exec_inner(&self, cmd: &Command, one_shot: bool) -> Result<Outcome> {
         let reaper = self.reaper()?;
+        if let Some(c) = &cmd.cancel {
+            c.check()?;
+        }
         for (path, data, mode) in &cmd.files {
             self.put_file(path, data, *mode)?;
         }
@@ -263,12 +271,12 @@ impl Instance {
             .iter()
             .flat_map(|r| r.join.iter().map(|f| f.as_raw_fd()))
             .collect();
-        // ceil(cpus) CPUs, spread over the host by slot, so thread pools size themselves.
+        // ceil(cpus) CPUs, spread over the host by instance, so thread pools size themselves.
         let cpus: Vec<usize> = match self.inner.limits.cpus {
             Some(c) if (c.ceil() as usize) < self.inner.ncpu => {
                 let n = c.ceil() as usize;
                 (0..n)
-                    .map(|i| (self.slot as usize * n + i) % self.inner.ncpu)
+                    .map(|i| (self.cpu_base.wrapping_mul(n) + i) % self.inner.ncpu)
                     .collect()
             }
             _ => Vec::new(),
@@ -382,6 +390,7 @@ impl Instance {
             timeout,
             self.inner.output_limit,
             sink,
+            cmd.cancel.as_ref().map(|c| c.fd()),
             &mut on_timeout,
             &mut watch,
         );
@@ -408,6 +417,9 @@ impl Instance {
         before: crate::cgroup::InstanceStats,
         after: crate::cgroup::InstanceStats,
     ) -> Result<Outcome> {
+        if sup.cancelled {
+            return Err(Error::Cancelled);
+        }
         let mut limits_hit = Vec::new();
         let (mut exit_code, mut signal) = (None, None);
         let run = run_stats.unwrap_or_default();
@@ -563,6 +575,11 @@ impl Instance {
                 "a symlink is in the way (symlinks are never followed)".to_string()
             }
             Some(libc::EXDEV) => "it leads outside the work dir".to_string(),
+            // A directory component opened with O_NOFOLLOW | O_DIRECTORY that is a symlink.
+            Some(libc::ENOTDIR) => {
+                "a path component is not a directory (or is a symlink, which is never followed)"
+                    .to_string()
+            }
             _ => e.to_string(),
         };
         Error::Path { path, reason }

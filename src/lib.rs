@@ -38,7 +38,9 @@
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+mod cancel;
 pub mod cgroup;
+pub mod daemon;
 pub mod defaults;
 mod error;
 pub mod gpu;
@@ -55,6 +57,7 @@ pub(crate) mod spawn;
 pub mod state;
 pub(crate) mod sys;
 
+pub use cancel::Cancel;
 pub use error::{Error, Result};
 pub use gpu::{GpuError, GpuLease, GpuPool, GpuRequest};
 

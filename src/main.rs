@@ -13,6 +13,7 @@ fn main() {
     let args = cli::Cli::parse();
     let code = match &args.cmd {
         cli::Cmd::Run(a) => cli::run(a),
+        cli::Cmd::Serve(a) => cli::serve::serve(a),
         cli::Cmd::Check { json } => cli::check(*json),
     };
     std::process::exit(code);

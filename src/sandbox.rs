@@ -770,6 +770,9 @@ impl Sandbox {
     /// ([`SandboxBuilder::warm`]) the instance comes from the pool when one is ready, and is
     /// destroyed by the pool's thread after this returns.
     pub fn run(&self, cmd: &Command) -> Result<Outcome> {
+        if let Some(c) = &cmd.cancel {
+            c.check()?;
+        }
         let pooled = self.pool.as_ref().and_then(|p| p.take());
         let inst = match pooled {
             Some(i) => i,
@@ -852,6 +855,7 @@ pub struct Command {
     pub(crate) timeout: Option<Duration>,
     pub(crate) pass_through: bool,
     pub(crate) files: Vec<(String, Vec<u8>, u32)>,
+    pub(crate) cancel: Option<crate::Cancel>,
 }
 
 impl Command {
@@ -863,6 +867,7 @@ impl Command {
             timeout: None,
             pass_through: false,
             files: Vec::new(),
+            cancel: None,
         }
     }
     /// A program looked up on the instance's PATH (or a path inside it).
@@ -912,6 +917,13 @@ impl Command {
     /// A file copied into the work dir (path relative to it) before the program starts.
     pub fn file(mut self, path: impl Into<String>, data: impl Into<Vec<u8>>, mode: u32) -> Command {
         self.files.push((path.into(), data.into(), mode));
+        self
+    }
+
+    /// Cancels this run when `cancel` is cancelled: before it starts, it is not started;
+    /// while it runs, it is killed (as on a timeout). The run then returns `Err(Cancelled)`.
+    pub fn cancel_on(mut self, cancel: &crate::Cancel) -> Command {
+        self.cancel = Some(cancel.clone());
         self
     }
 

@@ -591,3 +591,53 @@ pub fn memfd(name: &str) -> io::Result<std::fs::File> {
     // SAFETY: memfd_create returned a new descriptor that nothing else owns.
     Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
+
+/// A close-on-exec, non-blocking `eventfd(2)` with counter 0.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: no memory is involved; the returned descriptor is new and ours.
+    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+    // SAFETY: eventfd returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds 1 to an eventfd's counter (making it readable).
+pub fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: writes 8 bytes from a live local buffer.
+    let r = unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    match r {
+        8 => Ok(()),
+        // EAGAIN: the counter is at its maximum, which is readable all the same.
+        _ if errno() == libc::EAGAIN => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// Takes ownership of a descriptor this process inherited (socket activation's fds 3, 4, ...),
+/// after checking that it is open; marks it close-on-exec.
+pub fn inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only queries the descriptor table.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: F_SETFD on a descriptor just checked to be open.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) })?;
+    // SAFETY: the descriptor is open and was handed to this process for it to own; the caller
+    // takes it once (socket activation names each fd once).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `SO_DOMAIN` of a socket (`AF_UNIX`, `AF_INET`, `AF_INET6`).
+pub fn socket_domain(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: v and len are live, correctly sized locals for getsockopt to fill.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(v)
+}

@@ -3,11 +3,31 @@
 # the integration binary again as an unprivileged user. Prints how long each stage took.
 #   RSANDBOX_TEST_EXPECT  features that must be present (default for this host kind below)
 #   RSANDBOX_TEST_USER    the unprivileged user for the second pass (default: rstest, created)
+# As root on Debian it first installs the packages the tests use (those missing only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-export RSANDBOX_TEST_EXPECT="${RSANDBOX_TEST_EXPECT:-userns,landlock,cgroup1,cpython-tests,fake-gpu}"
+export RSANDBOX_TEST_EXPECT="${RSANDBOX_TEST_EXPECT:-userns,landlock,cgroup1,cpython-tests,fake-gpu,sandbox-fusion,systemd-analyze}"
 stage() { echo "=== $1: $(( SECONDS - t0 ))s"; }
+
+# libseccomp-dev, pkg-config: the build; python3-venv: the SandboxFusion client's venv;
+# libpython3.11-testsuite: CPython's own tests under the strict profile; bubblewrap: a bench
+# row; gcc, libc6-dev: the hostile tests' C programs; util-linux, passwd: setpriv, runuser,
+# useradd; systemd: systemd-analyze, to verify the units (PID 1 need not be systemd).
+t0=$SECONDS
+packages=(libseccomp-dev pkg-config python3 python3-venv libpython3.11-testsuite bubblewrap curl
+          ca-certificates gcc libc6-dev util-linux passwd systemd)
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    missing=()
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+fi
+stage "packages"
 
 t0=$SECONDS
 cargo build --release --locked --all-targets
@@ -18,7 +38,9 @@ t0=$SECONDS
 [ "$(id -u)" = 0 ] || export RSANDBOX_TEST_CACHE="${RSANDBOX_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rsandbox-test}"
 RSANDBOX_TEST_CPYTHON_TESTS=$(tests/fetch-cpython-tests)
 export RSANDBOX_TEST_CPYTHON_TESTS
-stage "fetch CPython test modules"
+RSANDBOX_SF_PYTHON=${RSANDBOX_SF_PYTHON:-$(tests/fetch-sandbox-fusion)}
+export RSANDBOX_SF_PYTHON
+stage "fetch CPython test modules and the SandboxFusion client"
 
 t0=$SECONDS
 cargo test --release --locked -- --test-threads=2
@@ -47,9 +69,10 @@ if [ "$(id -u)" = 0 ]; then
     chmod 755 "$bindir" "$bindir"/*
     # Unprivileged, this host's v1 cgroups are not delegated: do not expect them.
     runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$(getent passwd "$user" | cut -d: -f6)" \
-        RSANDBOX_BIN="$bindir/rsandbox" RSANDBOX_TEST_EXPECT="userns,landlock,cpython-tests,fake-gpu" \
+        RSANDBOX_BIN="$bindir/rsandbox" RSANDBOX_TEST_EXPECT="userns,landlock,cpython-tests,fake-gpu,sandbox-fusion,systemd-analyze" \
         RSANDBOX_TEST_GPU_DEV_DIR="$gpudir/dev" \
         RSANDBOX_TEST_CPYTHON_TESTS="$RSANDBOX_TEST_CPYTHON_TESTS" \
+        RSANDBOX_SF_PYTHON="$RSANDBOX_SF_PYTHON" \
         "$bindir/integration" --test-threads=2
     stage "integration tests as $user"
 fi

@@ -9,6 +9,10 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
 use rsandbox::{defaults, Command, Net, Outcome, Sandbox, Status, Stdin};
 
+mod client;
+pub mod serve;
+pub use serve::ServeArgs;
+
 #[derive(Parser)]
 #[command(
     name = "rsandbox",
@@ -24,6 +28,9 @@ pub struct Cli {
 pub enum Cmd {
     /// Run a script, Python code (-c) or any program (after --) in a fresh sandbox.
     Run(RunArgs),
+    /// Run the daemon: HTTP/1.1 + JSON on a Unix socket (and optionally TCP), with the native
+    /// API and SandboxFusion's /run_code.
+    Serve(ServeArgs),
     /// Show what this host supports and what would enforce each limit.
     Check {
         /// Print JSON instead of text.
@@ -169,6 +176,9 @@ pub struct RunArgs {
     /// Print the JSON report (schema v1) on stdout instead of passing output through.
     #[arg(long)]
     json: bool,
+    /// Send the run to the daemon listening on this Unix socket instead of running it here.
+    #[arg(long, value_name = "SOCKET")]
+    daemon: Option<PathBuf>,
     /// A script to copy into the work dir and run (.py with Python, .sh with /bin/sh, else
     /// its #! line), followed by its arguments.
     #[arg(value_name = "SCRIPT")]
@@ -193,17 +203,56 @@ fn file_mode(p: &Path) -> u32 {
         .unwrap_or(0o644)
 }
 
-/// The command a script asks for: by extension, else by its `#!` line.
-fn script_command(name: &str, data: &[u8]) -> anyhow::Result<(Command, u32)> {
-    if name.ends_with(".py") {
-        Ok((Command::python_script(name.to_string()), 0o644))
-    } else if name.ends_with(".sh") {
-        Ok((Command::new("/bin/sh").arg(name), 0o644))
-    } else if data.starts_with(b"#!") {
-        Ok((Command::new(format!("./{name}")), 0o755))
-    } else {
-        bail!("cannot tell how to run {name}: it has no .py or .sh extension and no #! line")
+/// How a script runs: by its extension, else by its `#!` line.
+enum Script {
+    Python,
+    Shell,
+    Shebang,
+}
+
+impl Script {
+    fn of(name: &str, data: &[u8]) -> anyhow::Result<Script> {
+        if name.ends_with(".py") {
+            Ok(Script::Python)
+        } else if name.ends_with(".sh") {
+            Ok(Script::Shell)
+        } else if data.starts_with(b"#!") {
+            Ok(Script::Shebang)
+        } else {
+            bail!("cannot tell how to run {name}: it has no .py or .sh extension and no #! line")
+        }
     }
+
+    /// The mode the copy in the work dir needs.
+    fn mode(&self) -> u32 {
+        match self {
+            Script::Shebang => 0o755,
+            _ => 0o644,
+        }
+    }
+}
+
+/// Reads a script: (its file name, its content).
+fn read_script(script: &Path) -> anyhow::Result<(String, Vec<u8>)> {
+    let data =
+        std::fs::read(script).with_context(|| format!("reading script {}", script.display()))?;
+    let name = script
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| anyhow!("script name {} is not valid UTF-8", script.display()))?
+        .to_string();
+    Ok((name, data))
+}
+
+/// The command a script asks for, and the mode of its copy.
+fn script_command(name: &str, data: &[u8]) -> anyhow::Result<(Command, u32)> {
+    let kind = Script::of(name, data)?;
+    let cmd = match kind {
+        Script::Python => Command::python_script(name.to_string()),
+        Script::Shell => Command::new("/bin/sh").arg(name),
+        Script::Shebang => Command::new(format!("./{name}")),
+    };
+    Ok((cmd, kind.mode()))
 }
 
 /// Builds the sandbox and command from the options; `Err` is a usage or setup error.
@@ -259,13 +308,7 @@ fn prepare(a: &RunArgs) -> anyhow::Result<(Sandbox, Command)> {
         }
         Command::new(&a.program[0]).args(&a.program[1..])
     } else if let Some(script) = &a.script {
-        let data = std::fs::read(script)
-            .with_context(|| format!("reading script {}", script.display()))?;
-        let name = script
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| anyhow!("script name {} is not valid UTF-8", script.display()))?
-            .to_string();
+        let (name, data) = read_script(script)?;
         let (cmd, mode) = script_command(&name, &data)?;
         cmd.file(name, data, mode.max(file_mode(script)))
             .args(&a.script_args)
@@ -289,6 +332,9 @@ fn prepare(a: &RunArgs) -> anyhow::Result<(Sandbox, Command)> {
 
 /// `rsandbox run`: returns the process exit code.
 pub fn run(a: &RunArgs) -> i32 {
+    if let Some(socket) = &a.daemon {
+        return client::run(a, socket);
+    }
     let result = prepare(a).and_then(|(sb, cmd)| sb.run(&cmd).map_err(anyhow::Error::from));
     match result {
         Ok(out) => {

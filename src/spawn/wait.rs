@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::proto::{self, ExitRecord};
@@ -48,6 +48,8 @@ pub struct Supervised {
     pub violation: Option<(u32, i32)>,
     /// A polled limit (CPU time, watchdog memory) was exceeded and the run killed.
     pub watched: Option<crate::outcome::Limit>,
+    /// The run was cancelled (its `Cancel` fd became readable) and killed.
+    pub cancelled: bool,
 }
 
 /// `struct seccomp_notif`.
@@ -148,14 +150,17 @@ fn feed_stdin(pipe: OwnedFd, source: StdinSource) {
     }
 }
 
-/// Supervises until the program exits (or the deadline passes and `on_timeout` has killed it).
-/// `on_timeout` must make the program exit: kill its group, or the whole instance.
+/// Supervises until the program exits (or the deadline passes, or `cancel` becomes readable,
+/// and `on_timeout` has killed it). `on_timeout` must make the program exit: kill its group, or
+/// the whole instance.
+#[allow(clippy::too_many_arguments)]
 pub fn supervise(
     io: ProgramIo,
     stdin: StdinSource,
     timeout: Duration,
     limit: u64,
     sink: Sink,
+    cancel: Option<BorrowedFd<'_>>,
     on_timeout: &mut dyn FnMut(),
     watch: &mut dyn FnMut() -> Option<crate::outcome::Limit>,
 ) -> Supervised {
@@ -192,6 +197,7 @@ pub fn supervise(
     const WATCH: Duration = Duration::from_millis(20);
     let mut next_watch = start + WATCH;
     let mut watched = None;
+    let mut cancelled = false;
 
     while let Some(st) = &status {
         let now = Instant::now();
@@ -241,13 +247,26 @@ pub fn supervise(
                 revents: 0,
             });
         }
+        let ci = pfds.len();
+        if let Some(c) = cancel.filter(|_| !cancelled) {
+            pfds.push(libc::pollfd {
+                fd: c.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
         if sys::poll(&mut pfds, ms.max(1)).is_err() {
             break;
+        }
+        if pfds.get(ci).is_some_and(|p| p.revents != 0) {
+            cancelled = true;
+            on_timeout();
+            hard_stop.get_or_insert(Instant::now() + Duration::from_secs(5));
         }
         for s in streams.iter_mut() {
             s.pump(&mut buf, limit, sink);
         }
-        if pfds.get(li).is_some_and(|p| p.revents != 0) {
+        if listener.is_some() && pfds.get(li).is_some_and(|p| p.revents != 0) {
             let l = listener.as_ref().unwrap();
             match recv_notification(l) {
                 Some((pid, arch, nr)) => {
@@ -300,5 +319,6 @@ pub fn supervise(
         stderr: err.out,
         violation,
         watched,
+        cancelled,
     }
 }

@@ -622,3 +622,37 @@ fn warm_pool_gives_each_run_a_fresh_instance_and_leaves_nothing() {
     }
     fp.assert_same(&plain);
 }
+
+/// `Command::cancel_on`: a cancelled handle refuses to start a run; cancelling a running one
+/// from another thread kills it at once (as a timeout would) and returns `Err(Cancelled)`,
+/// and nothing of the instance remains.
+#[test]
+fn a_cancelled_run_ends_at_once_and_leaves_nothing() {
+    let _g = util::exclusive();
+    if !util::require("userns") {
+        return;
+    }
+    let sb = util::sandbox();
+    let before = util::Fingerprint::take(&sb);
+    let cancel = rsandbox::Cancel::new().unwrap();
+    let cmd = rsandbox::Command::new("/bin/sleep")
+        .arg("60")
+        .cancel_on(&cancel);
+    let c = cancel.clone();
+    let t = std::time::Instant::now();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        c.cancel();
+    });
+    let r = sb.run(&cmd);
+    killer.join().unwrap();
+    assert!(matches!(r, Err(rsandbox::Error::Cancelled)), "{r:?}");
+    assert!(
+        t.elapsed() < util::allow(5.0),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(matches!(sb.run(&cmd), Err(rsandbox::Error::Cancelled)));
+    drop((cmd, cancel)); // the eventfd is the test's own
+    before.assert_same(&sb);
+}

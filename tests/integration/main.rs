@@ -7,6 +7,7 @@ mod util;
 static ALLOC: rsandbox::CheckedAlloc = rsandbox::CheckedAlloc;
 
 mod cli;
+mod daemon;
 mod files;
 mod filters;
 mod gpu;

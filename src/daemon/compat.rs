@@ -1,0 +1,221 @@
+//! SandboxFusion compatibility: `POST /run_code` and `GET /v1/ping`, byte-compatible with its
+//! request and response, on the same listener and with the same isolation as `/v1/run`.
+//! Program failures are HTTP 200 with status `Failed`; `SandboxError` is only for faults of
+//! the sandbox (or a language this host cannot run), never for the user's code. Limits above
+//! the daemon's maxima are clamped, not refused.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use super::job::{Done, Job, Policy};
+use super::native::{check_file_path, program_steps};
+use super::{lang, Maxima};
+use crate::outcome::{Outcome, Status};
+
+fn ten() -> f64 {
+    10.0
+}
+fn minus_one() -> f64 {
+    -1.0
+}
+
+/// SandboxFusion's `RunCodeRequest`. Unknown fields are ignored, as pydantic does.
+#[derive(Deserialize, Debug)]
+pub struct RunCodeRequest {
+    #[serde(default = "ten")]
+    pub compile_timeout: f64,
+    #[serde(default = "ten")]
+    pub run_timeout: f64,
+    #[serde(default = "minus_one", rename = "memory_limit_MB")]
+    pub memory_limit_mb: f64,
+    pub code: String,
+    #[serde(default)]
+    pub stdin: Option<String>,
+    pub language: String,
+    /// Path -> base64 content (`null`: skipped).
+    #[serde(default)]
+    pub files: BTreeMap<String, Option<String>>,
+    #[serde(default)]
+    pub fetch_files: Vec<String>,
+}
+
+/// SandboxFusion's `CommandRunResult`.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct CommandRunResult {
+    pub status: &'static str,
+    pub execution_time: Option<f64>,
+    pub return_code: Option<i32>,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+}
+
+/// SandboxFusion's `RunCodeResponse`, fields in its order.
+#[derive(Serialize, Debug)]
+pub struct RunCodeResponse {
+    pub status: &'static str,
+    pub message: String,
+    pub compile_result: Option<CommandRunResult>,
+    pub run_result: Option<CommandRunResult>,
+    pub executor_pod_name: Option<String>,
+    pub files: BTreeMap<String, String>,
+}
+
+impl RunCodeResponse {
+    pub fn sandbox_error(message: String) -> RunCodeResponse {
+        RunCodeResponse {
+            status: "SandboxError",
+            message,
+            compile_result: None,
+            run_result: None,
+            executor_pod_name: pod_name(),
+            files: BTreeMap::new(),
+        }
+    }
+}
+
+/// What SandboxFusion puts in `executor_pod_name`: its `MY_POD_NAME`, else null.
+fn pod_name() -> Option<String> {
+    std::env::var("MY_POD_NAME").ok()
+}
+
+fn clamp_secs(v: f64, max: Duration) -> Duration {
+    let v = if v.is_finite() && v > 0.0 { v } else { ten() };
+    Duration::from_secs_f64(v.clamp(0.01, max.as_secs_f64()))
+}
+
+/// A request as a job, limits clamped; `Err(Ok(msg))` is a 422 (malformed), `Err(Err(msg))` a
+/// SandboxError answer (a language this host cannot run).
+pub fn to_job(r: RunCodeRequest, max: &Maxima) -> Result<Job, Result<String, String>> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let lang = lang::find(&r.language).map_err(Err)?;
+    let memory = if r.memory_limit_mb.is_finite() && r.memory_limit_mb > 0.0 {
+        ((r.memory_limit_mb as u64).max(16) << 20).min(max.memory)
+    } else {
+        max.memory
+    };
+    let mut files = Vec::new();
+    for (path, content) in r.files {
+        check_file_path(&path).map_err(|e| Ok(format!("files: {e}")))?;
+        let Some(content) = content else { continue };
+        let data = b64
+            .decode(content.trim())
+            .map_err(|e| Ok(format!("files: {path:?} is not base64: {e}")))?;
+        files.push((path, data, 0o644));
+    }
+    for p in &r.fetch_files {
+        check_file_path(p).map_err(|e| Ok(format!("fetch_files: {e}")))?;
+    }
+    files.push((lang.source.to_string(), r.code.into_bytes(), 0o644));
+    let (compile, run) = program_steps(
+        lang,
+        clamp_secs(r.compile_timeout, max.timeout),
+        clamp_secs(r.run_timeout, max.timeout),
+    );
+    Ok(Job {
+        policy: Policy {
+            // SandboxFusion has no CPU limit: the daemon's maximum, like memory_limit_MB -1.
+            cpus_centi: (max.cpus * 100.0).round() as u32,
+            memory,
+            pids: crate::defaults::PIDS.min(max.pids),
+            loopback: false,
+            seccomp: "default",
+            cpu_time_ms: None,
+        },
+        files,
+        compile,
+        run,
+        stdin: r.stdin.unwrap_or_default().into_bytes(),
+        env: lang
+            .env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        fetch: r.fetch_files,
+    })
+}
+
+fn text(o: &Outcome, stdout: bool) -> String {
+    let bytes = if stdout {
+        o.stdout_bytes()
+    } else {
+        o.stderr_bytes()
+    };
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// One step's report as SandboxFusion shows it.
+pub fn command_result(o: &Outcome) -> CommandRunResult {
+    let tle = matches!(o.status, Status::Timeout | Status::CpuTime);
+    CommandRunResult {
+        status: if tle { "TimeLimitExceeded" } else { "Finished" },
+        execution_time: Some(o.wall_ms / 1000.0),
+        return_code: if tle {
+            None
+        } else {
+            Some(o.exit_code_for_cli())
+        },
+        stdout: Some(text(o, true)),
+        stderr: Some(text(o, false)),
+    }
+}
+
+pub fn response(done: Done) -> RunCodeResponse {
+    let compile_result = done.compile.as_ref().map(command_result);
+    let run_result = done.run.as_ref().map(command_result);
+    let failed = compile_result
+        .iter()
+        .chain(run_result.iter())
+        .any(|r| r.status != "Finished" || r.return_code != Some(0));
+    RunCodeResponse {
+        status: if failed { "Failed" } else { "Success" },
+        message: String::new(),
+        compile_result,
+        run_result,
+        executor_pod_name: pod_name(),
+        files: done.files_b64(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn max() -> Maxima {
+        Maxima::for_tests()
+    }
+
+    #[test]
+    fn limits_are_clamped_and_minus_one_is_the_maximum() {
+        let r: RunCodeRequest = serde_json::from_value(serde_json::json!({
+            "code": "print(1)", "language": "python", "run_timeout": 1e9,
+            "memory_limit_MB": -1, "stdin": null
+        }))
+        .unwrap();
+        let j = to_job(r, &max()).unwrap();
+        assert_eq!(j.policy.memory, 1 << 30);
+        assert_eq!(j.policy.cpus_centi, 200);
+        assert_eq!(j.run.timeout, Duration::from_secs(60));
+        let r: RunCodeRequest = serde_json::from_value(serde_json::json!({
+            "code": "", "language": "python", "memory_limit_MB": 100, "run_timeout": 0
+        }))
+        .unwrap();
+        let j = to_job(r, &max()).unwrap();
+        assert_eq!(j.policy.memory, 100 << 20);
+        assert_eq!(j.run.timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn unknown_languages_are_sandbox_errors_and_bad_files_are_malformed() {
+        let r: RunCodeRequest =
+            serde_json::from_value(serde_json::json!({"code": "", "language": "cobol"})).unwrap();
+        assert!(matches!(to_job(r, &max()), Err(Err(_))));
+        let r: RunCodeRequest = serde_json::from_value(serde_json::json!({
+            "code": "", "language": "python", "files": {"../x": ""}
+        }))
+        .unwrap();
+        assert!(matches!(to_job(r, &max()), Err(Ok(_))));
+    }
+}

@@ -1,0 +1,168 @@
+//! The one table of languages the daemon runs from source (`/run_code`, and `/v1/run` with
+//! `code`): where the source goes, how it is compiled and run, and which host toolchain it
+//! needs. A language whose toolchain is missing on this host is refused with a message that
+//! says so.
+
+use std::path::Path;
+
+/// How one language is built and run. Paths are host paths that are also visible inside
+/// (every toolchain here lives under `/usr`, which instances bind read-only).
+#[derive(Debug)]
+pub struct Language {
+    /// The name clients send (SandboxFusion's names).
+    pub name: &'static str,
+    /// The file the code is written to, in the work dir.
+    pub source: &'static str,
+    /// The compile step's argv, run in the work dir, if any.
+    pub compile: Option<&'static [&'static str]>,
+    /// The run step's argv; `PYTHON` stands for the sandbox's Python interpreter.
+    pub run: &'static [&'static str],
+    /// Host files that must exist for this language to be offered.
+    pub needs: &'static [&'static str],
+    /// Extra environment of both steps.
+    pub env: &'static [(&'static str, &'static str)],
+}
+
+/// Stands for the sandbox's resolved Python interpreter in `Language::run`.
+pub const PYTHON: &str = "{python}";
+
+pub const LANGUAGES: &[Language] = &[
+    Language {
+        name: "python",
+        source: "main.py",
+        compile: None,
+        run: &[PYTHON, "main.py"],
+        needs: &[],
+        env: &[],
+    },
+    Language {
+        name: "bash",
+        source: "main.sh",
+        compile: None,
+        run: &["/bin/bash", "main.sh"],
+        needs: &["/bin/bash"],
+        env: &[],
+    },
+    Language {
+        name: "cpp",
+        source: "main.cpp",
+        compile: Some(&[
+            "/usr/bin/g++",
+            "-O2",
+            "-std=c++17",
+            "-o",
+            "main",
+            "main.cpp",
+        ]),
+        run: &["./main"],
+        needs: &["/usr/bin/g++"],
+        env: &[],
+    },
+    Language {
+        name: "nodejs",
+        source: "main.js",
+        compile: None,
+        run: &["/usr/bin/node", "main.js"],
+        needs: &["/usr/bin/node"],
+        env: &[],
+    },
+    Language {
+        name: "go",
+        source: "main.go",
+        compile: Some(&["/usr/bin/go", "build", "-o", "main", "main.go"]),
+        run: &["./main"],
+        needs: &["/usr/bin/go"],
+        env: &[("GOCACHE", "/tmp/go-cache"), ("GOPATH", "/tmp/go")],
+    },
+    Language {
+        name: "rust",
+        source: "main.rs",
+        compile: Some(&["/usr/bin/rustc", "-O", "-o", "main", "main.rs"]),
+        run: &["./main"],
+        needs: &["/usr/bin/rustc"],
+        env: &[],
+    },
+    Language {
+        name: "java",
+        source: "Main.java",
+        compile: Some(&["/usr/bin/javac", "-d", ".", "Main.java"]),
+        run: &["/usr/bin/java", "-cp", ".", "Main"],
+        needs: &["/usr/bin/javac", "/usr/bin/java"],
+        env: &[],
+    },
+    Language {
+        name: "perl",
+        source: "main.pl",
+        compile: None,
+        run: &["/usr/bin/perl", "main.pl"],
+        needs: &["/usr/bin/perl"],
+        env: &[],
+    },
+    Language {
+        name: "ruby",
+        source: "main.rb",
+        compile: None,
+        run: &["/usr/bin/ruby", "main.rb"],
+        needs: &["/usr/bin/ruby"],
+        env: &[],
+    },
+    Language {
+        name: "php",
+        source: "main.php",
+        compile: None,
+        run: &["/usr/bin/php", "main.php"],
+        needs: &["/usr/bin/php"],
+        env: &[],
+    },
+    Language {
+        name: "lua",
+        source: "main.lua",
+        compile: None,
+        run: &["/usr/bin/lua", "main.lua"],
+        needs: &["/usr/bin/lua"],
+        env: &[],
+    },
+];
+
+/// Looks a language up; `Err` is a message for the client (unknown, or no toolchain here).
+pub fn find(name: &str) -> Result<&'static Language, String> {
+    let Some(lang) = LANGUAGES.iter().find(|l| l.name == name) else {
+        return Err(format!(
+            "language {name:?} is not supported by rsandbox; available on this host: {}",
+            available().join(", ")
+        ));
+    };
+    if let Some(missing) = lang.needs.iter().find(|p| !Path::new(p).exists()) {
+        return Err(format!(
+            "language {name:?} needs {missing}, which this host does not have; available on \
+             this host: {}",
+            available().join(", ")
+        ));
+    }
+    Ok(lang)
+}
+
+/// The names of the languages whose toolchain this host has.
+pub fn available() -> Vec<&'static str> {
+    LANGUAGES
+        .iter()
+        .filter(|l| l.needs.iter().all(|p| Path::new(p).exists()))
+        .map(|l| l.name)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_python_and_bash_are_always_there() {
+        let mut names: Vec<_> = LANGUAGES.iter().map(|l| l.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), LANGUAGES.len());
+        assert!(find("python").is_ok() && find("bash").is_ok());
+        let e = find("cobol").unwrap_err();
+        assert!(e.contains("not supported") && e.contains("python"), "{e}");
+    }
+}
