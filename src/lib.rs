@@ -50,6 +50,7 @@ pub mod landlock;
 pub mod ns;
 mod outcome;
 mod pool;
+pub use pool::PoolStats;
 pub mod probe;
 mod sandbox;
 pub mod seccomp;

@@ -9,6 +9,7 @@
 //! `Sandbox` stops the thread after it has destroyed every instance it holds.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -29,7 +30,21 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
-    warm: usize,
+    /// Idle instances to keep ([`Pool::set_warm`] changes it; at most the size built with).
+    warm: AtomicUsize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// A warm pool's figures ([`crate::Sandbox::pool_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Idle instances kept now, and the number the pool aims for.
+    pub ready: usize,
+    pub target: usize,
+    /// Runs that found an idle instance, and runs that had to create one.
+    pub hits: u64,
+    pub misses: u64,
 }
 
 pub(crate) struct Pool {
@@ -42,7 +57,9 @@ impl Pool {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
-            warm,
+            warm: AtomicUsize::new(warm),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         });
         let s = shared.clone();
         let worker = std::thread::Builder::new()
@@ -59,7 +76,29 @@ impl Pool {
         let mut st = self.shared.state.lock().unwrap();
         let inst = st.ready.pop_front();
         self.shared.wake.notify_one();
+        let counter = match inst {
+            Some(_) => &self.shared.hits,
+            None => &self.shared.misses,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         inst
+    }
+
+    /// Changes how many idle instances the pool keeps; the thread destroys any beyond it.
+    pub fn set_warm(&self, n: usize) {
+        self.shared.warm.store(n, Ordering::Relaxed);
+        let _st = self.shared.state.lock().unwrap();
+        self.shared.wake.notify_one();
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let ready = self.shared.state.lock().unwrap().ready.len();
+        PoolStats {
+            ready,
+            target: self.shared.warm.load(Ordering::Relaxed),
+            hits: self.shared.hits.load(Ordering::Relaxed),
+            misses: self.shared.misses.load(Ordering::Relaxed),
+        }
     }
 
     /// Hands a used instance to the pool's thread for teardown; tears it down here when the
@@ -103,7 +142,15 @@ fn work(shared: &Shared, inner: &Arc<Inner>) {
             drop(idle);
             return;
         }
-        if st.ready.len() < shared.warm {
+        let warm = shared.warm.load(Ordering::Relaxed);
+        if st.ready.len() > warm {
+            let extra = st.ready.pop_back();
+            drop(st);
+            drop(extra);
+            st = shared.state.lock().unwrap();
+            continue;
+        }
+        if st.ready.len() < warm {
             drop(st);
             let made = Instance::create(inner.clone(), None);
             st = shared.state.lock().unwrap();

@@ -773,17 +773,44 @@ impl Sandbox {
         if let Some(c) = &cmd.cancel {
             c.check()?;
         }
-        let pooled = self.pool.as_ref().and_then(|p| p.take());
-        let inst = match pooled {
-            Some(i) => i,
-            None => self.create()?,
-        };
+        let inst = self.instance()?;
         let out = inst.exec_inner(cmd, true);
-        match &self.pool {
-            Some(p) => p.finish(inst),
-            None => inst.destroy()?,
-        }
+        self.retire(inst)?;
         out
+    }
+
+    /// A fresh instance for one job (files in, runs, files out): from the warm pool when one is
+    /// ready, else created now. Give it back with [`Sandbox::retire`].
+    pub fn instance(&self) -> Result<Instance> {
+        match self.pool.as_ref().and_then(|p| p.take()) {
+            Some(i) => Ok(i),
+            None => self.create(),
+        }
+    }
+
+    /// Destroys a used instance: on the warm pool's thread when this sandbox has a pool (so the
+    /// caller does not wait for the teardown), else here.
+    pub fn retire(&self, inst: Instance) -> Result<()> {
+        match &self.pool {
+            Some(p) => {
+                p.finish(inst);
+                Ok(())
+            }
+            None => inst.destroy(),
+        }
+    }
+
+    /// Changes how many idle instances the warm pool keeps (at most 64; 0 destroys the idle
+    /// ones and keeps the thread for teardown). No effect on a sandbox built without a pool.
+    pub fn set_warm(&self, n: usize) {
+        if let Some(p) = &self.pool {
+            p.set_warm(n.min(64));
+        }
+    }
+
+    /// The warm pool's figures (None: no pool).
+    pub fn pool_stats(&self) -> Option<crate::PoolStats> {
+        self.pool.as_ref().map(|p| p.stats())
     }
 
     /// Creates a live instance for many `exec`s (a session). With GPUs, its lease comes from

@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// Largest CPU quota a request may ask for [default: the number of cores]
     #[arg(long, value_name = "CPUS")]
     max_cpus: Option<f64>,
+    /// How long a request for GPUs that exist but are held by other runs waits for them in the
+    /// queue before it gets 503.
+    #[arg(long, value_name = "SECS", value_parser = super::parse_secs, default_value = "300")]
+    gpu_wait: Duration,
     /// Largest request body (K, M, G suffixes).
     #[arg(long, value_name = "BYTES", value_parser = super::parse_size, default_value = "64M")]
     max_body: u64,
@@ -80,6 +84,7 @@ fn endpoints(a: &ServeArgs) -> anyhow::Result<(Vec<Endpoint>, daemon::Config)> {
     config.max_body =
         usize::try_from(a.max_body).map_err(|_| anyhow!("--max-body is too large"))?;
     config.max.timeout = a.max_timeout;
+    config.max.gpu_wait = a.gpu_wait;
     config.max.memory = a
         .max_memory
         .checked_mul(1 << 20)

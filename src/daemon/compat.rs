@@ -123,6 +123,7 @@ pub fn to_job(r: RunCodeRequest, max: &Maxima) -> Result<Job, Result<String, Str
             loopback: false,
             seccomp: "default",
             cpu_time_ms: None,
+            gpus: Default::default(),
         },
         files,
         compile,

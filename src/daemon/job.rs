@@ -2,13 +2,13 @@
 //! a blocking thread: create an instance, copy files in, compile and run, fetch files, hand the
 //! result over, then tear down (after the answer has gone, so teardown is off the request path).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::outcome::{Outcome, Status};
 use crate::seccomp::Profile;
-use crate::{Cancel, Command, Error, Instance, Net, Result, Sandbox, Stdin};
+use crate::{Cancel, Command, Error, Net, Result, Sandbox, Stdin};
 
 /// The sandbox settings a request chooses; instances with equal keys share one `Sandbox`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -21,6 +21,22 @@ pub struct Policy {
     /// `default` or `strict`.
     pub seccomp: &'static str,
     pub cpu_time_ms: Option<u64>,
+    /// GPUs: a count, or exact indices; shared with other sharers or exclusive.
+    pub gpus: GpuAsk,
+}
+
+/// A request's GPUs, as the daemon keys sandboxes by them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct GpuAsk {
+    pub count: u32,
+    pub devices: Option<Vec<u32>>,
+    pub share: bool,
+}
+
+impl GpuAsk {
+    pub fn is_none(&self) -> bool {
+        self.count == 0 && self.devices.is_none()
+    }
 }
 
 /// A program to start.
@@ -73,20 +89,58 @@ impl Done {
 }
 
 /// Sandboxes by policy, built on first use (building compiles the seccomp filter and checks
-/// the template: not per request).
-#[derive(Default)]
+/// the template: not per request), least recently used first. Each has the library's warm pool
+/// (`SandboxBuilder::warm`): the [`Sandboxes::WARM`] most recently used policies keep `depth`
+/// instances created ahead of time, so creating one (mounts, cgroups, and on cgroup v1 the
+/// attach, which waits for an RCU grace period when attaches are sparse) is off a request's
+/// path, and used instances are torn down on the pool's thread after the answer.
 pub struct Sandboxes {
-    map: Mutex<HashMap<Policy, Sandbox>>,
+    lru: Mutex<Vec<(Policy, Sandbox)>>,
+    depth: usize,
 }
 
 impl Sandboxes {
-    /// Policies kept at most; past that the cache starts over.
-    const KEEP: usize = 64;
+    /// Policies kept built at most (the least recently used is dropped past that).
+    const KEEP: usize = 16;
+    /// Policies kept warm (the most recently used).
+    const WARM: usize = 4;
+
+    pub fn new(depth: usize) -> Sandboxes {
+        Sandboxes {
+            lru: Mutex::new(Vec::new()),
+            depth: depth.clamp(1, 64),
+        }
+    }
 
     pub fn get(&self, p: &Policy) -> Result<Sandbox> {
-        if let Some(sb) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(p) {
-            return Ok(sb.clone());
-        }
+        let mut dropped = Vec::new();
+        let sb = {
+            let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
+            match lru.iter().position(|(q, _)| q == p) {
+                Some(i) => {
+                    let e = lru.remove(i);
+                    lru.push(e);
+                }
+                None => {
+                    // Built under the lock: concurrent first requests of one policy build once.
+                    let sb = self.build(p)?;
+                    lru.push((p.clone(), sb));
+                    while lru.len() > Self::KEEP {
+                        dropped.push(lru.remove(0).1);
+                    }
+                }
+            }
+            let n = lru.len();
+            for (i, (_, sb)) in lru.iter().enumerate() {
+                sb.set_warm(if i + Self::WARM >= n { self.depth } else { 0 });
+            }
+            lru[n - 1].1.clone()
+        };
+        drop(dropped); // a dropped sandbox's pool thread destroys its instances: not under the lock
+        Ok(sb)
+    }
+
+    fn build(&self, p: &Policy) -> Result<Sandbox> {
         let mut b = Sandbox::builder()
             .cpus(p.cpus_centi as f64 / 100.0)
             .memory(p.memory)
@@ -99,13 +153,36 @@ impl Sandboxes {
         if let Some(ms) = p.cpu_time_ms {
             b = b.cpu_time(Duration::from_millis(ms));
         }
-        let sb = b.build()?;
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= Self::KEEP {
-            map.clear();
+        // Instances with GPUs are not kept warm (idle ones would hold their GPUs): the daemon
+        // allocates a request's GPUs while it waits in the queue, then creates its instance.
+        b = match (&p.gpus.devices, p.gpus.count) {
+            (Some(d), _) => b.gpu_devices(d).gpu_share(p.gpus.share),
+            (None, n) if n > 0 => b.gpus(n).gpu_share(p.gpus.share),
+            _ => b.warm(self.depth),
+        };
+        b.build()
+    }
+
+    /// The Prometheus text of the warm pools' figures.
+    pub fn metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let mut t = crate::PoolStats::default();
+        for (_, sb) in self.lru.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if let Some(s) = sb.pool_stats() {
+                t.ready += s.ready;
+                t.hits += s.hits;
+                t.misses += s.misses;
+            }
         }
-        map.insert(p.clone(), sb.clone());
-        Ok(sb)
+        let _ = writeln!(out, "# HELP rsandbox_warm_instances Instances created ahead of time, ready for a request.\n# TYPE rsandbox_warm_instances gauge\nrsandbox_warm_instances {}", t.ready);
+        let _ = writeln!(out, "# HELP rsandbox_warm_total Runs by whether a ready instance was there (of the policies built now).\n# TYPE rsandbox_warm_total counter\nrsandbox_warm_total{{result=\"hit\"}} {}\nrsandbox_warm_total{{result=\"miss\"}} {}", t.hits, t.misses);
+    }
+
+    /// Drops every sandbox: their pools' threads destroy the idle and finished instances.
+    pub fn close(&self) {
+        let all: Vec<(Policy, Sandbox)> =
+            std::mem::take(&mut *self.lru.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(all);
     }
 }
 
@@ -120,156 +197,12 @@ fn command(step: &Step, job: &Job, cancel: &Cancel) -> Command {
     cmd.timeout(step.timeout).cancel_on(cancel)
 }
 
-/// Ready instances by policy, and the policies kept warm, least recently used first.
-type Ready = (HashMap<Policy, Vec<Instance>>, Vec<Policy>);
-
-/// Instances created ahead of time, per policy, by a warmer thread: a request takes a ready
-/// one, so creating it (mounts, cgroups, and on cgroup v1 the attach, which waits for an RCU
-/// grace period when attaches are not frequent) is off its path. Only the last few policies
-/// seen are kept warm.
-pub struct Warm {
-    ready: Mutex<Ready>,
-    want: Mutex<Option<std::sync::mpsc::Sender<Policy>>>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Requests that found a ready instance, and that did not.
-    hits: std::sync::atomic::AtomicU64,
-    misses: std::sync::atomic::AtomicU64,
-    /// Instances kept ready per policy.
-    depth: usize,
-}
-
-impl Warm {
-    /// Policies kept warm at most.
-    const POLICIES: usize = 4;
-
-    /// Starts the warmer thread (instances are made with `sandboxes`).
-    pub fn start(depth: usize, sandboxes: std::sync::Arc<Sandboxes>) -> std::sync::Arc<Warm> {
-        let (tx, rx) = std::sync::mpsc::channel::<Policy>();
-        let warm = std::sync::Arc::new(Warm {
-            ready: Mutex::new((HashMap::new(), Vec::new())),
-            want: Mutex::new(Some(tx)),
-            thread: Mutex::new(None),
-            hits: Default::default(),
-            misses: Default::default(),
-            depth,
-        });
-        let w = std::sync::Arc::downgrade(&warm);
-        // A dedicated thread for the process's life: instances are never tied to a thread
-        // that may exit, and creating them never holds a run slot.
-        let thread = std::thread::Builder::new()
-            .name("rsandbox-warm".into())
-            .spawn(move || {
-                while let Ok(p) = rx.recv() {
-                    let Some(warm) = w.upgrade() else { return };
-                    while warm.missing(&p) {
-                        let Ok(inst) = sandboxes.get(&p).and_then(|sb| sb.create()) else {
-                            break;
-                        };
-                        if !warm.put(&p, inst) {
-                            break;
-                        }
-                    }
-                }
-            });
-        *warm.thread.lock().unwrap_or_else(|e| e.into_inner()) = thread.ok();
-        warm
-    }
-
-    fn missing(&self, p: &Policy) -> bool {
-        let g = self.ready.lock().unwrap_or_else(|e| e.into_inner());
-        g.1.contains(p) && g.0.get(p).map_or(0, |v| v.len()) < self.depth
-    }
-
-    /// Adds a ready instance; false (and the instance destroyed) once closed or unwanted.
-    fn put(&self, p: &Policy, inst: Instance) -> bool {
-        let mut g = self.ready.lock().unwrap_or_else(|e| e.into_inner());
-        if self
-            .want
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
-            || !g.1.contains(p)
-        {
-            drop(g);
-            let _ = inst.destroy();
-            return false;
-        }
-        g.0.entry(p.clone()).or_default().push(inst);
-        true
-    }
-
-    /// A ready instance for `p`, if there is one; asks the warmer to make up for it.
-    pub fn take(&self, p: &Policy) -> Option<Instance> {
-        let (inst, evicted) = {
-            let mut g = self.ready.lock().unwrap_or_else(|e| e.into_inner());
-            let (ready, order) = &mut *g;
-            order.retain(|q| q != p);
-            order.push(p.clone());
-            let mut evicted = Vec::new();
-            while order.len() > Self::POLICIES {
-                let old = order.remove(0);
-                evicted.extend(ready.remove(&old).unwrap_or_default());
-            }
-            (ready.get_mut(p).and_then(|v| v.pop()), evicted)
-        };
-        for i in evicted {
-            let _ = i.destroy();
-        }
-        if let Some(tx) = &*self.want.lock().unwrap_or_else(|e| e.into_inner()) {
-            let _ = tx.send(p.clone());
-        }
-        let counter = if inst.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        inst
-    }
-
-    /// The Prometheus text of the pool's figures.
-    pub fn metrics(&self, out: &mut String) {
-        use std::fmt::Write;
-        use std::sync::atomic::Ordering::Relaxed;
-        let ready: usize = self
-            .ready
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .values()
-            .map(|v| v.len())
-            .sum();
-        let _ = writeln!(out, "# HELP rsandbox_warm_instances Instances created ahead of time, ready for a request.\n# TYPE rsandbox_warm_instances gauge\nrsandbox_warm_instances {ready}");
-        let _ = writeln!(out, "# HELP rsandbox_warm_total Runs by whether a ready instance was there.\n# TYPE rsandbox_warm_total counter\nrsandbox_warm_total{{result=\"hit\"}} {}\nrsandbox_warm_total{{result=\"miss\"}} {}", self.hits.load(Relaxed), self.misses.load(Relaxed));
-    }
-
-    /// Stops warming (waiting for an instance being made) and destroys every ready instance.
-    pub fn close(&self) {
-        self.want.lock().unwrap_or_else(|e| e.into_inner()).take();
-        self.ready
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .1
-            .clear();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = t.join();
-        }
-        let all: Vec<Instance> = {
-            let mut g = self.ready.lock().unwrap_or_else(|e| e.into_inner());
-            g.1.clear();
-            g.0.drain().flat_map(|(_, v)| v).collect()
-        };
-        for i in all {
-            let _ = i.destroy();
-        }
-    }
-}
-
-/// Runs `job` (blocking) in `inst`, a ready instance, or a new one made from `sb`. `deliver`
-/// gets the result as soon as it is known; the instance is destroyed after that.
+/// Runs `job` (blocking) in a fresh instance of `sb` (from its warm pool when one is ready),
+/// holding `gpus` when the job asked for GPUs. `deliver` gets the result as soon as it is
+/// known; the instance is retired after that.
 pub fn execute(
     sb: &Sandbox,
-    inst: Option<Instance>,
+    gpus: Option<crate::GpuLease>,
     job: &Job,
     cancel: &Cancel,
     deliver: impl FnOnce(Result<Done>),
@@ -277,7 +210,11 @@ pub fn execute(
     if let Err(e) = cancel.check() {
         return deliver(Err(e));
     }
-    let inst = match inst.map_or_else(|| sb.create(), Ok) {
+    let made = match gpus {
+        Some(lease) => sb.create_with_gpus(lease),
+        None => sb.instance(),
+    };
+    let inst = match made {
         Ok(i) => i,
         Err(e) => return deliver(Err(e)),
     };
@@ -321,5 +258,5 @@ pub fn execute(
         Ok(done)
     })();
     deliver(result);
-    let _ = inst.destroy();
+    let _ = sb.retire(inst);
 }

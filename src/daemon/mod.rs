@@ -46,6 +46,8 @@ pub struct Maxima {
     pub memory: u64,
     pub pids: u64,
     pub cpus: f64,
+    /// How long a request waits for GPUs held by other runs.
+    pub gpu_wait: Duration,
 }
 
 impl Default for Maxima {
@@ -55,6 +57,7 @@ impl Default for Maxima {
             memory: crate::defaults::MAX_MEMORY,
             pids: crate::defaults::MAX_PIDS,
             cpus: cores() as f64,
+            gpu_wait: Duration::from_secs(300),
         }
     }
 }
@@ -68,6 +71,7 @@ impl Maxima {
             memory: 1 << 30,
             pids: 100,
             cpus: 2.0,
+            gpu_wait: Duration::from_secs(5),
         }
     }
 }
@@ -118,7 +122,6 @@ struct Ctx {
     config: Config,
     pool: Pool,
     sandboxes: Arc<Sandboxes>,
-    warm: Arc<job::Warm>,
     started: Instant,
     /// One clone per live connection (its strong count tells how many are open).
     conns: Arc<()>,
@@ -188,10 +191,31 @@ enum Failed {
     Engine(Error),
 }
 
+/// Waits (without a thread) until `sb`'s GPU pool can lease what `sb` asks for: a request
+/// for GPUs that exist but are held waits here, in the queue, for up to `max`. Dropping the
+/// future (client gone) ends the wait.
+async fn lease_gpus(sb: &crate::Sandbox, max: Duration) -> Result<Option<crate::GpuLease>, Error> {
+    let Some(pool) = sb.gpu_pool() else {
+        return Ok(None);
+    };
+    let req = sb.gpu_request();
+    let start = Instant::now();
+    loop {
+        match pool.try_allocate(&req) {
+            Ok(lease) => return Ok(Some(lease)),
+            Err(e) if e.is_retryable() && start.elapsed() < max => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Queues a job, runs it on the blocking pool, and waits for its result. Dropping the
 /// returned future cancels the job, queued or running.
 async fn run_job(ctx: &Arc<Ctx>, job: Job, arrived: Instant) -> (Result<Done, Failed>, Duration) {
-    // A request dropped while it waits for a slot (client gone) is counted as cancelled.
+    // A request dropped while it waits for a slot or GPUs (client gone) is counted as
+    // cancelled.
     struct Waiting<'a>(&'a Pool, bool);
     impl Drop for Waiting<'_> {
         fn drop(&mut self) {
@@ -201,6 +225,24 @@ async fn run_job(ctx: &Arc<Ctx>, job: Job, arrived: Instant) -> (Result<Done, Fa
         }
     }
     let mut waiting = Waiting(&ctx.pool, true);
+    // The policy's sandbox (built once, then cached), and its GPUs when it asks for some.
+    let c = ctx.clone();
+    let policy = job.policy.clone();
+    let built = tokio::task::spawn_blocking(move || c.sandboxes.get(&policy))
+        .await
+        .unwrap_or(Err(Error::Gone));
+    let leased = match &built {
+        Ok(sb) => lease_gpus(sb, ctx.config.max.gpu_wait).await,
+        Err(_) => Ok(None),
+    };
+    let (sb, gpus) = match (built, leased) {
+        (Ok(sb), Ok(g)) => (sb, g),
+        (Err(e), _) | (_, Err(e)) => {
+            waiting.1 = false;
+            ctx.pool.record("error", None, None);
+            return (Err(Failed::Engine(e)), arrived.elapsed());
+        }
+    };
     let acquired = ctx.pool.acquire().await;
     waiting.1 = false;
     let slot = match acquired {
@@ -225,14 +267,9 @@ async fn run_job(ctx: &Arc<Ctx>, job: Job, arrived: Instant) -> (Result<Done, Fa
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
         let id = c.pool.started(&cancel);
-        match c.sandboxes.get(&job.policy) {
-            Ok(sb) => job::execute(&sb, c.warm.take(&job.policy), &job, &cancel, |r| {
-                let _ = tx.send(r);
-            }),
-            Err(e) => {
-                let _ = tx.send(Err(e));
-            }
-        }
+        job::execute(&sb, gpus, &job, &cancel, |r| {
+            let _ = tx.send(r);
+        });
         c.pool.finished(id);
     });
     let r = rx.await.unwrap_or(Err(Error::Gone));
@@ -277,6 +314,10 @@ fn engine_error(e: &Error) -> Response<Body> {
         Error::Invalid { .. } | Error::Path { .. } | Error::Exec { .. } => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
+        // GPUs that exist but stayed busy for the daemon's whole GPU wait: try again later.
+        Error::Gpu(g) if g.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+        // No GPU here, more than exist, an unknown index: the request cannot ever be met.
+        Error::Gpu(_) => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(code, e.stage(), e.to_string())
@@ -474,7 +515,7 @@ fn cgroup_memory() -> Option<(&'static str, u64)> {
 fn metrics(ctx: &Ctx) -> Response<Body> {
     let mut out = String::new();
     ctx.pool.metrics(&mut out);
-    ctx.warm.metrics(&mut out);
+    ctx.sandboxes.metrics(&mut out);
     process_metrics(&mut out);
     let mut r = Response::new(Full::new(Bytes::from(out)));
     r.headers_mut().insert(
@@ -634,10 +675,9 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let sandboxes = Arc::new(Sandboxes::default());
+    let sandboxes = Arc::new(Sandboxes::new(config.slots.max(1)));
     let ctx = Arc::new(Ctx {
         pool: Pool::new(config.slots.max(1), config.queue),
-        warm: job::Warm::start(config.slots.max(1), sandboxes.clone()),
         config,
         sandboxes,
         started: Instant::now(),
@@ -688,8 +728,8 @@ pub async fn serve(
     while ctx.pool.running() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let warm = ctx.warm.clone();
-    let _ = tokio::task::spawn_blocking(move || warm.close()).await;
+    let sandboxes = ctx.sandboxes.clone();
+    let _ = tokio::task::spawn_blocking(move || sandboxes.close()).await;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::job::{Done, Job, Policy, Program, Step};
+use super::job::{Done, GpuAsk, Job, Policy, Program, Step};
 use super::{lang, Maxima};
 use crate::outcome::Outcome;
 
@@ -77,6 +77,11 @@ pub struct LimitsIn {
     pub cpu_time: Option<f64>,
     /// `none` or `loopback`.
     pub network: Option<String>,
+    /// GPUs for the run: how many (any free ones), or which (`gpu_devices`, host indices).
+    pub gpus: Option<u32>,
+    pub gpu_devices: Option<Vec<u32>>,
+    /// Share the GPUs with other runs that also ask to share (default: exclusive).
+    pub gpu_share: Option<bool>,
 }
 
 /// Files fetched at most per request.
@@ -166,6 +171,19 @@ pub fn to_job(r: RunRequest, max: &Maxima) -> Result<Job, String> {
             ))
         }
     };
+    let gpus = match (r.limits.gpus, r.limits.gpu_devices) {
+        (Some(_), Some(_)) => {
+            return Err("limits.gpus and limits.gpu_devices: give one of them, not both".into())
+        }
+        (_, Some(d)) if d.is_empty() => {
+            return Err("limits.gpu_devices: empty (leave it out for no GPU)".into())
+        }
+        (n, d) => GpuAsk {
+            count: n.unwrap_or(0),
+            devices: d,
+            share: r.limits.gpu_share.unwrap_or(false),
+        },
+    };
     let policy = Policy {
         cpus_centi: (cpus * 100.0).round() as u32,
         memory,
@@ -173,6 +191,7 @@ pub fn to_job(r: RunRequest, max: &Maxima) -> Result<Job, String> {
         loopback,
         seccomp,
         cpu_time_ms: cpu_time.map(|d| d.as_millis().max(1) as u64),
+        gpus,
     };
 
     let mut files = Vec::new();

@@ -20,8 +20,8 @@ use crate::util::{self, Fingerprint};
 
 /// A directory of fake NVIDIA nodes (4 GPUs, the 4 control nodes); removed on drop when made
 /// by the test.
-struct FakeGpus {
-    dev: PathBuf,
+pub(crate) struct FakeGpus {
+    pub(crate) dev: PathBuf,
     _owned: Option<tempfile::TempDir>,
 }
 
@@ -38,7 +38,7 @@ const NODE_BASES: &[&str] = &["/var/tmp", "/tmp", "/var/lib/rsandbox"];
 
 /// The fake GPUs for this test, or `None` after a SKIP line (a failure where
 /// `RSANDBOX_TEST_EXPECT` lists `fake-gpu`).
-fn fake_gpus() -> Option<FakeGpus> {
+pub(crate) fn fake_gpus() -> Option<FakeGpus> {
     if !util::require("userns") {
         return None;
     }
