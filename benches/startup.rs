@@ -136,6 +136,25 @@ fn main() {
             .collect::<Vec<_>>(),
     );
 
+    // A daemon with its warm pool, for `rsandbox run --daemon` (the CLI without its own build).
+    let daemon_dir = tempfile::tempdir().expect("tempdir");
+    let socket = daemon_dir.path().join("rsandbox.sock");
+    let mut daemon = Proc::new(&bin)
+        .arg("serve")
+        .arg("--socket")
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting rsandbox serve");
+    let started = Instant::now();
+    while !socket.exists() && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(socket.exists(), "rsandbox serve did not create its socket");
+    let daemon_flag = format!("--daemon={}", socket.display());
+
     let run_in = |sb: &Sandbox, cmd: &Command| {
         let o = sb.run(cmd).expect("run");
         assert_eq!(o.status, Status::Ok, "{o:?}");
@@ -166,6 +185,17 @@ fn main() {
         let mut cli = vec![bin.display().to_string(), "run".into(), "--".into()];
         cli.extend(s(&prog));
         add(&format!("rsandbox run {label}"), time(n, || run_proc(&cli)));
+        let mut via = vec![
+            bin.display().to_string(),
+            "run".into(),
+            daemon_flag.clone(),
+            "--".into(),
+        ];
+        via.extend(s(&prog));
+        add(
+            &format!("rsandbox run --daemon {label}"),
+            time(n, || run_proc(&via)),
+        );
         if unshare {
             let mut u = s(&["unshare"]);
             u.extend(s(&ns));
@@ -241,6 +271,10 @@ fn main() {
         }
     }
 
+    // SAFETY: kill(2) on the daemon this bench started and has not reaped.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
+
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
         "\nstartup bench: n={n} per hot row, {cold_n} cold samples; {} CPUs, kernel {}",
@@ -287,6 +321,9 @@ fn main() {
                 c - bare,
                 b - bare
             );
+            if let Some(d) = get("rsandbox run --daemon /bin/true") {
+                println!("rsandbox run --daemon adds {:.2} ms", d - bare);
+            }
         }
     }
 }

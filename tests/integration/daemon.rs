@@ -1322,7 +1322,8 @@ fn the_daemon_allocates_gpus_across_concurrent_runs() {
     let run = |limits: Value, secs: f64| {
         let d = d.clone();
         std::thread::spawn(move || {
-            let script = format!("ls /dev | grep '^nvidia[0-9]'; echo $CUDA_VISIBLE_DEVICES; sleep {secs}");
+            let script =
+                format!("ls /dev | grep '^nvidia[0-9]'; echo $CUDA_VISIBLE_DEVICES; sleep {secs}");
             let mut limits = limits;
             limits["timeout"] = json!(30.0 * util::time_scale());
             d.post(
@@ -1349,7 +1350,11 @@ fn the_daemon_allocates_gpus_across_concurrent_runs() {
         waited = waited.max(r["queued_ms"].as_f64().unwrap());
     }
     let names: Vec<&String> = seen.keys().collect();
-    assert_eq!(names, ["nvidia0", "nvidia1", "nvidia2", "nvidia3"], "{seen:?}");
+    assert_eq!(
+        names,
+        ["nvidia0", "nvidia1", "nvidia2", "nvidia3"],
+        "{seen:?}"
+    );
     assert!(
         waited >= 0.5 * hold * 1000.0,
         "no run waited for a GPU (longest queue wait {waited} ms, runs hold theirs {hold} s)"
@@ -1362,7 +1367,11 @@ fn the_daemon_allocates_gpus_across_concurrent_runs() {
     let a = d.post("/v1/run", &json!({"argv": ["true"], "limits": {"gpus": 1}}));
     assert_eq!(a.status, 503, "{}", a.body);
     assert!(a.body.contains("not enough free GPUs"), "{}", a.body);
-    assert!(t.elapsed() >= Duration::from_millis(1500), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
     assert_eq!(all.join().unwrap().status, 200);
 
     for (limits, why) in [

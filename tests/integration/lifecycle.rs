@@ -647,11 +647,7 @@ fn a_cancelled_run_ends_at_once_and_leaves_nothing() {
     let r = sb.run(&cmd);
     killer.join().unwrap();
     assert!(matches!(r, Err(rsandbox::Error::Cancelled)), "{r:?}");
-    assert!(
-        t.elapsed() < util::allow(5.0),
-        "{:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < util::allow(5.0), "{:?}", t.elapsed());
     assert!(matches!(sb.run(&cmd), Err(rsandbox::Error::Cancelled)));
     drop((cmd, cancel)); // the eventfd is the test's own
     before.assert_same(&sb);
