@@ -616,9 +616,9 @@ impl RunCgroup {
                     keyed(&t, "user").unwrap_or(0),
                     keyed(&t, "system").unwrap_or(0),
                 );
-                if u + y > 0 {
-                    s.user_us = s.cpu_us * u / (u + y);
-                    s.sys_us = s.cpu_us - s.user_us;
+                if let Some(user_us) = (s.cpu_us * u).checked_div(u + y) {
+                    s.user_us = user_us;
+                    s.sys_us = s.cpu_us - user_us;
                 }
             }
         }

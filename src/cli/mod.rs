@@ -24,6 +24,8 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Run a script, Python code (-c) or any program (after --) in a fresh sandbox.

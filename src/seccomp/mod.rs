@@ -426,7 +426,7 @@ fn allow_exact(nr: i64, arg0: u64) -> [libc::sock_filter; 9] {
     const LD_ABS: u16 = 0x20;
     const JEQ: u16 = 0x15;
     const RET: u16 = 0x06;
-    debug_assert!(cfg!(target_arch = "x86_64") && cfg!(target_endian = "little"));
+    const _: () = assert!(cfg!(target_arch = "x86_64") && cfg!(target_endian = "little"));
     [
         ins(LD_ABS, 0, 0, 4),              // arch
         ins(JEQ, 0, 7, AUDIT_ARCH_X86_64), // not native: the profile decides

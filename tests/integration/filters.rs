@@ -600,7 +600,7 @@ fn strict_kills_attacks_and_names_the_syscall() {
             o.seccomp_violation,
             Some(SeccompViolation {
                 syscall: name.into(),
-                nr: nr as i64
+                nr
             }),
             "{o:#?}"
         );
@@ -632,7 +632,7 @@ print('parent goes on')",
         o.seccomp_violation,
         Some(SeccompViolation {
             syscall: "ptrace".into(),
-            nr: libc::SYS_ptrace as i64
+            nr: libc::SYS_ptrace
         })
     );
 }
