@@ -485,31 +485,34 @@ fn process_metrics(out: &mut String) {
     let _ = writeln!(out, "# HELP rsandbox_instances Live instance records in the state directory (this user's, all supervisors).\n# TYPE rsandbox_instances gauge\nrsandbox_instances {records}");
 }
 
-/// The daemon's memory cgroup usage: `memory.current` (v2) or `memory.usage_in_bytes` (v1).
+/// Memory charged to the daemon and its instances: the cgroup they are made beneath
+/// (`memory.current` on v2, the memory hierarchy's `memory.usage_in_bytes` on v1). When that is
+/// a v2 root cgroup, which has no `memory.current`, the sum over its `rsandbox-*` children: the
+/// daemon's own leaf and its instances.
 fn cgroup_memory() -> Option<(&'static str, u64)> {
-    let probe = crate::probe::host();
-    for line in &probe.own_cgroups {
-        let mut it = line.splitn(3, ':');
-        let (_, ctl, path) = (it.next()?, it.next()?, it.next()?);
-        let (version, file) = if ctl.split(',').any(|c| c == "memory") {
-            (1, "memory.usage_in_bytes")
-        } else if ctl.is_empty() {
-            (2, "memory.current")
-        } else {
-            continue;
-        };
-        let mount = probe.cgroup_mounts.iter().find(|m| {
-            m.version == version && (version == 2 || m.controllers.iter().any(|c| c == "memory"))
-        })?;
-        let p = mount.path.join(path.trim_start_matches('/')).join(file);
-        if let Some(v) = std::fs::read_to_string(p)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            return Some((file, v));
+    let number = |p: &std::path::Path| -> Option<u64> {
+        std::fs::read_to_string(p).ok()?.trim().parse().ok()
+    };
+    match crate::cgroup::setup().as_ref().ok()? {
+        crate::cgroup::Setup::V2 { base } => {
+            let file = "memory.current";
+            if let Some(v) = number(&base.join(file)) {
+                return Some((file, v));
+            }
+            let sum = std::fs::read_dir(base)
+                .ok()?
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rsandbox-"))
+                .filter_map(|e| number(&e.path().join(file)))
+                .sum();
+            Some((file, sum))
+        }
+        crate::cgroup::Setup::V1 { bases } => {
+            let file = "memory.usage_in_bytes";
+            let (_, base) = bases.iter().find(|(c, _)| *c == "memory")?;
+            Some((file, number(&base.join(file))?))
         }
     }
-    None
 }
 
 fn metrics(ctx: &Ctx) -> Response<Body> {

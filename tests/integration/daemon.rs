@@ -1314,8 +1314,14 @@ fn the_daemon_allocates_gpus_across_concurrent_runs() {
     };
     let before = host_before();
     let dev = fake.dev.as_os_str();
+    let gpu_wait = util::allow(2.0);
     let d = Arc::new(Daemon::start_env(
-        &["--slots", "6", "--gpu-wait", "2"],
+        &[
+            "--slots",
+            "6",
+            "--gpu-wait",
+            &gpu_wait.as_secs_f64().to_string(),
+        ],
         &[("RSANDBOX_GPU_DEV_DIR", dev)],
     ));
     let hold = util::allow(1.0).as_secs_f64();
@@ -1367,11 +1373,7 @@ fn the_daemon_allocates_gpus_across_concurrent_runs() {
     let a = d.post("/v1/run", &json!({"argv": ["true"], "limits": {"gpus": 1}}));
     assert_eq!(a.status, 503, "{}", a.body);
     assert!(a.body.contains("not enough free GPUs"), "{}", a.body);
-    assert!(
-        t.elapsed() >= Duration::from_millis(1500),
-        "{:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() >= gpu_wait.mul_f64(0.75), "{:?}", t.elapsed());
     assert_eq!(all.join().unwrap().status, 200);
 
     for (limits, why) in [

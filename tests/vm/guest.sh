@@ -50,6 +50,8 @@ mount -t tmpfs -o mode=755 tmpfs /var/lib/rsandbox || die "tmpfs /var/lib/rsandb
 # Home directories on a tmpfs: the host's are read-only here and none of the guest's business.
 mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /home || die "tmpfs /home"
 hostname rsandbox-vm
+# The loopback interface, up as on any booted system (daemon and network tests listen on it).
+$BB ip link set lo up || die "bringing up lo"
 
 # --- the unprivileged user ------------------------------------------------------------------
 # Name $VM_USER (rstest). If the host's /etc/passwd has no such user, the guest gets copies of
