@@ -2090,10 +2090,7 @@ fn resources_filling_tmp_shm_and_work_dir_is_bounded() {
         return;
     }
     let free = |p: &str| {
-        let c = std::ffi::CString::new(p).unwrap();
-        // SAFETY: statvfs writes the struct we pass.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+        let st = util::statvfs(p);
         st.f_bavail as i64 * st.f_frsize as i64
     };
     let sb = util::builder()

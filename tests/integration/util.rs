@@ -321,14 +321,19 @@ pub fn vm_rss() -> u64 {
     kb * 1024
 }
 
+/// `statvfs(path)` on the host.
+pub fn statvfs(path: &str) -> libc::statvfs {
+    let c = std::ffi::CString::new(path).unwrap();
+    // SAFETY: a valid C string and a zeroed out-struct that statvfs fills.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    assert_eq!(rc, 0, "statvfs {path}: {}", std::io::Error::last_os_error());
+    st
+}
+
 /// Whether `path` lies on a file system the host itself has read-only (a read-only mount or
 /// superblock, as the v2 test guest's 9p root): writes there fail with EROFS before any
 /// permission check, whatever rsandbox does.
 pub fn host_read_only(path: &str) -> bool {
-    let c = std::ffi::CString::new(path).unwrap();
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid C string and a zeroed out-struct.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    assert_eq!(rc, 0, "statvfs {path}: {}", std::io::Error::last_os_error());
-    st.f_flag & libc::ST_RDONLY != 0
+    statvfs(path).f_flag & libc::ST_RDONLY != 0
 }
