@@ -211,19 +211,20 @@ async fn lease_gpus(sb: &crate::Sandbox, max: Duration) -> Result<Option<crate::
     }
 }
 
+/// Counts a request dropped while it waits for a slot or GPUs (client gone) as cancelled.
+struct Waiting<'a>(&'a Pool, bool);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.record("cancelled", None, None);
+        }
+    }
+}
+
 /// Queues a job, runs it on the blocking pool, and waits for its result. Dropping the
 /// returned future cancels the job, queued or running.
 async fn run_job(ctx: &Arc<Ctx>, job: Job, arrived: Instant) -> (Result<Done, Failed>, Duration) {
-    // A request dropped while it waits for a slot or GPUs (client gone) is counted as
-    // cancelled.
-    struct Waiting<'a>(&'a Pool, bool);
-    impl Drop for Waiting<'_> {
-        fn drop(&mut self) {
-            if self.1 {
-                self.0.record("cancelled", None, None);
-            }
-        }
-    }
     let mut waiting = Waiting(&ctx.pool, true);
     // The policy's sandbox (built once, then cached), and its GPUs when it asks for some.
     let c = ctx.clone();
@@ -235,14 +236,31 @@ async fn run_job(ctx: &Arc<Ctx>, job: Job, arrived: Instant) -> (Result<Done, Fa
         Ok(sb) => lease_gpus(sb, ctx.config.max.gpu_wait).await,
         Err(_) => Ok(None),
     };
+    waiting.1 = false;
     let (sb, gpus) = match (built, leased) {
         (Ok(sb), Ok(g)) => (sb, g),
         (Err(e), _) | (_, Err(e)) => {
-            waiting.1 = false;
             ctx.pool.record("error", None, None);
             return (Err(Failed::Engine(e)), arrived.elapsed());
         }
     };
+    in_slot(ctx, arrived, move |cancel, tx| {
+        job::execute(&sb, gpus, &job, cancel, |r| {
+            let _ = tx.send(r);
+        })
+    })
+    .await
+}
+
+/// Waits for a slot (a full queue refuses), then runs `work` on the blocking pool with the
+/// run's `Cancel` and where to send its result, and waits for that result; the slot is held
+/// until `work` returns (teardown after the answer included). Dropping the returned future
+/// leaves the queue, or cancels the work once it runs. Counts the outcome for `/metrics`.
+async fn in_slot<W>(ctx: &Arc<Ctx>, arrived: Instant, work: W) -> (Result<Done, Failed>, Duration)
+where
+    W: FnOnce(&Cancel, oneshot::Sender<Result<Done, Error>>) + Send + 'static,
+{
+    let mut waiting = Waiting(&ctx.pool, true);
     let acquired = ctx.pool.acquire().await;
     waiting.1 = false;
     let slot = match acquired {
@@ -267,9 +285,7 @@ async fn run_job(ctx: &Arc<Ctx>, job: Job, arrived: Instant) -> (Result<Done, Fa
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
         let id = c.pool.started(&cancel);
-        job::execute(&sb, gpus, &job, &cancel, |r| {
-            let _ = tx.send(r);
-        });
+        work(&cancel, tx);
         c.pool.finished(id);
     });
     let r = rx.await.unwrap_or(Err(Error::Gone));

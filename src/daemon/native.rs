@@ -108,6 +108,80 @@ pub fn check_file_path(path: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// The sandbox policy of `limits` and `seccomp` (a run's or a session's), checked against the
+/// maxima; `Err` is the 422 message.
+pub fn policy(l: &LimitsIn, seccomp: Option<&str>, max: &Maxima) -> Result<Policy, String> {
+    let cpu_time = l
+        .cpu_time
+        .map(|v| secs("cpu_time", Some(v), max.timeout, max.timeout))
+        .transpose()?;
+    let cpus = l.cpus.unwrap_or(crate::defaults::CPUS.min(max.cpus));
+    if !(0.01..=max.cpus).contains(&cpus) {
+        return Err(format!(
+            "limits.cpus: {cpus} is outside 0.01..={} (this daemon's maximum)",
+            max.cpus
+        ));
+    }
+    let memory = match l.memory_mb {
+        None => crate::defaults::MEMORY.min(max.memory),
+        Some(m) if m < 8 => return Err(format!("limits.memory_mb: {m} is below the minimum of 8")),
+        Some(m) if m.saturating_mul(1 << 20) > max.memory => {
+            return Err(format!(
+                "limits.memory_mb: {m} is above this daemon's maximum of {}",
+                max.memory >> 20
+            ))
+        }
+        Some(m) => m << 20,
+    };
+    let pids = match l.pids {
+        None => crate::defaults::PIDS.min(max.pids),
+        Some(0) => return Err("limits.pids: must be at least 1".into()),
+        Some(p) if p > max.pids => {
+            return Err(format!(
+                "limits.pids: {p} is above this daemon's maximum of {}",
+                max.pids
+            ))
+        }
+        Some(p) => p,
+    };
+    let loopback = match l.network.as_deref() {
+        None | Some("none") => false,
+        Some("loopback") => true,
+        Some(n) => return Err(format!("limits.network: {n:?} is not none or loopback")),
+    };
+    let seccomp = match seccomp {
+        None | Some("default") => "default",
+        Some("strict") => "strict",
+        Some(s) => {
+            return Err(format!(
+                "seccomp: {s:?} is not offered by the daemon (default or strict)"
+            ))
+        }
+    };
+    let gpus = match (l.gpus, l.gpu_devices.clone()) {
+        (Some(_), Some(_)) => {
+            return Err("limits.gpus and limits.gpu_devices: give one of them, not both".into())
+        }
+        (_, Some(d)) if d.is_empty() => {
+            return Err("limits.gpu_devices: empty (leave it out for no GPU)".into())
+        }
+        (n, d) => GpuAsk {
+            count: n.unwrap_or(0),
+            devices: d,
+            share: l.gpu_share.unwrap_or(false),
+        },
+    };
+    Ok(Policy {
+        cpus_centi: (cpus * 100.0).round() as u32,
+        memory,
+        pids,
+        loopback,
+        seccomp,
+        cpu_time_ms: cpu_time.map(|d| d.as_millis().max(1) as u64),
+        gpus,
+    })
+}
+
 /// Checks a request against the maxima and turns it into a job; `Err` is the 422 message.
 pub fn to_job(r: RunRequest, max: &Maxima) -> Result<Job, String> {
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -123,76 +197,7 @@ pub fn to_job(r: RunRequest, max: &Maxima) -> Result<Job, String> {
         crate::defaults::TIMEOUT,
         max.timeout,
     )?;
-    let cpu_time = r
-        .limits
-        .cpu_time
-        .map(|v| secs("cpu_time", Some(v), max.timeout, max.timeout))
-        .transpose()?;
-    let cpus = r.limits.cpus.unwrap_or(crate::defaults::CPUS.min(max.cpus));
-    if !(0.01..=max.cpus).contains(&cpus) {
-        return Err(format!(
-            "limits.cpus: {cpus} is outside 0.01..={} (this daemon's maximum)",
-            max.cpus
-        ));
-    }
-    let memory = match r.limits.memory_mb {
-        None => crate::defaults::MEMORY.min(max.memory),
-        Some(m) if m < 8 => return Err(format!("limits.memory_mb: {m} is below the minimum of 8")),
-        Some(m) if m.saturating_mul(1 << 20) > max.memory => {
-            return Err(format!(
-                "limits.memory_mb: {m} is above this daemon's maximum of {}",
-                max.memory >> 20
-            ))
-        }
-        Some(m) => m << 20,
-    };
-    let pids = match r.limits.pids {
-        None => crate::defaults::PIDS.min(max.pids),
-        Some(0) => return Err("limits.pids: must be at least 1".into()),
-        Some(p) if p > max.pids => {
-            return Err(format!(
-                "limits.pids: {p} is above this daemon's maximum of {}",
-                max.pids
-            ))
-        }
-        Some(p) => p,
-    };
-    let loopback = match r.limits.network.as_deref() {
-        None | Some("none") => false,
-        Some("loopback") => true,
-        Some(n) => return Err(format!("limits.network: {n:?} is not none or loopback")),
-    };
-    let seccomp = match r.seccomp.as_deref() {
-        None | Some("default") => "default",
-        Some("strict") => "strict",
-        Some(s) => {
-            return Err(format!(
-                "seccomp: {s:?} is not offered by the daemon (default or strict)"
-            ))
-        }
-    };
-    let gpus = match (r.limits.gpus, r.limits.gpu_devices) {
-        (Some(_), Some(_)) => {
-            return Err("limits.gpus and limits.gpu_devices: give one of them, not both".into())
-        }
-        (_, Some(d)) if d.is_empty() => {
-            return Err("limits.gpu_devices: empty (leave it out for no GPU)".into())
-        }
-        (n, d) => GpuAsk {
-            count: n.unwrap_or(0),
-            devices: d,
-            share: r.limits.gpu_share.unwrap_or(false),
-        },
-    };
-    let policy = Policy {
-        cpus_centi: (cpus * 100.0).round() as u32,
-        memory,
-        pids,
-        loopback,
-        seccomp,
-        cpu_time_ms: cpu_time.map(|d| d.as_millis().max(1) as u64),
-        gpus,
-    };
+    let policy = policy(&r.limits, r.seccomp.as_deref(), max)?;
 
     let mut files = Vec::new();
     for f in r.files {
