@@ -73,6 +73,9 @@ pub struct Usage {
     pub source: &'static str,
 }
 
+/// The reason of an `Error::Path` for a file or directory that does not exist.
+pub const NO_SUCH_FILE: &str = "no such file or directory";
+
 /// Entries [`Instance::list_dir`] returns at most.
 pub const LIST_MAX: usize = 65_536;
 
@@ -620,6 +623,7 @@ impl Instance {
                 "a symlink is in the way (symlinks are never followed)".to_string()
             }
             Some(libc::EXDEV) => "it leads outside the work dir".to_string(),
+            Some(libc::ENOENT) => NO_SUCH_FILE.to_string(),
             // A directory component opened with O_NOFOLLOW | O_DIRECTORY that is a symlink.
             Some(libc::ENOTDIR) => {
                 "a path component is not a directory (or is a symlink, which is never followed)"

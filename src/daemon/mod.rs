@@ -16,8 +16,10 @@ pub mod compat;
 pub mod job;
 pub mod lang;
 pub mod listen;
+mod maze;
 pub mod native;
 pub mod pool;
+mod session;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -33,6 +35,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{oneshot, watch};
 
 pub use listen::{Access, Endpoint};
+pub use session::SessionConfig;
 
 use crate::{Cancel, Error};
 use job::{Done, Job, Sandboxes};
@@ -97,6 +100,7 @@ pub struct Config {
     /// TCP clients must present this bearer token (None: TCP without authentication).
     pub token: Option<String>,
     pub access: Access,
+    pub sessions: SessionConfig,
 }
 
 impl Default for Config {
@@ -113,6 +117,7 @@ impl Default for Config {
                 owner: crate::sys::ids().0,
                 group: None,
             },
+            sessions: SessionConfig::default(),
         }
     }
 }
@@ -122,6 +127,7 @@ struct Ctx {
     config: Config,
     pool: Pool,
     sandboxes: Arc<Sandboxes>,
+    sessions: session::Sessions,
     started: Instant,
     /// One clone per live connection (its strong count tells how many are open).
     conns: Arc<()>,
@@ -156,7 +162,12 @@ fn unprocessable(message: impl Into<String>) -> Response<Body> {
 }
 
 fn busy(message: &str) -> Response<Body> {
-    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "queue", message);
+    unavailable("queue", message)
+}
+
+/// 503 with `Retry-After: 1`.
+fn unavailable(stage: &str, message: &str) -> Response<Body> {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, stage, message);
     r.headers_mut()
         .insert("retry-after", HeaderValue::from_static("1"));
     r
@@ -458,6 +469,8 @@ fn health(ctx: &Ctx) -> Response<Body> {
             "running": ctx.pool.running(),
             "queued": ctx.pool.queued(),
             "queue_capacity": ctx.pool.queue_cap,
+            "sessions": ctx.sessions.figures().0,
+            "max_sessions": ctx.sessions.config.max,
             "languages": lang::available(),
             "enforcement": sb.as_ref().ok().map(|s| s.enforcement().clone()),
             "error": sb.as_ref().err().map(|e| e.to_string()),
@@ -532,6 +545,7 @@ fn metrics(ctx: &Ctx) -> Response<Body> {
     let mut out = String::new();
     ctx.pool.metrics(&mut out);
     ctx.sandboxes.metrics(&mut out);
+    ctx.sessions.metrics(&mut out);
     process_metrics(&mut out);
     let mut r = Response::new(Full::new(Bytes::from(out)));
     r.headers_mut().insert(
@@ -583,7 +597,21 @@ async fn route(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<Bo
         (&Method::GET, "/v1/health") => health(&ctx),
         (&Method::GET, "/v1/ping") => json(StatusCode::OK, &"pong"),
         (&Method::GET, "/metrics") => metrics(&ctx),
-        (_, "/v1/run" | "/run_code" | "/v1/health" | "/v1/ping" | "/metrics") => error(
+        (_, "/v1/sessions") => session::route(ctx, req, "", arrived).await,
+        (_, p) if p.starts_with("/v1/sessions/") => {
+            session::route(ctx, req, &path["/v1/sessions".len()..], arrived).await
+        }
+        (&Method::POST, "/create_session") => maze::create(ctx, req).await,
+        (&Method::POST, p) if p.starts_with("/execute/") => {
+            maze::execute(ctx, req, &path["/execute/".len()..], arrived).await
+        }
+        (&Method::DELETE, p) if p.starts_with("/close/") => {
+            maze::close(ctx, &path["/close/".len()..]).await
+        }
+        (
+            _,
+            "/v1/run" | "/run_code" | "/v1/health" | "/v1/ping" | "/metrics" | "/create_session",
+        ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "request",
             format!("{} is not allowed on {path}", req.method()),
@@ -694,6 +722,7 @@ pub async fn serve(
     let sandboxes = Arc::new(Sandboxes::new(config.slots.max(1)));
     let ctx = Arc::new(Ctx {
         pool: Pool::new(config.slots.max(1), config.queue),
+        sessions: session::Sessions::new(config.sessions.clone()),
         config,
         sandboxes,
         started: Instant::now(),
@@ -711,6 +740,7 @@ pub async fn serve(
         }
         accepting.push(tokio::spawn(accept_loop(ctx.clone(), ep, stop_rx.clone())));
     }
+    let reaper = tokio::spawn(session::reaper(ctx.clone(), stop_rx.clone()));
     shutdown.await;
     let grace = ctx.config.grace;
     eprintln!(
@@ -723,6 +753,7 @@ pub async fn serve(
     for a in accepting {
         let _ = a.await;
     }
+    let _ = reaper.await;
     for p in &remove {
         let _ = std::fs::remove_file(p);
     }
@@ -744,6 +775,7 @@ pub async fn serve(
     while ctx.pool.running() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    session::close_all(&ctx).await;
     let sandboxes = ctx.sandboxes.clone();
     let _ = tokio::task::spawn_blocking(move || sandboxes.close()).await;
     Ok(())
@@ -755,7 +787,21 @@ mod tests {
     #[test]
     fn the_openapi_file_describes_every_endpoint() {
         let spec = include_str!("../../api/openapi.yaml");
-        for path in ["/v1/run", "/v1/health", "/metrics", "/run_code", "/v1/ping"] {
+        for path in [
+            "/v1/run",
+            "/v1/health",
+            "/metrics",
+            "/run_code",
+            "/v1/ping",
+            "/v1/sessions",
+            "/v1/sessions/{id}",
+            "/v1/sessions/{id}/run",
+            "/v1/sessions/{id}/files",
+            "/v1/sessions/{id}/files/{path}",
+            "/create_session",
+            "/execute/{session_id}",
+            "/close/{session_id}",
+        ] {
             assert!(
                 spec.contains(&format!("\n  {path}:\n")),
                 "{path} is missing from api/openapi.yaml"

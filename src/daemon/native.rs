@@ -87,14 +87,20 @@ pub struct LimitsIn {
 /// Files fetched at most per request.
 const MAX_FETCH_FILES: usize = 256;
 
-fn secs(field: &str, v: Option<f64>, default: Duration, max: Duration) -> Result<Duration, String> {
+/// Seconds from a request (`field` names it in the message): positive, at most `max`.
+pub fn secs(
+    field: &str,
+    v: Option<f64>,
+    default: Duration,
+    max: Duration,
+) -> Result<Duration, String> {
     match v {
         None => Ok(default.min(max)),
-        Some(s) if !s.is_finite() || s <= 0.0 => Err(format!(
-            "limits.{field}: {s} must be a positive number of seconds"
-        )),
+        Some(s) if !s.is_finite() || s <= 0.0 => {
+            Err(format!("{field}: {s} must be a positive number of seconds"))
+        }
         Some(s) if s > max.as_secs_f64() => Err(format!(
-            "limits.{field}: {s} is above this daemon's maximum of {} s",
+            "{field}: {s} is above this daemon's maximum of {} s",
             max.as_secs_f64()
         )),
         Some(s) => Ok(Duration::from_secs_f64(s)),
@@ -108,12 +114,24 @@ pub fn check_file_path(path: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Checks environment variables of a request.
+pub fn check_env(env: &BTreeMap<String, String>) -> Result<(), String> {
+    for (k, v) in env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(format!(
+                "env: {k:?}: names must be non-empty without '=' or NUL, values without NUL"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The sandbox policy of `limits` and `seccomp` (a run's or a session's), checked against the
 /// maxima; `Err` is the 422 message.
 pub fn policy(l: &LimitsIn, seccomp: Option<&str>, max: &Maxima) -> Result<Policy, String> {
     let cpu_time = l
         .cpu_time
-        .map(|v| secs("cpu_time", Some(v), max.timeout, max.timeout))
+        .map(|v| secs("limits.cpu_time", Some(v), max.timeout, max.timeout))
         .transpose()?;
     let cpus = l.cpus.unwrap_or(crate::defaults::CPUS.min(max.cpus));
     if !(0.01..=max.cpus).contains(&cpus) {
@@ -186,13 +204,13 @@ pub fn policy(l: &LimitsIn, seccomp: Option<&str>, max: &Maxima) -> Result<Polic
 pub fn to_job(r: RunRequest, max: &Maxima) -> Result<Job, String> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let timeout = secs(
-        "timeout",
+        "limits.timeout",
         r.limits.timeout,
         crate::defaults::TIMEOUT,
         max.timeout,
     )?;
     let compile_timeout = secs(
-        "compile_timeout",
+        "limits.compile_timeout",
         r.limits.compile_timeout,
         crate::defaults::TIMEOUT,
         max.timeout,
@@ -229,13 +247,7 @@ pub fn to_job(r: RunRequest, max: &Maxima) -> Result<Job, String> {
     for p in &r.fetch {
         check_file_path(p).map_err(|e| format!("fetch: {e}"))?;
     }
-    for (k, v) in &r.env {
-        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(format!(
-                "env: {k:?}: names must be non-empty without '=' or NUL, values without NUL"
-            ));
-        }
-    }
+    check_env(&r.env)?;
     let stdin = match (r.stdin, r.stdin_b64) {
         (None, None) => Vec::new(),
         (Some(s), None) => s.into_bytes(),
