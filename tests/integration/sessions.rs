@@ -1,0 +1,1 @@
+//! Integration tests: sessions over real sockets.
