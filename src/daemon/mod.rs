@@ -385,27 +385,42 @@ async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Response
     }
 }
 
-async fn v1_run(ctx: Arc<Ctx>, req: Request<Incoming>, arrived: Instant) -> Response<Body> {
-    let body = match read_body(req, ctx.config.max_body).await {
-        Ok(b) => b,
-        Err(r) => return r,
+/// 422 with the native API's error shape.
+fn request_error(message: impl Into<String>) -> Response<Body> {
+    error(StatusCode::UNPROCESSABLE_ENTITY, "request", message)
+}
+
+/// Reads a JSON body (an empty one is `{}`) and checks it: 400 for bad JSON, 422 for wrong
+/// fields or what `check` refuses.
+async fn read_json<T: serde::de::DeserializeOwned, U>(
+    ctx: &Ctx,
+    req: Request<Incoming>,
+    check: impl FnOnce(T) -> Result<U, String>,
+) -> Result<U, Response<Body>> {
+    let body = read_body(req, ctx.config.max_body).await?;
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        &b"{}"[..]
+    } else {
+        &body[..]
     };
-    let parsed: native::RunRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) if e.is_data() => {
-            return error(StatusCode::UNPROCESSABLE_ENTITY, "request", e.to_string())
-        }
-        Err(e) => {
-            return error(
+    let t = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            request_error(e.to_string())
+        } else {
+            error(
                 StatusCode::BAD_REQUEST,
                 "request",
                 format!("malformed JSON: {e}"),
             )
         }
-    };
-    let job = match native::to_job(parsed, &ctx.config.max) {
+    })?;
+    check(t).map_err(request_error)
+}
+
+async fn v1_run(ctx: Arc<Ctx>, req: Request<Incoming>, arrived: Instant) -> Response<Body> {
+    let job = match read_json(&ctx, req, |r| native::to_job(r, &ctx.config.max)).await {
         Ok(j) => j,
-        Err(m) => return error(StatusCode::UNPROCESSABLE_ENTITY, "request", m),
+        Err(r) => return r,
     };
     match run_job(&ctx, job, arrived).await {
         (Ok(done), queued) => match native::response(done, queued) {

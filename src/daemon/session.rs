@@ -19,7 +19,9 @@ use serde_json::json;
 use super::job::{self, Done, Job, Policy, Sandboxes};
 use super::native::{self, LimitsIn, RunRequest};
 use super::pool::Refused;
-use super::{engine_error, error, in_slot, json, lease_gpus, read_body, Body, Ctx, Failed};
+use super::{
+    engine_error, error, in_slot, json, lease_gpus, read_body, read_json, Body, Ctx, Failed,
+};
 use crate::{Cancel, Error, Instance};
 
 /// The daemon's limits on sessions.
@@ -541,20 +543,15 @@ pub async fn close_all(ctx: &Ctx) {
 
 /// `POST /v1/sessions`.
 #[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct CreateRequest {
-    #[serde(default)]
     pub limits: LimitsIn,
-    #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// `default` or `strict`.
-    #[serde(default)]
     pub seccomp: Option<String>,
     /// Seconds without a run or file operation after which the session ends.
-    #[serde(default)]
     pub idle_timeout: Option<f64>,
     /// Seconds after which the session ends, busy or not.
-    #[serde(default)]
     pub lifetime: Option<f64>,
 }
 
@@ -652,34 +649,6 @@ fn query<'a>(req: &'a Request<Incoming>, name: &str) -> Option<Result<String, &'
     })
 }
 
-fn unprocessable(message: impl Into<String>) -> Response<Body> {
-    error(StatusCode::UNPROCESSABLE_ENTITY, "request", message)
-}
-
-/// Reads a JSON body (an empty one is `{}`): 400 for bad JSON, 422 for wrong fields.
-async fn read_json<T: serde::de::DeserializeOwned>(
-    ctx: &Ctx,
-    req: Request<Incoming>,
-) -> Result<T, Response<Body>> {
-    let body = read_body(req, ctx.config.max_body).await?;
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        &b"{}"[..]
-    } else {
-        &body[..]
-    };
-    serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            unprocessable(e.to_string())
-        } else {
-            error(
-                StatusCode::BAD_REQUEST,
-                "request",
-                format!("malformed JSON: {e}"),
-            )
-        }
-    })
-}
-
 /// An error of a file operation: a missing file is 404, other refusals 422.
 fn file_error(e: &Error) -> Response<Body> {
     match e {
@@ -731,7 +700,9 @@ pub async fn route(
             let dir = match query(&req, "dir") {
                 None => String::new(),
                 Some(Ok(d)) => d,
-                Some(Err(raw)) => return unprocessable(format!("dir: {raw:?} is not valid")),
+                Some(Err(raw)) => {
+                    return super::request_error(format!("dir: {raw:?} is not valid"))
+                }
             };
             match with_instance(&s, move |i| i.list_dir(&dir)).await {
                 Some(Ok(entries)) => json(StatusCode::OK, &json!({"entries": entries})),
@@ -741,7 +712,7 @@ pub async fn route(
         }
         (m, sub) if sub.starts_with("files/") => {
             let Some(path) = percent_decode(&sub["files/".len()..]) else {
-                return unprocessable("the file path is not valid percent-encoded UTF-8");
+                return super::request_error("the file path is not valid percent-encoded UTF-8");
             };
             file_op(ctx.clone(), &s, m, path, req).await
         }
@@ -783,12 +754,8 @@ pub fn full(message: &str) -> Response<Body> {
 }
 
 async fn create_native(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
-    let spec = match read_json::<CreateRequest>(&ctx, req)
-        .await
-        .map(|r| spec(r, &ctx))
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(m)) => return unprocessable(m),
+    let spec = match read_json(&ctx, req, |r: CreateRequest| spec(r, &ctx)).await {
+        Ok(s) => s,
         Err(r) => return r,
     };
     match create(&ctx, spec).await {
@@ -804,12 +771,8 @@ async fn run_native(
     req: Request<Incoming>,
     arrived: Instant,
 ) -> Response<Body> {
-    let job = match read_json::<RunRequest>(&ctx, req)
-        .await
-        .map(|r| session_job(r, &ctx))
-    {
-        Ok(Ok(j)) => j,
-        Ok(Err(m)) => return unprocessable(m),
+    let job = match read_json(&ctx, req, |r: RunRequest| session_job(r, &ctx)).await {
+        Ok(j) => j,
         Err(r) => return r,
     };
     match run(&ctx, s, job, arrived).await {
@@ -845,9 +808,13 @@ async fn file_op(
                 None => 0o644,
                 Some(Ok(v)) => match u32::from_str_radix(&v, 8) {
                     Ok(m) if m <= 0o7777 => m,
-                    _ => return unprocessable(format!("mode: {v:?} is not an octal file mode")),
+                    _ => {
+                        return super::request_error(format!(
+                            "mode: {v:?} is not an octal file mode"
+                        ))
+                    }
                 },
-                Some(Err(v)) => return unprocessable(format!("mode: {v:?} is not valid")),
+                Some(Err(v)) => return super::request_error(format!("mode: {v:?} is not valid")),
             };
             let body = match read_body(req, ctx.config.max_body).await {
                 Ok(b) => b,

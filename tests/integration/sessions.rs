@@ -118,7 +118,8 @@ fn instance_lists_removes_and_reports_usage() {
     // The reaper and the background sleep.
     assert!(u.pids.unwrap() >= 2, "{u:?}");
     assert!(u.memory_bytes.unwrap() > 0, "{u:?}");
-    assert!(u.cpu_ms > 0.0, "{u:?}");
+    // Without cgroups only live processes count (the reaper and a sleep: no tick yet).
+    assert!(u.cpu_ms > 0.0 || u.source == "procfs", "{u:?}");
     inst.destroy().unwrap();
 }
 
@@ -346,7 +347,11 @@ fn the_files_api_never_leaves_the_work_dir() {
     let d = Daemon::start(&[]);
     let id = create(&d, json!({}));
     let f = |p: &str| format!("/v1/sessions/{id}/files/{p}");
-    let a = d.unix("PUT", &f("bin/tool.sh?mode=0755"), b"#!/bin/sh\necho tool $1\n");
+    let a = d.unix(
+        "PUT",
+        &f("bin/tool.sh?mode=0755"),
+        b"#!/bin/sh\necho tool $1\n",
+    );
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.json()["mode"], 0o755);
     let r = run(&d, &id, json!({"argv": ["bin/tool.sh", "ran"]}));
