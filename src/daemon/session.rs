@@ -456,7 +456,7 @@ pub async fn end(ctx: &Ctx, id: &str, why: Ended) -> bool {
     }
 }
 
-/// Runs `job` in the session: after the session's previous run, in a daemon slot. `Ok(None)`:
+/// Runs `job` in the session: after the session's previous run, in a daemon slot. `None`:
 /// the session ended before the run started.
 pub async fn run(
     ctx: &Arc<Ctx>,

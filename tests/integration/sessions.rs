@@ -664,10 +664,12 @@ fn two_hundred_sessions_at_once() {
                 .unwrap_or(0)
         })
         .sum();
+    // PSS is unreadable (0) where the reapers are not dumpable to this user; usage is the
+    // cgroups' charge, or without cgroups the processes' RSS (shared pages counted each time).
     eprintln!(
         "200 sessions: created in {:.1}s, one run each in {:.1}s; daemon RSS {rss0} kB -> {rss1} kB \
          (+{} kB, {:.1} kB per session); reapers: RSS {reaper_rss} kB, PSS {reaper_pss} kB together \
-         ({:.1} kB PSS each); the sessions' cgroups charge {} kB together ({:.0} kB each)",
+         ({:.1} kB PSS each); the sessions' usage.memory_bytes: {} kB together ({:.0} kB each)",
         created.as_secs_f64(),
         ran.as_secs_f64(),
         rss1.saturating_sub(rss0),
