@@ -37,6 +37,48 @@ pub struct Instance {
     lock: Mutex<()>,
 }
 
+/// One entry of [`Instance::list_dir`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DirEntry {
+    pub name: String,
+    /// Bytes (of the link itself for a symlink).
+    pub size: u64,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    #[serde(rename = "type")]
+    pub kind: FileKind,
+}
+
+/// What a directory entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// What an instance uses now ([`Instance::usage`]).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Usage {
+    /// CPU time of every process so far (cgroup); of the live ones only without cgroups.
+    pub cpu_ms: f64,
+    pub memory_bytes: Option<u64>,
+    pub peak_memory_bytes: Option<u64>,
+    /// Processes and threads (cgroup) or processes (without).
+    pub pids: Option<u64>,
+    /// Where the figures come from: `cgroup2`, `cgroup1` or `procfs`.
+    pub source: &'static str,
+}
+
+/// The reason of an `Error::Path` for a file or directory that does not exist.
+pub const NO_SUCH_FILE: &str = "no such file or directory";
+
+/// Entries [`Instance::list_dir`] returns at most.
+pub const LIST_MAX: usize = 65_536;
+
 /// Resolve flags for every path the supervisor opens in the work dir: no symlink is followed,
 /// nothing escapes the work dir.
 const RESOLVE: u64 = sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS | sys::RESOLVE_BENEATH;
@@ -527,12 +569,18 @@ impl Instance {
         })
     }
 
-    /// Opens (creating when `create`) each directory of `comps[..n-1]` beneath the work dir,
-    /// never following a symlink. Returns the innermost directory.
+    /// Opens (creating when `create`) each directory of `comps[..comps.len()-1]` beneath the
+    /// work dir, never following a symlink. Returns the innermost directory.
     fn walk(&self, comps: &[CString], create: bool) -> Result<OwnedFd> {
+        self.open_dir(comps, comps.len() - 1, create)
+    }
+
+    /// Opens the directory `comps[..n]` (the work dir itself when `n` is 0), creating missing
+    /// ones when `create`, never following a symlink.
+    fn open_dir(&self, comps: &[CString], n: usize, create: bool) -> Result<OwnedFd> {
         let work = self.reaper()?.work.as_fd();
         let mut dir: Option<OwnedFd> = None;
-        for c in &comps[..comps.len() - 1] {
+        for c in &comps[..n] {
             let base: BorrowedFd<'_> = dir.as_ref().map_or(work, |d| d.as_fd());
             let open = || {
                 sys::openat2(
@@ -575,6 +623,7 @@ impl Instance {
                 "a symlink is in the way (symlinks are never followed)".to_string()
             }
             Some(libc::EXDEV) => "it leads outside the work dir".to_string(),
+            Some(libc::ENOENT) => NO_SUCH_FILE.to_string(),
             // A directory component opened with O_NOFOLLOW | O_DIRECTORY that is a symlink.
             Some(libc::ENOTDIR) => {
                 "a path component is not a directory (or is a symlink, which is never followed)"
@@ -676,6 +725,113 @@ impl Instance {
             });
         }
         Ok(out)
+    }
+
+    /// Lists a directory of the work dir (`""` or `"."`: the work dir itself), sorted by name.
+    /// Never follows a symlink: a link is listed as one, and a link on the way is refused.
+    pub fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
+        let root = path.trim_matches('/').is_empty()
+            || path == "."
+            || path.trim_end_matches('/') == defaults::WORK_DIR;
+        let comps = if root { Vec::new() } else { components(path)? };
+        let _as_sandbox = self.act_as_sandbox()?;
+        let dir = self.open_dir(&comps, comps.len(), false)?;
+        let err = |e| self.path_err(&comps, e);
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let n = sys::getdents64(dir.as_fd(), &mut buf).map_err(err)?;
+            if n == 0 {
+                break;
+            }
+            // linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name (NUL-ended).
+            let mut off = 0;
+            while off + 19 < n {
+                let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+                let name = &buf[off + 19..off + reclen];
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                off += reclen.max(1);
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                if out.len() >= LIST_MAX {
+                    return Err(Error::Path {
+                        path: path.to_string(),
+                        reason: format!("more than {LIST_MAX} entries"),
+                    });
+                }
+                let c = CString::new(name).unwrap_or_default();
+                // O_PATH | O_NOFOLLOW opens a symlink itself; fstat then describes the link.
+                let Ok(fd) =
+                    sys::openat2(dir.as_fd(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0, RESOLVE)
+                else {
+                    continue; // removed meanwhile
+                };
+                let Ok(meta) = std::fs::File::from(fd).metadata() else {
+                    continue;
+                };
+                use std::os::unix::fs::PermissionsExt;
+                let t = meta.file_type();
+                out.push(DirEntry {
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    size: meta.len(),
+                    mode: meta.permissions().mode() & 0o7777,
+                    kind: if t.is_symlink() {
+                        FileKind::Symlink
+                    } else if t.is_dir() {
+                        FileKind::Dir
+                    } else if t.is_file() {
+                        FileKind::File
+                    } else {
+                        FileKind::Other
+                    },
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Removes a file, a symlink (never what it points to) or an empty directory of the work
+    /// dir.
+    pub fn remove_file(&self, path: &str) -> Result<()> {
+        let comps = components(path)?;
+        let _as_sandbox = self.act_as_sandbox()?;
+        let dir = self.walk(&comps, false)?;
+        let name = comps.last().unwrap();
+        match sys::unlinkat(dir.as_fd(), name, 0) {
+            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
+                sys::unlinkat(dir.as_fd(), name, libc::AT_REMOVEDIR).map_err(|e| {
+                    match e.raw_os_error() {
+                        Some(libc::ENOTEMPTY) => Error::Path {
+                            path: path.to_string(),
+                            reason: "the directory is not empty".into(),
+                        },
+                        _ => self.path_err(&comps, e),
+                    }
+                })
+            }
+            r => r.map_err(|e| self.path_err(&comps, e)),
+        }
+    }
+
+    /// What the instance (every process in it, background ones included) uses now: from its
+    /// cgroup, or without one from `/proc` (CPU time of live processes, resident memory, no
+    /// peak).
+    pub fn usage(&self) -> Result<Usage> {
+        let reaper = self.reaper()?;
+        if let Some(cg) = &self.cg {
+            return Ok(cg.usage());
+        }
+        let mut pids = 0;
+        for_tree(reaper.pid, |_, _| pids += 1);
+        Ok(Usage {
+            cpu_ms: tree_cpu_us(reaper.pid) as f64 / 1000.0,
+            memory_bytes: Some(tree_rss(reaper.pid)),
+            peak_memory_bytes: None,
+            pids: Some(pids),
+            source: "procfs",
+        })
     }
 
     /// The reaper's pid on the host (for diagnostics and tests).

@@ -103,6 +103,6 @@ fn check_alloc() {
         }
     }
 }
-pub use instance::{Instance, GET_FILE_MAX};
+pub use instance::{DirEntry, FileKind, Instance, Usage, GET_FILE_MAX, LIST_MAX};
 pub use outcome::{Enforcement, Limit, Outcome, SeccompViolation, Status};
 pub use sandbox::{Bind, Command, Net, Sandbox, SandboxBuilder, Stdin};

@@ -14,6 +14,7 @@ fn main() {
     let code = match &args.cmd {
         cli::Cmd::Run(a) => cli::run(a),
         cli::Cmd::Serve(a) => cli::serve::serve(a),
+        cli::Cmd::Session(a) => cli::session::main(a),
         cli::Cmd::Check { json } => cli::check(*json),
     };
     std::process::exit(code);

@@ -549,6 +549,34 @@ impl InstanceCgroup {
         s
     }
 
+    /// What the instance (all its runs and background processes) uses now.
+    pub fn usage(&self) -> crate::instance::Usage {
+        let num = |d: Option<&Path>, file: &str| {
+            d.and_then(|d| read(&d.join(file)).ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let mut u = crate::instance::Usage {
+            source: if self.v2 { "cgroup2" } else { "cgroup1" },
+            ..Default::default()
+        };
+        if self.v2 {
+            let d = Some(self.dirs[0].1.as_path());
+            u.cpu_ms = read(&self.dirs[0].1.join("cpu.stat"))
+                .ok()
+                .and_then(|t| keyed(&t, "usage_usec"))
+                .map_or(0.0, |us| us as f64 / 1000.0);
+            u.memory_bytes = num(d, "memory.current");
+            u.peak_memory_bytes = num(d, "memory.peak");
+            u.pids = num(d, "pids.current");
+        } else {
+            u.cpu_ms = num(self.dir("cpuacct"), "cpuacct.usage").map_or(0.0, |ns| ns as f64 / 1e6);
+            u.memory_bytes = num(self.dir("memory"), "memory.usage_in_bytes");
+            u.peak_memory_bytes = num(self.dir("memory"), "memory.max_usage_in_bytes");
+            u.pids = num(self.dir("pids"), "pids.current");
+        }
+        u
+    }
+
     /// Every directory, deepest first (for the state record).
     pub fn paths(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|(_, d)| d.clone()).collect()

@@ -1,5 +1,6 @@
 //! `rsandbox run --daemon=SOCKET`: the run as a `/v1/run` request to a daemon, its report
-//! printed as a local run's would be.
+//! printed as a local run's would be; the HTTP-over-Unix-socket client `rsandbox session` uses
+//! too.
 
 use std::io::Write;
 use std::path::Path;
@@ -91,12 +92,7 @@ fn request(a: &RunArgs) -> anyhow::Result<serde_json::Value> {
         };
         body["stdin_b64"] = b64.encode(data).into();
     }
-    body["env"] = a
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
-        .collect::<serde_json::Map<_, _>>()
-        .into();
+    body["env"] = env_json(&a.env);
     let mut limits = serde_json::json!({
         "cpus": a.cpus, "memory_mb": a.mem, "pids": a.pids,
         "timeout": a.timeout.as_secs_f64(),
@@ -112,8 +108,22 @@ fn request(a: &RunArgs) -> anyhow::Result<serde_json::Value> {
     Ok(body)
 }
 
-/// POSTs `body` to `path` on the daemon at `socket`: (HTTP status, response body).
-pub fn post(socket: &Path, path: &str, body: Vec<u8>) -> anyhow::Result<(u16, Bytes)> {
+/// Environment variables as a JSON object.
+pub fn env_json(env: &[(String, String)]) -> serde_json::Value {
+    env.iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Sends one request to the daemon at `socket`: (HTTP status, response body).
+pub fn call(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<(u16, Bytes)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -124,9 +134,11 @@ pub fn post(socket: &Path, path: &str, body: Vec<u8>) -> anyhow::Result<(u16, By
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
-        let req = hyper::Request::post(path)
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
             .header(hyper::header::HOST, "localhost")
-            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::CONTENT_TYPE, content_type)
             .body(Full::new(Bytes::from(body)))?;
         let resp = sender.send_request(req).await?;
         let status = resp.status().as_u16();
@@ -135,43 +147,61 @@ pub fn post(socket: &Path, path: &str, body: Vec<u8>) -> anyhow::Result<(u16, By
     })
 }
 
+/// POSTs a JSON `body` to `path` on the daemon at `socket`: (HTTP status, response body).
+pub fn post(socket: &Path, path: &str, body: Vec<u8>) -> anyhow::Result<(u16, Bytes)> {
+    call(socket, "POST", path, "application/json", body)
+}
+
+/// The message of a daemon's error answer (its `error.message`, else the body).
+pub fn error_message(status: u16, bytes: &[u8]) -> (String, String) {
+    let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    let msg = v["error"]["message"]
+        .as_str()
+        .or(v["detail"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned());
+    let stage = v["error"]["stage"].as_str().unwrap_or("daemon").to_string();
+    (stage, format!("the daemon answered {status}: {msg}"))
+}
+
 /// `rsandbox run --daemon`: returns the process exit code.
 pub fn run(a: &RunArgs, socket: &Path) -> i32 {
     let result = request(a).and_then(|body| post(socket, "/v1/run", serde_json::to_vec(&body)?));
-    let (status, bytes) = match result {
+    print_report(result, a.json, a.timeout)
+}
+
+/// Prints the answer to a run (`/v1/run` or a session's) as a local run's would be; returns the
+/// exit code.
+pub fn print_report(
+    answer: anyhow::Result<(u16, Bytes)>,
+    json: bool,
+    timeout: std::time::Duration,
+) -> i32 {
+    let (status, bytes) = match answer {
         Ok(r) => r,
         Err(e) => {
-            return report_error(a.json, "daemon", &format!("{e:#}"));
+            return report_error(json, "daemon", &format!("{e:#}"));
         }
     };
     if status != 200 {
-        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let msg = v["error"]["message"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-        let stage = v["error"]["stage"].as_str().unwrap_or("daemon");
-        return report_error(
-            a.json,
-            stage,
-            &format!("the daemon answered {status}: {msg}"),
-        );
+        let (stage, msg) = error_message(status, &bytes);
+        return report_error(json, &stage, &msg);
     }
     let out: Outcome = match serde_json::from_slice(&bytes) {
         Ok(o) => o,
-        Err(e) => return report_error(a.json, "daemon", &format!("unreadable report: {e}")),
+        Err(e) => return report_error(json, "daemon", &format!("unreadable report: {e}")),
     };
-    if a.json {
+    if json {
         println!("{}", String::from_utf8_lossy(&bytes));
     } else {
         let _ = std::io::stdout().write_all(&out.stdout_bytes());
         let _ = std::io::stderr().write_all(&out.stderr_bytes());
-        super::notes(&out, a.timeout);
+        super::notes(&out, timeout);
     }
     out.exit_code_for_cli()
 }
 
-fn report_error(json: bool, stage: &str, message: &str) -> i32 {
+pub fn report_error(json: bool, stage: &str, message: &str) -> i32 {
     if json {
         println!(
             "{}",

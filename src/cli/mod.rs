@@ -11,6 +11,7 @@ use rsandbox::{defaults, Command, Net, Outcome, Sandbox, Status, Stdin};
 
 mod client;
 pub mod serve;
+pub mod session;
 pub use serve::ServeArgs;
 
 #[derive(Parser)]
@@ -33,6 +34,8 @@ pub enum Cmd {
     /// Run the daemon: HTTP/1.1 + JSON on a Unix socket (and optionally TCP), with the native
     /// API and SandboxFusion's /run_code.
     Serve(ServeArgs),
+    /// Sessions on a daemon: create one, run in it many times, copy files in and out, remove it.
+    Session(session::SessionArgs),
     /// Show what this host supports and what would enforce each limit.
     Check {
         /// Print JSON instead of text.

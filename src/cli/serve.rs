@@ -11,8 +11,9 @@ use rsandbox::daemon::{self, listen, Endpoint};
 
 #[derive(Args)]
 #[command(
-    after_help = "Endpoints: POST /v1/run, GET /v1/health, GET /metrics, and \
-SandboxFusion's POST /run_code and GET /v1/ping (api/openapi.yaml).\n\nExamples:\n  \
+    after_help = "Endpoints: POST /v1/run, /v1/sessions (create, run, files, delete), GET \
+/v1/health, GET /metrics, SandboxFusion's POST /run_code and GET /v1/ping, and Maze's \
+/create_session, /execute/ID, /close/ID (api/openapi.yaml).\n\nExamples:\n  \
 rsandbox serve\n  rsandbox serve --socket /tmp/rs.sock --group sandboxers\n  \
 rsandbox serve --listen 127.0.0.1:8080 --no-auth       # a local SandboxFusion drop-in\n  \
 curl --unix-socket /run/rsandbox/rsandbox.sock -d '{\"code\":\"print(1)\"}' http://x/v1/run"
@@ -60,6 +61,24 @@ pub struct ServeArgs {
     /// queue before it gets 503.
     #[arg(long, value_name = "SECS", value_parser = super::parse_secs, default_value = "300")]
     gpu_wait: Duration,
+    /// Live sessions at most; more get 503.
+    #[arg(long, value_name = "N", default_value = "256")]
+    max_sessions: usize,
+    /// Memory the live sessions' limits may add up to, in MiB; a session that does not fit
+    /// gets 503 [default: half of this host's memory]
+    #[arg(long, value_name = "MB")]
+    session_memory_mb: Option<u64>,
+    /// A session with no run or file operation for this long ends (a request may ask for
+    /// another idle_timeout, up to --max-session-lifetime).
+    #[arg(long, value_name = "SECS", value_parser = super::parse_secs, default_value = "600")]
+    session_idle_timeout: Duration,
+    /// A session ends this long after it was created, busy or not (a request may ask for
+    /// another lifetime, up to --max-session-lifetime).
+    #[arg(long, value_name = "SECS", value_parser = super::parse_secs, default_value = "3600")]
+    session_lifetime: Duration,
+    /// Largest idle timeout or lifetime a session may ask for.
+    #[arg(long, value_name = "SECS", value_parser = super::parse_secs, default_value = "86400")]
+    max_session_lifetime: Duration,
     /// Largest request body (K, M, G suffixes).
     #[arg(long, value_name = "BYTES", value_parser = super::parse_size, default_value = "64M")]
     max_body: u64,
@@ -91,6 +110,22 @@ fn endpoints(a: &ServeArgs) -> anyhow::Result<(Vec<Endpoint>, daemon::Config)> {
         .filter(|m| *m >= 8 << 20)
         .ok_or_else(|| anyhow!("--max-memory must be 8..2^44 MiB"))?;
     config.max.pids = a.max_pids.max(1);
+    let sessions = &mut config.sessions;
+    sessions.max = a.max_sessions;
+    if let Some(m) = a.session_memory_mb {
+        sessions.memory = m
+            .checked_mul(1 << 20)
+            .ok_or_else(|| anyhow!("--session-memory-mb is too large"))?;
+    }
+    sessions.max_lifetime = a.max_session_lifetime;
+    if a.session_idle_timeout > a.max_session_lifetime
+        || a.session_lifetime > a.max_session_lifetime
+    {
+        bail!(
+            "--session-idle-timeout and --session-lifetime must not exceed --max-session-lifetime"
+        );
+    }
+    (sessions.idle, sessions.lifetime) = (a.session_idle_timeout, a.session_lifetime);
     if let Some(c) = a.max_cpus {
         if !(c >= 0.01 && c <= daemon::cores() as f64) {
             bail!("--max-cpus {c} is outside 0.01..={}", daemon::cores());

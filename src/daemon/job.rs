@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::outcome::{Outcome, Status};
 use crate::seccomp::Profile;
-use crate::{Cancel, Command, Error, Net, Result, Sandbox, Stdin};
+use crate::{Cancel, Command, Error, Instance, Net, Result, Sandbox, Stdin};
 
 /// The sandbox settings a request chooses; instances with equal keys share one `Sandbox`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -105,10 +105,12 @@ impl Sandboxes {
     /// Policies kept warm (the most recently used).
     const WARM: usize = 4;
 
+    /// `depth` ready instances per warm policy; 0: no warm pools at all (sessions' sandboxes,
+    /// whose instances live long and are created on request).
     pub fn new(depth: usize) -> Sandboxes {
         Sandboxes {
             lru: Mutex::new(Vec::new()),
-            depth: depth.clamp(1, 64),
+            depth: depth.min(64),
         }
     }
 
@@ -131,8 +133,10 @@ impl Sandboxes {
                 }
             }
             let n = lru.len();
-            for (i, (_, sb)) in lru.iter().enumerate() {
-                sb.set_warm(if i + Self::WARM >= n { self.depth } else { 0 });
+            if self.depth > 0 {
+                for (i, (_, sb)) in lru.iter().enumerate() {
+                    sb.set_warm(if i + Self::WARM >= n { self.depth } else { 0 });
+                }
             }
             lru[n - 1].1.clone()
         };
@@ -158,7 +162,8 @@ impl Sandboxes {
         b = match (&p.gpus.devices, p.gpus.count) {
             (Some(d), _) => b.gpu_devices(d).gpu_share(p.gpus.share),
             (None, n) if n > 0 => b.gpus(n).gpu_share(p.gpus.share),
-            _ => b.warm(self.depth),
+            _ if self.depth > 0 => b.warm(self.depth),
+            _ => b,
         };
         b.build()
     }
@@ -218,45 +223,45 @@ pub fn execute(
         Ok(i) => i,
         Err(e) => return deliver(Err(e)),
     };
-    let result = (|| {
-        for (path, data, mode) in &job.files {
-            inst.put_file(path, data, *mode)?;
-        }
-        let mut done = Done::default();
-        if let Some(step) = &job.compile {
-            let out = inst.exec(&command(step, job, cancel))?;
-            let ok = out.status == Status::Ok;
-            done.compile = Some(out);
-            if !ok {
-                return Ok(done);
-            }
-        }
-        let cmd = command(&job.run, job, cancel).stdin(Stdin::Bytes(job.stdin.clone()));
-        // A single step is a one-shot run (the instance's own cgroup, a fresh counter); after
-        // a compile step the run gets its own cgroup so the report counts only the run.
-        let out = if job.compile.is_some() {
-            inst.exec(&cmd)?
-        } else {
-            inst.exec_inner(&cmd, true)?
-        };
-        done.run = Some(out);
-        let mut budget = crate::defaults::MAX_FETCH;
-        for path in &job.fetch {
-            match inst.get_file(path, budget) {
-                Ok(data) => {
-                    budget -= data.len() as u64;
-                    done.files.insert(path.clone(), data);
-                }
-                Err(Error::Path { reason, .. }) => {
-                    done.refused.insert(path.clone(), reason);
-                }
-                Err(e) => {
-                    done.refused.insert(path.clone(), e.to_string());
-                }
-            }
-        }
-        Ok(done)
-    })();
-    deliver(result);
+    // A single step is a one-shot run (the instance's own cgroup, a fresh counter); after
+    // a compile step the run gets its own cgroup so the report counts only the run.
+    deliver(steps(&inst, job, cancel, job.compile.is_none()));
     let _ = sb.retire(inst);
+}
+
+/// Copies the job's files into `inst`, compiles and runs, fetches files. `one_shot`: the run
+/// step is the instance's only program (it runs in the instance's own cgroup, and a timeout
+/// kills the instance); otherwise it gets a cgroup of its own and the instance lives on (a
+/// session's runs).
+pub fn steps(inst: &Instance, job: &Job, cancel: &Cancel, one_shot: bool) -> Result<Done> {
+    for (path, data, mode) in &job.files {
+        inst.put_file(path, data, *mode)?;
+    }
+    let mut done = Done::default();
+    if let Some(step) = &job.compile {
+        let out = inst.exec(&command(step, job, cancel))?;
+        let ok = out.status == Status::Ok;
+        done.compile = Some(out);
+        if !ok {
+            return Ok(done);
+        }
+    }
+    let cmd = command(&job.run, job, cancel).stdin(Stdin::Bytes(job.stdin.clone()));
+    done.run = Some(inst.exec_inner(&cmd, one_shot)?);
+    let mut budget = crate::defaults::MAX_FETCH;
+    for path in &job.fetch {
+        match inst.get_file(path, budget) {
+            Ok(data) => {
+                budget -= data.len() as u64;
+                done.files.insert(path.clone(), data);
+            }
+            Err(Error::Path { reason, .. }) => {
+                done.refused.insert(path.clone(), reason);
+            }
+            Err(e) => {
+                done.refused.insert(path.clone(), e.to_string());
+            }
+        }
+    }
+    Ok(done)
 }

@@ -16,8 +16,10 @@ pub mod compat;
 pub mod job;
 pub mod lang;
 pub mod listen;
+mod maze;
 pub mod native;
 pub mod pool;
+mod session;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -33,6 +35,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{oneshot, watch};
 
 pub use listen::{Access, Endpoint};
+pub use session::SessionConfig;
 
 use crate::{Cancel, Error};
 use job::{Done, Job, Sandboxes};
@@ -97,6 +100,7 @@ pub struct Config {
     /// TCP clients must present this bearer token (None: TCP without authentication).
     pub token: Option<String>,
     pub access: Access,
+    pub sessions: SessionConfig,
 }
 
 impl Default for Config {
@@ -113,6 +117,7 @@ impl Default for Config {
                 owner: crate::sys::ids().0,
                 group: None,
             },
+            sessions: SessionConfig::default(),
         }
     }
 }
@@ -122,6 +127,7 @@ struct Ctx {
     config: Config,
     pool: Pool,
     sandboxes: Arc<Sandboxes>,
+    sessions: session::Sessions,
     started: Instant,
     /// One clone per live connection (its strong count tells how many are open).
     conns: Arc<()>,
@@ -156,7 +162,12 @@ fn unprocessable(message: impl Into<String>) -> Response<Body> {
 }
 
 fn busy(message: &str) -> Response<Body> {
-    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "queue", message);
+    unavailable("queue", message)
+}
+
+/// 503 with `Retry-After: 1`.
+fn unavailable(stage: &str, message: &str) -> Response<Body> {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, stage, message);
     r.headers_mut()
         .insert("retry-after", HeaderValue::from_static("1"));
     r
@@ -211,19 +222,20 @@ async fn lease_gpus(sb: &crate::Sandbox, max: Duration) -> Result<Option<crate::
     }
 }
 
+/// Counts a request dropped while it waits for a slot or GPUs (client gone) as cancelled.
+struct Waiting<'a>(&'a Pool, bool);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.record("cancelled", None, None);
+        }
+    }
+}
+
 /// Queues a job, runs it on the blocking pool, and waits for its result. Dropping the
 /// returned future cancels the job, queued or running.
 async fn run_job(ctx: &Arc<Ctx>, job: Job, arrived: Instant) -> (Result<Done, Failed>, Duration) {
-    // A request dropped while it waits for a slot or GPUs (client gone) is counted as
-    // cancelled.
-    struct Waiting<'a>(&'a Pool, bool);
-    impl Drop for Waiting<'_> {
-        fn drop(&mut self) {
-            if self.1 {
-                self.0.record("cancelled", None, None);
-            }
-        }
-    }
     let mut waiting = Waiting(&ctx.pool, true);
     // The policy's sandbox (built once, then cached), and its GPUs when it asks for some.
     let c = ctx.clone();
@@ -235,14 +247,31 @@ async fn run_job(ctx: &Arc<Ctx>, job: Job, arrived: Instant) -> (Result<Done, Fa
         Ok(sb) => lease_gpus(sb, ctx.config.max.gpu_wait).await,
         Err(_) => Ok(None),
     };
+    waiting.1 = false;
     let (sb, gpus) = match (built, leased) {
         (Ok(sb), Ok(g)) => (sb, g),
         (Err(e), _) | (_, Err(e)) => {
-            waiting.1 = false;
             ctx.pool.record("error", None, None);
             return (Err(Failed::Engine(e)), arrived.elapsed());
         }
     };
+    in_slot(ctx, arrived, move |cancel, tx| {
+        job::execute(&sb, gpus, &job, cancel, |r| {
+            let _ = tx.send(r);
+        })
+    })
+    .await
+}
+
+/// Waits for a slot (a full queue refuses), then runs `work` on the blocking pool with the
+/// run's `Cancel` and where to send its result, and waits for that result; the slot is held
+/// until `work` returns (teardown after the answer included). Dropping the returned future
+/// leaves the queue, or cancels the work once it runs. Counts the outcome for `/metrics`.
+async fn in_slot<W>(ctx: &Arc<Ctx>, arrived: Instant, work: W) -> (Result<Done, Failed>, Duration)
+where
+    W: FnOnce(&Cancel, oneshot::Sender<Result<Done, Error>>) + Send + 'static,
+{
+    let mut waiting = Waiting(&ctx.pool, true);
     let acquired = ctx.pool.acquire().await;
     waiting.1 = false;
     let slot = match acquired {
@@ -267,9 +296,7 @@ async fn run_job(ctx: &Arc<Ctx>, job: Job, arrived: Instant) -> (Result<Done, Fa
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
         let id = c.pool.started(&cancel);
-        job::execute(&sb, gpus, &job, &cancel, |r| {
-            let _ = tx.send(r);
-        });
+        work(&cancel, tx);
         c.pool.finished(id);
     });
     let r = rx.await.unwrap_or(Err(Error::Gone));
@@ -358,27 +385,42 @@ async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Response
     }
 }
 
-async fn v1_run(ctx: Arc<Ctx>, req: Request<Incoming>, arrived: Instant) -> Response<Body> {
-    let body = match read_body(req, ctx.config.max_body).await {
-        Ok(b) => b,
-        Err(r) => return r,
+/// 422 with the native API's error shape.
+fn request_error(message: impl Into<String>) -> Response<Body> {
+    error(StatusCode::UNPROCESSABLE_ENTITY, "request", message)
+}
+
+/// Reads a JSON body (an empty one is `{}`) and checks it: 400 for bad JSON, 422 for wrong
+/// fields or what `check` refuses.
+async fn read_json<T: serde::de::DeserializeOwned, U>(
+    ctx: &Ctx,
+    req: Request<Incoming>,
+    check: impl FnOnce(T) -> Result<U, String>,
+) -> Result<U, Response<Body>> {
+    let body = read_body(req, ctx.config.max_body).await?;
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        &b"{}"[..]
+    } else {
+        &body[..]
     };
-    let parsed: native::RunRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) if e.is_data() => {
-            return error(StatusCode::UNPROCESSABLE_ENTITY, "request", e.to_string())
-        }
-        Err(e) => {
-            return error(
+    let t = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            request_error(e.to_string())
+        } else {
+            error(
                 StatusCode::BAD_REQUEST,
                 "request",
                 format!("malformed JSON: {e}"),
             )
         }
-    };
-    let job = match native::to_job(parsed, &ctx.config.max) {
+    })?;
+    check(t).map_err(request_error)
+}
+
+async fn v1_run(ctx: Arc<Ctx>, req: Request<Incoming>, arrived: Instant) -> Response<Body> {
+    let job = match read_json(&ctx, req, |r| native::to_job(r, &ctx.config.max)).await {
         Ok(j) => j,
-        Err(m) => return error(StatusCode::UNPROCESSABLE_ENTITY, "request", m),
+        Err(r) => return r,
     };
     match run_job(&ctx, job, arrived).await {
         (Ok(done), queued) => match native::response(done, queued) {
@@ -442,6 +484,8 @@ fn health(ctx: &Ctx) -> Response<Body> {
             "running": ctx.pool.running(),
             "queued": ctx.pool.queued(),
             "queue_capacity": ctx.pool.queue_cap,
+            "sessions": ctx.sessions.figures().0,
+            "max_sessions": ctx.sessions.config.max,
             "languages": lang::available(),
             "enforcement": sb.as_ref().ok().map(|s| s.enforcement().clone()),
             "error": sb.as_ref().err().map(|e| e.to_string()),
@@ -519,6 +563,7 @@ fn metrics(ctx: &Ctx) -> Response<Body> {
     let mut out = String::new();
     ctx.pool.metrics(&mut out);
     ctx.sandboxes.metrics(&mut out);
+    ctx.sessions.metrics(&mut out);
     process_metrics(&mut out);
     let mut r = Response::new(Full::new(Bytes::from(out)));
     r.headers_mut().insert(
@@ -570,7 +615,21 @@ async fn route(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<Bo
         (&Method::GET, "/v1/health") => health(&ctx),
         (&Method::GET, "/v1/ping") => json(StatusCode::OK, &"pong"),
         (&Method::GET, "/metrics") => metrics(&ctx),
-        (_, "/v1/run" | "/run_code" | "/v1/health" | "/v1/ping" | "/metrics") => error(
+        (_, "/v1/sessions") => session::route(ctx, req, "", arrived).await,
+        (_, p) if p.starts_with("/v1/sessions/") => {
+            session::route(ctx, req, &path["/v1/sessions".len()..], arrived).await
+        }
+        (&Method::POST, "/create_session") => maze::create(ctx, req).await,
+        (&Method::POST, p) if p.starts_with("/execute/") => {
+            maze::execute(ctx, req, &path["/execute/".len()..], arrived).await
+        }
+        (&Method::DELETE, p) if p.starts_with("/close/") => {
+            maze::close(ctx, &path["/close/".len()..]).await
+        }
+        (
+            _,
+            "/v1/run" | "/run_code" | "/v1/health" | "/v1/ping" | "/metrics" | "/create_session",
+        ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "request",
             format!("{} is not allowed on {path}", req.method()),
@@ -681,6 +740,7 @@ pub async fn serve(
     let sandboxes = Arc::new(Sandboxes::new(config.slots.max(1)));
     let ctx = Arc::new(Ctx {
         pool: Pool::new(config.slots.max(1), config.queue),
+        sessions: session::Sessions::new(config.sessions.clone()),
         config,
         sandboxes,
         started: Instant::now(),
@@ -698,6 +758,7 @@ pub async fn serve(
         }
         accepting.push(tokio::spawn(accept_loop(ctx.clone(), ep, stop_rx.clone())));
     }
+    let reaper = tokio::spawn(session::reaper(ctx.clone(), stop_rx.clone()));
     shutdown.await;
     let grace = ctx.config.grace;
     eprintln!(
@@ -710,6 +771,7 @@ pub async fn serve(
     for a in accepting {
         let _ = a.await;
     }
+    let _ = reaper.await;
     for p in &remove {
         let _ = std::fs::remove_file(p);
     }
@@ -731,6 +793,7 @@ pub async fn serve(
     while ctx.pool.running() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    session::close_all(&ctx).await;
     let sandboxes = ctx.sandboxes.clone();
     let _ = tokio::task::spawn_blocking(move || sandboxes.close()).await;
     Ok(())
@@ -742,7 +805,21 @@ mod tests {
     #[test]
     fn the_openapi_file_describes_every_endpoint() {
         let spec = include_str!("../../api/openapi.yaml");
-        for path in ["/v1/run", "/v1/health", "/metrics", "/run_code", "/v1/ping"] {
+        for path in [
+            "/v1/run",
+            "/v1/health",
+            "/metrics",
+            "/run_code",
+            "/v1/ping",
+            "/v1/sessions",
+            "/v1/sessions/{id}",
+            "/v1/sessions/{id}/run",
+            "/v1/sessions/{id}/files",
+            "/v1/sessions/{id}/files/{path}",
+            "/create_session",
+            "/execute/{session_id}",
+            "/close/{session_id}",
+        ] {
             assert!(
                 spec.contains(&format!("\n  {path}:\n")),
                 "{path} is missing from api/openapi.yaml"

@@ -87,14 +87,20 @@ pub struct LimitsIn {
 /// Files fetched at most per request.
 const MAX_FETCH_FILES: usize = 256;
 
-fn secs(field: &str, v: Option<f64>, default: Duration, max: Duration) -> Result<Duration, String> {
+/// Seconds from a request (`field` names it in the message): positive, at most `max`.
+pub fn secs(
+    field: &str,
+    v: Option<f64>,
+    default: Duration,
+    max: Duration,
+) -> Result<Duration, String> {
     match v {
         None => Ok(default.min(max)),
-        Some(s) if !s.is_finite() || s <= 0.0 => Err(format!(
-            "limits.{field}: {s} must be a positive number of seconds"
-        )),
+        Some(s) if !s.is_finite() || s <= 0.0 => {
+            Err(format!("{field}: {s} must be a positive number of seconds"))
+        }
         Some(s) if s > max.as_secs_f64() => Err(format!(
-            "limits.{field}: {s} is above this daemon's maximum of {} s",
+            "{field}: {s} is above this daemon's maximum of {} s",
             max.as_secs_f64()
         )),
         Some(s) => Ok(Duration::from_secs_f64(s)),
@@ -108,34 +114,33 @@ pub fn check_file_path(path: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// Checks a request against the maxima and turns it into a job; `Err` is the 422 message.
-pub fn to_job(r: RunRequest, max: &Maxima) -> Result<Job, String> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let timeout = secs(
-        "timeout",
-        r.limits.timeout,
-        crate::defaults::TIMEOUT,
-        max.timeout,
-    )?;
-    let compile_timeout = secs(
-        "compile_timeout",
-        r.limits.compile_timeout,
-        crate::defaults::TIMEOUT,
-        max.timeout,
-    )?;
-    let cpu_time = r
-        .limits
+/// Checks environment variables of a request.
+pub fn check_env(env: &BTreeMap<String, String>) -> Result<(), String> {
+    for (k, v) in env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(format!(
+                "env: {k:?}: names must be non-empty without '=' or NUL, values without NUL"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The sandbox policy of `limits` and `seccomp` (a run's or a session's), checked against the
+/// maxima; `Err` is the 422 message.
+pub fn policy(l: &LimitsIn, seccomp: Option<&str>, max: &Maxima) -> Result<Policy, String> {
+    let cpu_time = l
         .cpu_time
-        .map(|v| secs("cpu_time", Some(v), max.timeout, max.timeout))
+        .map(|v| secs("limits.cpu_time", Some(v), max.timeout, max.timeout))
         .transpose()?;
-    let cpus = r.limits.cpus.unwrap_or(crate::defaults::CPUS.min(max.cpus));
+    let cpus = l.cpus.unwrap_or(crate::defaults::CPUS.min(max.cpus));
     if !(0.01..=max.cpus).contains(&cpus) {
         return Err(format!(
             "limits.cpus: {cpus} is outside 0.01..={} (this daemon's maximum)",
             max.cpus
         ));
     }
-    let memory = match r.limits.memory_mb {
+    let memory = match l.memory_mb {
         None => crate::defaults::MEMORY.min(max.memory),
         Some(m) if m < 8 => return Err(format!("limits.memory_mb: {m} is below the minimum of 8")),
         Some(m) if m.saturating_mul(1 << 20) > max.memory => {
@@ -146,7 +151,7 @@ pub fn to_job(r: RunRequest, max: &Maxima) -> Result<Job, String> {
         }
         Some(m) => m << 20,
     };
-    let pids = match r.limits.pids {
+    let pids = match l.pids {
         None => crate::defaults::PIDS.min(max.pids),
         Some(0) => return Err("limits.pids: must be at least 1".into()),
         Some(p) if p > max.pids => {
@@ -157,12 +162,12 @@ pub fn to_job(r: RunRequest, max: &Maxima) -> Result<Job, String> {
         }
         Some(p) => p,
     };
-    let loopback = match r.limits.network.as_deref() {
+    let loopback = match l.network.as_deref() {
         None | Some("none") => false,
         Some("loopback") => true,
         Some(n) => return Err(format!("limits.network: {n:?} is not none or loopback")),
     };
-    let seccomp = match r.seccomp.as_deref() {
+    let seccomp = match seccomp {
         None | Some("default") => "default",
         Some("strict") => "strict",
         Some(s) => {
@@ -171,7 +176,7 @@ pub fn to_job(r: RunRequest, max: &Maxima) -> Result<Job, String> {
             ))
         }
     };
-    let gpus = match (r.limits.gpus, r.limits.gpu_devices) {
+    let gpus = match (l.gpus, l.gpu_devices.clone()) {
         (Some(_), Some(_)) => {
             return Err("limits.gpus and limits.gpu_devices: give one of them, not both".into())
         }
@@ -181,10 +186,10 @@ pub fn to_job(r: RunRequest, max: &Maxima) -> Result<Job, String> {
         (n, d) => GpuAsk {
             count: n.unwrap_or(0),
             devices: d,
-            share: r.limits.gpu_share.unwrap_or(false),
+            share: l.gpu_share.unwrap_or(false),
         },
     };
-    let policy = Policy {
+    Ok(Policy {
         cpus_centi: (cpus * 100.0).round() as u32,
         memory,
         pids,
@@ -192,7 +197,25 @@ pub fn to_job(r: RunRequest, max: &Maxima) -> Result<Job, String> {
         seccomp,
         cpu_time_ms: cpu_time.map(|d| d.as_millis().max(1) as u64),
         gpus,
-    };
+    })
+}
+
+/// Checks a request against the maxima and turns it into a job; `Err` is the 422 message.
+pub fn to_job(r: RunRequest, max: &Maxima) -> Result<Job, String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let timeout = secs(
+        "limits.timeout",
+        r.limits.timeout,
+        crate::defaults::TIMEOUT,
+        max.timeout,
+    )?;
+    let compile_timeout = secs(
+        "limits.compile_timeout",
+        r.limits.compile_timeout,
+        crate::defaults::TIMEOUT,
+        max.timeout,
+    )?;
+    let policy = policy(&r.limits, r.seccomp.as_deref(), max)?;
 
     let mut files = Vec::new();
     for f in r.files {
@@ -224,13 +247,7 @@ pub fn to_job(r: RunRequest, max: &Maxima) -> Result<Job, String> {
     for p in &r.fetch {
         check_file_path(p).map_err(|e| format!("fetch: {e}"))?;
     }
-    for (k, v) in &r.env {
-        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(format!(
-                "env: {k:?}: names must be non-empty without '=' or NUL, values without NUL"
-            ));
-        }
-    }
+    check_env(&r.env)?;
     let stdin = match (r.stdin, r.stdin_b64) {
         (None, None) => Vec::new(),
         (Some(s), None) => s.into_bytes(),

@@ -17,3 +17,5 @@ mod io;
 mod isolation;
 mod lifecycle;
 mod limits;
+mod server;
+mod sessions;
