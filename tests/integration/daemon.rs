@@ -237,7 +237,10 @@ fn run_code_is_sandbox_fusion_compatible() {
     if !util::require("userns") {
         return;
     }
-    let d = Daemon::start(&["--max-timeout", "30"]);
+    // g++ takes longer than SandboxFusion's default 10 s compile timeout under emulation.
+    let compile_timeout = 10.0 * util::time_scale();
+    let max_timeout = (30.0 * util::time_scale()).to_string();
+    let d = Daemon::start(&["--max-timeout", &max_timeout]);
     // verl (verl/utils/reward_score/sandbox_fusion/utils.py: call_sandbox_api).
     let verl = json!({
         "compile_timeout": 10, "run_timeout": 10,
@@ -336,7 +339,7 @@ fn run_code_is_sandbox_fusion_compatible() {
         "{r}"
     );
     if Path::new("/usr/bin/g++").exists() {
-        let r = d.post("/run_code", &json!({"code": "#include <iostream>\nint main() { int a, b; std::cin >> a >> b; std::cout << a * b << std::endl; }", "language": "cpp", "stdin": "6 7"})).json();
+        let r = d.post("/run_code", &json!({"code": "#include <iostream>\nint main() { int a, b; std::cin >> a >> b; std::cout << a * b << std::endl; }", "language": "cpp", "stdin": "6 7", "compile_timeout": compile_timeout})).json();
         assert_eq!(
             (r["status"].as_str(), r["run_result"]["stdout"].as_str()),
             (Some("Success"), Some("42\n")),
@@ -346,7 +349,7 @@ fn run_code_is_sandbox_fusion_compatible() {
         let r = d
             .post(
                 "/run_code",
-                &json!({"code": "int main() { syntax error }", "language": "cpp"}),
+                &json!({"code": "int main() { syntax error }", "language": "cpp", "compile_timeout": compile_timeout}),
             )
             .json();
         assert_eq!(r["status"], "Failed", "{r}");
