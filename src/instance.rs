@@ -391,6 +391,13 @@ impl Instance {
         };
         let mut on_timeout = || kill_run();
         let cpu_limit_us = self.inner.cpu_time.map(|t| t.as_micros() as u64);
+        // Without a run cgroup the watchdog counts the instance's tree from /proc: what earlier
+        // runs of a session used (and left in the reaper's reaped-children counts) is not this
+        // run's.
+        let cpu_base_us = match (&cpu_limit_us, &run_cg) {
+            (Some(_), None) => tree_cpu_us(reaper.pid),
+            _ => 0,
+        };
         let mem_watchdog = if self.cg.is_none() {
             self.inner.limits.memory
         } else {
@@ -411,7 +418,7 @@ impl Instance {
             if let Some(limit) = cpu_limit_us {
                 let used = match &run_cg {
                     Some(run) => run.cpu_us(),
-                    None => tree_cpu_us(reaper.pid),
+                    None => tree_cpu_us(reaper.pid).saturating_sub(cpu_base_us),
                 };
                 if used >= limit {
                     watchdog_kill();
@@ -873,8 +880,9 @@ impl Drop for Instance {
     }
 }
 
-/// CPU time of `pid` and all its live descendants, plus what the reaper collected from the
-/// children it reaped, in microseconds (the CPU-time watchdog without cgroups).
+/// CPU time of the live descendants of `pid` (the reaper) and of the children each process of
+/// the tree reaped, in microseconds (the CPU-time watchdog without cgroups). The reaper's own time is rsandbox's,
+/// not the program's.
 fn tree_cpu_us(pid: i32) -> u64 {
     let tick_us = 1_000_000 / sys::clock_ticks();
     let mut ticks = 0;
@@ -889,7 +897,9 @@ fn tree_cpu_us(pid: i32) -> u64 {
                 .split_whitespace()
                 .collect();
             let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            ticks += n(11) + n(12) + if is_root { n(13) + n(14) } else { 0 };
+            // Every process's waited-for children (gone, so never counted twice); the live
+            // ones' own time, but not the reaper's.
+            ticks += n(13) + n(14) + if is_root { 0 } else { n(11) + n(12) };
         }
     });
     ticks * tick_us

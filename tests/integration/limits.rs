@@ -540,6 +540,41 @@ fn cli_without_cgroups(args: &[&str]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{args:?}: not a JSON report ({e}): {o:?}"))
 }
 
+/// Without cgroups the CPU-time watchdog counts each exec of an instance alone: two runs of
+/// 0.35 s each under a 0.5 s limit both finish (the reaper's count of what earlier runs used is
+/// not the next run's), and a third that loops is stopped near the limit.
+#[test]
+fn fallback_cpu_time_counts_each_exec_of_an_instance_alone() {
+    let _g = util::shared();
+    if !fallback_pass() {
+        return;
+    }
+    let sb = util::builder()
+        .cpu_time(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let inst = sb.create().unwrap();
+    let burn = "import time
+while time.process_time() < 0.35: pass
+print('done')";
+    for run in 1..=2 {
+        let o = inst
+            .exec(&Command::new("/usr/bin/python3").args(["-c", burn]))
+            .unwrap();
+        assert_eq!(
+            (o.status, util::stdout(&o).as_str()),
+            (Status::Ok, "done\n"),
+            "run {run}: {o:#?}"
+        );
+    }
+    let o = inst
+        .exec(&Command::new("/usr/bin/python3").args(["-c", "while True: pass"]))
+        .unwrap();
+    assert_eq!(o.status, Status::CpuTime, "{o:#?}");
+    assert!((500.0..900.0).contains(&o.cpu_ms), "{o:#?}");
+    inst.destroy().unwrap();
+}
+
 /// The fallback in every pass, through the CLI with cgroups turned off: a memory bomb is stopped
 /// by the watchdog as `memory`, a fork bomb by RLIMIT_NPROC.
 #[test]
