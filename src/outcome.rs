@@ -92,16 +92,35 @@ pub struct Outcome {
 
 impl Outcome {
     /// The CLI exit code for this outcome (DESIGN.md §4): the program's own, 128+N for signal
-    /// N, 124 for a timeout.
+    /// N, 124 for a timeout. A limit that ended the run by killing the whole instance (so that
+    /// the program's own exit record never came) is 137: the program was SIGKILLed, the
+    /// sandbox did not fail.
     pub fn exit_code_for_cli(&self) -> i32 {
         match self.status {
             Status::Timeout => 124,
             _ => match (self.exit_code, self.signal) {
                 (Some(c), _) => c,
                 (None, Some(s)) => 128 + s,
+                _ if !matches!(self.status, Status::Ok | Status::Exit | Status::Signal) => {
+                    128 + libc::SIGKILL
+                }
                 _ => 125,
             },
         }
+    }
+
+    /// A line for a person saying which limit ended the run, if one did (the CLI prints it on
+    /// stderr when it passes the program's output through).
+    pub fn limit_note(&self) -> Option<&'static str> {
+        Some(match self.status {
+            Status::Timeout => "the wall-clock timeout (--timeout) ended the run; every process of it was killed",
+            Status::CpuTime => "the CPU-time limit (--cpu-time) ended the run",
+            Status::Memory => "the memory limit (--mem) ended the run: out of memory",
+            Status::Pids => "the process limit (--pids) was reached and the program failed",
+            Status::OutputLimit => "the output limit (--output-limit) ended the run",
+            Status::Seccomp => "a system call the seccomp profile forbids ended the run (see seccomp_violation with --json)",
+            Status::Ok | Status::Exit | Status::Signal => return None,
+        })
     }
 
     /// The captured stdout as bytes (decoding `stdout_b64` when needed).
@@ -216,6 +235,10 @@ mod tests {
         assert_eq!(o.exit_code_for_cli(), 137);
         o.status = Status::Timeout;
         assert_eq!(o.exit_code_for_cli(), 124);
+        (o.status, o.signal) = (Status::CpuTime, None);
+        assert_eq!(o.exit_code_for_cli(), 137);
+        o.status = Status::Signal;
+        assert_eq!(o.exit_code_for_cli(), 125);
         assert_eq!(signal_name(9).as_deref(), Some("SIGKILL"));
     }
 }

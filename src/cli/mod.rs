@@ -376,6 +376,8 @@ fn notes(out: &Outcome, timeout: Duration) {
             "rsandbox: timed out after {:.1}s; every process of the run was killed",
             timeout.as_secs_f64()
         );
+    } else if let Some(note) = out.limit_note() {
+        eprintln!("rsandbox: {note}");
     }
     for (name, trunc, total) in [
         ("stdout", out.stdout_truncated, out.stdout_bytes),

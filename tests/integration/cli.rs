@@ -119,7 +119,8 @@ fn json_report_for_python_code() {
     if !util::require("userns") {
         return;
     }
-    let o = rsb(["run", "--timeout", "5", "--json", "-c", "print(1+1)"]);
+    let timeout = (5.0 * util::time_scale()).to_string();
+    let o = rsb(["run", "--timeout", &timeout, "--json", "-c", "print(1+1)"]);
     assert_eq!(code(&o), 0, "{o:?}");
     let v = json(&o);
     assert_eq!(v["version"], 1);
@@ -519,6 +520,11 @@ fn limit_options_are_accepted_shown_and_checked() {
     if !util::require("userns") {
         return;
     }
+    // (Python's start costs seconds of CPU under emulation: the allowances scale.)
+    let (cpu_time, timeout) = (
+        (5.0 * util::time_scale()).to_string(),
+        (20.0 * util::time_scale()).to_string(),
+    );
     let o = rsb([
         "run",
         "--cpus",
@@ -528,7 +534,9 @@ fn limit_options_are_accepted_shown_and_checked() {
         "--pids",
         "10",
         "--cpu-time",
-        "5",
+        &cpu_time,
+        "--timeout",
+        &timeout,
         "-c",
         "print('ran')",
     ]);

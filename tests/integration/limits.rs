@@ -620,6 +620,17 @@ fn cli_fallback_cpu_time_is_reported_as_cpu_time() {
     assert_eq!(v["limits_hit"], serde_json::json!(["cpu_time"]), "{v}");
     let cpu = v["cpu_ms"].as_f64().unwrap();
     assert!((500.0..900.0).contains(&cpu), "cpu_ms {cpu}: {v}");
+    // Without --json: the program was SIGKILLed (137, not the sandbox's 125), and stderr says
+    // which limit did it.
+    let o = std::process::Command::new(util::bin())
+        .args(["run", "--cpu-time", "0.5", "-c", "while True: pass"])
+        .env("RSANDBOX_NO_CGROUPS", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(137), "{o:?}");
+    assert!(err.contains("CPU-time limit (--cpu-time)"), "{err}");
 }
 
 /// Dying (removed but not yet freed) cgroups, per hierarchy rsandbox uses: v1 `num_cgroups` of
