@@ -342,6 +342,13 @@ impl Instance {
             cgroup_mode,
             cpus: &cpus,
         };
+        // Without a run cgroup the CPU-time watchdog counts the instance's tree from /proc,
+        // from before the program starts: what earlier runs of a session used (and left in
+        // the reaper's reaped-children counts) is not this run's.
+        let cpu_base_us = match (self.inner.cpu_time, &run_cg) {
+            (Some(_), None) => tree_cpu_us(reaper.pid),
+            _ => 0,
+        };
         let (pid, io) = {
             let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             plan::write(&reaper.region, &spec).map_err(|t| {
@@ -391,13 +398,6 @@ impl Instance {
         };
         let mut on_timeout = || kill_run();
         let cpu_limit_us = self.inner.cpu_time.map(|t| t.as_micros() as u64);
-        // Without a run cgroup the watchdog counts the instance's tree from /proc: what earlier
-        // runs of a session used (and left in the reaper's reaped-children counts) is not this
-        // run's.
-        let cpu_base_us = match (&cpu_limit_us, &run_cg) {
-            (Some(_), None) => tree_cpu_us(reaper.pid),
-            _ => 0,
-        };
         let mem_watchdog = if self.cg.is_none() {
             self.inner.limits.memory
         } else {

@@ -109,17 +109,17 @@ impl Outcome {
         }
     }
 
-    /// A line for a person saying which limit ended the run, if one did (the CLI prints it on
-    /// stderr when it passes the program's output through).
+    /// A line for a person saying which limit other than the wall timeout (whose note names
+    /// its seconds) ended the run, if one did: the CLI prints it on stderr when it passes the
+    /// program's output through.
     pub fn limit_note(&self) -> Option<&'static str> {
         Some(match self.status {
-            Status::Timeout => "the wall-clock timeout (--timeout) ended the run; every process of it was killed",
             Status::CpuTime => "the CPU-time limit (--cpu-time) ended the run",
             Status::Memory => "the memory limit (--mem) ended the run: out of memory",
             Status::Pids => "the process limit (--pids) was reached and the program failed",
             Status::OutputLimit => "the output limit (--output-limit) ended the run",
             Status::Seccomp => "a system call the seccomp profile forbids ended the run (see seccomp_violation with --json)",
-            Status::Ok | Status::Exit | Status::Signal => return None,
+            Status::Ok | Status::Exit | Status::Signal | Status::Timeout => return None,
         })
     }
 
