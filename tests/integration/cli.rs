@@ -294,7 +294,8 @@ fn stdin_option_from_file_and_pipe() {
         "{o:?}"
     );
 
-    let o = rsb(["run", "--timeout", "5", "--", "cat"]);
+    let timeout = (5.0 * util::time_scale()).to_string();
+    let o = rsb(["run", "--timeout", &timeout, "--", "cat"]);
     assert_eq!((code(&o), stdout(&o).as_str()), (0, ""), "{o:?}");
 }
 
@@ -634,19 +635,21 @@ fn net_loopback_works_and_none_blocks() {
     if !util::require("userns") {
         return;
     }
+    // Python with threads and sockets: seconds under emulation, hence the scaled allowance.
+    let timeout = (10.0 * util::time_scale()).to_string();
     let o = rsb([
         "run",
         "--net",
         "loopback",
         "--timeout",
-        "10",
+        &timeout,
         "-c",
         ECHO_SERVER,
     ]);
     assert_eq!((code(&o), stdout(&o).as_str()), (0, "PING\n"), "{o:?}");
 
     for net in [&["--net", "none"][..], &[][..]] {
-        let mut args = vec!["run", "--timeout", "10"];
+        let mut args = vec!["run", "--timeout", &timeout];
         args.extend(net);
         args.extend(["-c", ECHO_SERVER]);
         let o = rsb(&args);
