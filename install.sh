@@ -10,9 +10,10 @@ fi
 if ! command -v cargo >/dev/null; then
     [ -x "$HOME/.cargo/bin/cargo" ] && PATH="$HOME/.cargo/bin:$PATH" || { echo "install.sh: cargo (Rust 1.80+) is required" >&2; exit 1; }
 fi
-cargo build --release --locked --quiet
+# One static executable where libseccomp.a is there (build.sh says why).
+./build.sh build --release --locked --quiet
 dest=/usr/local/bin
 [ "$(id -u)" = 0 ] || dest="$HOME/.local/bin"
 mkdir -p "$dest"
-install -m 0755 target/release/rsandbox "$dest/rsandbox"
+install -m 0755 "$(./build.sh --bin-dir)/rsandbox" "$dest/rsandbox"
 echo "installed $dest/rsandbox"

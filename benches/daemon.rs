@@ -73,6 +73,22 @@ fn post(socket: &Path, body: &str) -> String {
     out
 }
 
+/// The daemon's warm-pool counters from `/metrics` (whether the pool kept up with the load).
+fn pool_counters(socket: &Path) -> String {
+    let mut s = UnixStream::connect(socket).expect("connecting to the daemon");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.lines()
+        .filter(|l| l.starts_with("rsandbox_warm_total"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let n = env_num("BENCH_N", 300);
@@ -133,6 +149,7 @@ fn main() {
             lats[i].push(lat);
         }
     }
+    let pool = pool_counters(&socket);
     let _ = daemon.kill();
     let _ = daemon.wait();
     std::thread::sleep(Duration::from_millis(10));
@@ -162,4 +179,5 @@ fn main() {
         "\ndaemon / bare throughput: {:.2} (goal: at least 0.85)",
         med_rate[1] / med_rate[0]
     );
+    println!("warm pool, whole run: {pool}");
 }

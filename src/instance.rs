@@ -443,17 +443,11 @@ impl Instance {
             &mut on_timeout,
             &mut watch,
         );
-        let mut run_stats = run_cg.as_ref().map(|r| r.stats());
+        // A one-shot run's `as_run` leaves the instance's OOM and pids counters to `after`.
+        let run_stats = run_cg.as_ref().map(|r| r.stats());
         let after = self.cg.as_ref().map(|c| c.stats()).unwrap_or_default();
-        match run_cg {
-            Some(run) if !one_shot => run.release(),
-            // The instance's own counters: on v1 they are already in `after`.
-            Some(_) => {
-                if let Some(s) = run_stats.as_mut() {
-                    (s.oom_kills, s.pids_max_hits) = (0, 0);
-                }
-            }
-            None => {}
+        if let Some(run) = run_cg.filter(|_| !one_shot) {
+            run.release();
         }
         self.report(sup, !cmd.pass_through, run_stats, before, after)
     }
@@ -537,7 +531,21 @@ impl Instance {
         };
         // The cgroup counts every process of the run, waited for or not.
         if let Some(s) = run_stats {
-            (user_ms, sys_ms) = (s.user_us as f64 / 1000.0, s.sys_us as f64 / 1000.0);
+            let cpu_ms = s.cpu_us as f64 / 1000.0;
+            if s.user_us + s.sys_us > 0 {
+                (user_ms, sys_ms) = (s.user_us as f64 / 1000.0, s.sys_us as f64 / 1000.0);
+            } else {
+                // cgroup v1 splits its exact total into user and system time only per tick
+                // (10 ms), and none has passed: split it as the program's own rusage does
+                // (all user time when there is none, e.g. a killed run).
+                let user_share = if user_ms + sys_ms > 0.0 {
+                    user_ms / (user_ms + sys_ms)
+                } else {
+                    1.0
+                };
+                user_ms = cpu_ms * user_share;
+                sys_ms = cpu_ms - user_ms;
+            }
         }
         if after.peak_memory.is_some() {
             peak = after.peak_memory;
@@ -887,7 +895,7 @@ fn tree_cpu_us(pid: i32) -> u64 {
     let tick_us = 1_000_000 / sys::clock_ticks();
     let mut ticks = 0;
     for_tree(pid, |p, is_root| {
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+        if let Ok(s) = sys::read_small(format!("/proc/{p}/stat")) {
             // After ")": state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
             // cmajflt utime stime cutime cstime (fields 3-17 of stat; some may be negative).
             let f: Vec<&str> = s
@@ -917,7 +925,7 @@ fn for_tree(pid: i32, mut f: impl FnMut(i32, bool)) {
         f(p, p == pid);
         if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
             for t in tasks.flatten() {
-                if let Ok(c) = std::fs::read_to_string(t.path().join("children")) {
+                if let Ok(c) = sys::read_small(t.path().join("children")) {
                     stack.extend(c.split_whitespace().filter_map(|x| x.parse::<i32>().ok()));
                 }
             }
@@ -930,7 +938,7 @@ fn for_tree(pid: i32, mut f: impl FnMut(i32, bool)) {
 fn tree_rss(pid: i32) -> u64 {
     let mut total = 0;
     for_tree(pid, |p, _| {
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/status")) {
+        if let Ok(s) = sys::read_small(format!("/proc/{p}/status")) {
             if let Some(kb) = s
                 .lines()
                 .find_map(|l| l.strip_prefix("VmRSS:"))

@@ -49,7 +49,7 @@ pub struct HostProbe {
 }
 
 fn read(path: &str) -> Option<String> {
-    std::fs::read_to_string(path)
+    crate::sys::read_small(path)
         .ok()
         .map(|s| s.trim().to_string())
 }

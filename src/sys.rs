@@ -527,9 +527,28 @@ impl Drop for SharedRegion {
 /// The start time (clock ticks since boot) of `pid`, from `/proc/PID/stat`; identifies a process
 /// across pid reuse. Allocates: parent side only.
 pub fn process_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = read_small(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 2..];
     after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Reads a small kernel file (procfs, cgroupfs) whole: `open`, `read` into one page-sized
+/// buffer until EOF, `close`. `fs::read_to_string` also asks `statx` and `lseek` for a size
+/// these files do not have and probes with 32-byte reads: three times the syscalls on the
+/// run's path.
+pub fn read_small(path: impl AsRef<std::path::Path>) -> io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let (mut out, mut page) = (Vec::new(), [0u8; 4096]);
+    loop {
+        match f.read(&mut page) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&page[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    String::from_utf8(out).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), for /proc's CPU times.

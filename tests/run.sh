@@ -30,7 +30,7 @@ fi
 stage "packages"
 
 t0=$SECONDS
-cargo build --release --locked --all-targets
+./build.sh build --release --locked --all-targets
 stage "build"
 
 # CPython's test_sqlite3, which Debian does not package (feature cpython-tests).
@@ -43,7 +43,7 @@ export RSANDBOX_SF_PYTHON
 stage "fetch CPython test modules and the SandboxFusion client"
 
 t0=$SECONDS
-cargo test --release --locked -- --test-threads=2
+./build.sh test --release --locked -- --test-threads=2
 stage "tests as $(id -un)"
 
 if [ "$(id -u)" = 0 ]; then
@@ -60,12 +60,12 @@ if [ "$(id -u)" = 0 ]; then
     tests/fake-gpus "$gpudir/dev"
     # The integration test's executable (cargo also names the rsandbox binary it builds, in
     # whatever order the builds finish).
-    testbin=$(cargo test --release --locked --test integration --no-run --message-format=json 2>/dev/null \
+    testbin=$(./build.sh test --release --locked --test integration --no-run --message-format=json 2>/dev/null \
         | grep '"kind":\["test"\]' | grep '"name":"integration"' \
         | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
     [ -n "$testbin" ] && [ -x "$testbin" ] || { echo "tests/run.sh: cargo did not name the integration test binary" >&2; exit 1; }
     cp "$testbin" "$bindir/integration"
-    cp "${CARGO_TARGET_DIR:-target}/release/rsandbox" "$bindir/rsandbox"
+    cp "$(./build.sh --bin-dir)/rsandbox" "$bindir/rsandbox"
     chmod 755 "$bindir" "$bindir"/*
     # Unprivileged, this host's v1 cgroups are not delegated: do not expect them.
     runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$(getent passwd "$user" | cut -d: -f6)" \

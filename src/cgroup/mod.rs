@@ -52,11 +52,20 @@ impl Setup {
 }
 
 fn read(p: &Path) -> std::io::Result<String> {
-    fs::read_to_string(p)
+    crate::sys::read_small(p)
 }
 
 fn write(p: &Path, v: &str) -> Result<()> {
     fs::write(p, v).map_err(|e| Error::io("writing", p.to_path_buf(), e))
+}
+
+/// Writes a file the kernel may not have (no swap accounting, no cpu controller): absent is
+/// fine, any other failure is not. One `open` instead of a `stat` and an `open`.
+fn write_if_present(p: &Path, v: &str) -> Result<()> {
+    match fs::write(p, v) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r.map_err(|e| Error::io("writing", p.to_path_buf(), e)),
+    }
 }
 
 /// This process's cgroup path in the hierarchy whose `/proc/self/cgroup` line matches.
@@ -247,6 +256,9 @@ pub struct RunCgroup {
     pub dirs: Vec<(&'static str, PathBuf)>,
     /// v2: the run directory (for CLONE_INTO_CGROUP); v1: each controller's cgroup.procs.
     pub join: Vec<OwnedFd>,
+    /// The instance's own cgroups (`as_run`): their OOM and pids-limit counters are the
+    /// instance's, which [`InstanceCgroup::stats`] reads, so [`RunCgroup::stats`] skips them.
+    whole: bool,
 }
 
 /// What a run used, from its cgroups.
@@ -396,28 +408,22 @@ impl InstanceCgroup {
             if let Some(m) = l.memory {
                 write(&d.join("memory.max"), &m.to_string())?;
                 // No swap: a memory limit that swaps is no limit. Absent without swap support.
-                if d.join("memory.swap.max").exists() {
-                    write(&d.join("memory.swap.max"), "0")?;
-                }
+                write_if_present(&d.join("memory.swap.max"), "0")?;
             }
             if let Some(p) = l.pids {
                 write(&d.join("pids.max"), &p.to_string())?;
             }
             if let Some(c) = l.cpus {
-                if d.join("cpu.max").exists() {
-                    write(
-                        &d.join("cpu.max"),
-                        &format!("{} 100000", (c * 100_000.0).round().max(1000.0) as u64),
-                    )?;
-                }
+                write_if_present(
+                    &d.join("cpu.max"),
+                    &format!("{} 100000", (c * 100_000.0).round().max(1000.0) as u64),
+                )?;
             }
         } else {
             if let (Some(m), Some(d)) = (l.memory, self.dir("memory")) {
                 write(&d.join("memory.limit_in_bytes"), &m.to_string())?;
                 // memsw = memory: no swap. Absent when the kernel does not account swap.
-                if d.join("memory.memsw.limit_in_bytes").exists() {
-                    write(&d.join("memory.memsw.limit_in_bytes"), &m.to_string())?;
-                }
+                write_if_present(&d.join("memory.memsw.limit_in_bytes"), &m.to_string())?;
                 let _ = fs::write(d.join("memory.swappiness"), "0");
             }
             if let (Some(p), Some(d)) = (l.pids, self.dir("pids")) {
@@ -432,8 +438,15 @@ impl InstanceCgroup {
             }
             if let Some(d) = self.dir("devices") {
                 write(&d.join("devices.deny"), "a")?;
+                // One rule per write(2), all on one open file.
+                let p = d.join("devices.allow");
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .open(&p)
+                    .map_err(|e| Error::io("opening", p.clone(), e))?;
                 for r in rules {
-                    write(&d.join("devices.allow"), &r.v1_entry())?;
+                    std::io::Write::write_all(&mut f, r.v1_entry().as_bytes())
+                        .map_err(|e| Error::io("writing", p.clone(), e))?;
                 }
             }
         }
@@ -494,6 +507,7 @@ impl InstanceCgroup {
             v2: self.v2,
             dirs: Vec::new(),
             join: Vec::new(),
+            whole: false,
         };
         for (c, d) in dirs {
             fs::create_dir(&d).map_err(|e| Error::io("creating the cgroup", d.clone(), e))?;
@@ -598,6 +612,7 @@ impl InstanceCgroup {
             v2: self.v2,
             dirs: self.dirs.clone(),
             join: Vec::new(),
+            whole: true,
         }
     }
 }
@@ -611,7 +626,7 @@ impl RunCgroup {
                 s.user_us = keyed(&t, "user_usec").unwrap_or(0);
                 s.sys_us = keyed(&t, "system_usec").unwrap_or(0);
             }
-        } else {
+        } else if !self.whole {
             let dir = |ctl: &str| {
                 self.dirs
                     .iter()

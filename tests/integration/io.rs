@@ -409,6 +409,38 @@ fn json_report_has_exactly_the_schema_v1_keys() {
     assert_eq!(back, out);
 }
 
+/// A short program (a few ms of CPU, less than one 10 ms tick) still reports its CPU time, with
+/// user + system = total, in one-shot runs and in a session's runs. cgroup v1 splits its exact
+/// total into user and system time only per tick: a report that took the split as the total
+/// said `cpu_ms: 0` for most short runs.
+#[test]
+fn short_runs_report_their_cpu_time() {
+    let _g = util::shared();
+    if !util::require("userns") {
+        return;
+    }
+    let sb = util::builder().build().unwrap();
+    let burn = sh("i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done");
+    let inst = sb.create().unwrap();
+    for i in 0..6 {
+        let (what, o) = if i % 2 == 0 {
+            ("one-shot run", sb.run(&burn).unwrap())
+        } else {
+            ("session run", inst.exec(&burn).unwrap())
+        };
+        assert_eq!(o.status, Status::Ok, "{o:?}");
+        assert!(o.cpu_ms > 0.0, "{what} {i}: cpu_ms = {} ({o:?})", o.cpu_ms);
+        assert!(
+            o.user_ms >= 0.0 && o.sys_ms >= 0.0 && (o.cpu_ms - (o.user_ms + o.sys_ms)).abs() < 0.01,
+            "{what} {i}: user {} + sys {} != cpu {}",
+            o.user_ms,
+            o.sys_ms,
+            o.cpu_ms
+        );
+    }
+    inst.destroy().unwrap();
+}
+
 /// Status and limit names are snake_case strings, and the non-ok statuses a plain run can
 /// produce (exit, signal, timeout) are reported with their fields.
 #[test]
