@@ -426,7 +426,7 @@ impl Instance {
                 }
             }
             if let Some(limit) = mem_watchdog {
-                if tree_rss(reaper.pid) > limit {
+                if tree_memory_bound(reaper.pid) > limit && tree_memory(reaper.pid) > limit {
                     watchdog_kill();
                     return Some(Limit::Memory);
                 }
@@ -831,8 +831,8 @@ impl Instance {
     }
 
     /// What the instance (every process in it, background ones included) uses now: from its
-    /// cgroup, or without one from `/proc` (CPU time of live processes, resident memory, no
-    /// peak).
+    /// cgroup, or without one from `/proc` (CPU time of live processes; their anonymous and
+    /// shared memory, each shared page split among its sharers; no peak).
     pub fn usage(&self) -> Result<Usage> {
         let reaper = self.reaper()?;
         if let Some(cg) = &self.cg {
@@ -842,7 +842,7 @@ impl Instance {
         for_tree(reaper.pid, |_, _| pids += 1);
         Ok(Usage {
             cpu_ms: tree_cpu_us(reaper.pid) as f64 / 1000.0,
-            memory_bytes: Some(tree_rss(reaper.pid)),
+            memory_bytes: Some(tree_memory(reaper.pid)),
             peak_memory_bytes: None,
             pids: Some(pids),
             source: "procfs",
@@ -933,22 +933,55 @@ fn for_tree(pid: i32, mut f: impl FnMut(i32, bool)) {
     }
 }
 
-/// Resident memory of `pid` and all its descendants, in bytes (the memory watchdog used when
-/// cgroups are not available).
-fn tree_rss(pid: i32) -> u64 {
+/// The memory of `pid`'s descendants as a cgroup would count it, in bytes (the memory watchdog
+/// used when cgroups are not available): anonymous and shared-memory pages, each page shared by
+/// several processes split among them (PSS), so that pages forked children share with their
+/// parent count once and the interpreter's mapped files not at all. The reaper (`pid`) is not
+/// the program: its pages are the supervisor's copy-on-write copy.
+fn tree_memory(pid: i32) -> u64 {
     let mut total = 0;
-    for_tree(pid, |p, _| {
-        if let Ok(s) = sys::read_small(format!("/proc/{p}/status")) {
-            if let Some(kb) = s
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            {
-                total += kb * 1024;
-            }
+    for_tree(pid, |p, is_reaper| {
+        if !is_reaper {
+            total += process_memory(p, true);
         }
     });
     total
+}
+
+/// An upper bound of [`tree_memory`] from `/proc/PID/status` alone (each shared page counted in
+/// full): cheap enough to poll; the watchdog reads the page-walking exact figure only when this
+/// one is over the limit.
+fn tree_memory_bound(pid: i32) -> u64 {
+    let mut total = 0;
+    for_tree(pid, |p, is_reaper| {
+        if !is_reaper {
+            total += process_memory(p, false);
+        }
+    });
+    total
+}
+
+/// `Pss_Anon + Pss_Shmem` of `/proc/PID/smaps_rollup` when `exact` and the kernel has them
+/// (5.9+), else `RssAnon + RssShmem` of `/proc/PID/status`; 0 for a process already gone.
+fn process_memory(p: i32, exact: bool) -> u64 {
+    let kib = |text: &str, keys: [&str; 2]| -> Option<u64> {
+        keys.iter()
+            .map(|k| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .sum()
+    };
+    let pss = || {
+        let s = sys::read_small(format!("/proc/{p}/smaps_rollup")).ok()?;
+        kib(&s, ["Pss_Anon:", "Pss_Shmem:"])
+    };
+    let rss = || {
+        let s = sys::read_small(format!("/proc/{p}/status")).ok()?;
+        kib(&s, ["RssAnon:", "RssShmem:"])
+    };
+    exact.then(pss).flatten().or_else(rss).unwrap_or(0) * 1024
 }
 
 /// Default maximum for `get_file`: the default work dir size.

@@ -607,6 +607,45 @@ fn cli_fallback_without_cgroups_stops_memory_and_fork_bombs() {
     );
 }
 
+/// Without cgroups the memory watchdog counts memory the way a cgroup would: pages that forked
+/// children share with their parent once, and the interpreter's shared libraries not at all.
+/// Seven processes sharing 40 MiB stay under a 100 MiB limit (summed resident sizes, 7 x 50
+/// MiB, would have killed them), and a bomb in the same program shape is still stopped.
+#[test]
+fn cli_fallback_watchdog_counts_shared_memory_once() {
+    let _g = util::shared();
+    if !util::require("userns") {
+        return;
+    }
+    let shared = "import os, time
+b = bytearray(40 << 20)
+for i in range(0, len(b), 4096): b[i] = 1
+kids = []
+for _ in range(6):
+    p = os.fork()
+    if p == 0:
+        time.sleep(1.0)
+        os._exit(0)
+    kids.append(p)
+for p in kids: os.waitpid(p, 0)
+print('done')";
+    let v = cli_without_cgroups(&["--mem", "100", "-c", shared]);
+    assert_eq!(
+        (v["status"].as_str(), v["stdout"].as_str()),
+        (Some("ok"), Some("done\n")),
+        "{v}"
+    );
+    assert_eq!(v["enforcement"]["memory"], "watchdog", "{v}");
+    // Each child writes its own copy: 6 x 40 MiB of private memory.
+    let bomb = shared.replace("time.sleep(1.0)", "b[:] = bytes(len(b)); time.sleep(1.0)");
+    let v = cli_without_cgroups(&["--mem", "100", "-c", &bomb]);
+    assert_eq!(
+        (v["status"].as_str(), v["limits_hit"][0].as_str()),
+        (Some("memory"), Some("memory")),
+        "{v}"
+    );
+}
+
 /// Without cgroups a CPU-time limit still ends an infinite loop and is reported as `cpu_time`
 /// (DESIGN.md §5), near the limit asked for.
 #[test]
