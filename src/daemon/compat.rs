@@ -108,12 +108,14 @@ pub fn to_job(r: RunCodeRequest, max: &Maxima) -> Result<Job, Result<String, Str
     for p in &r.fetch_files {
         check_file_path(p).map_err(|e| Ok(format!("fetch_files: {e}")))?;
     }
-    files.push((lang.source.to_string(), r.code.into_bytes(), 0o644));
-    let (compile, run) = program_steps(
+    let (source, compile, run) = program_steps(
         lang,
+        None,
+        r.code.into_bytes(),
         clamp_secs(r.compile_timeout, max.timeout),
         clamp_secs(r.run_timeout, max.timeout),
     );
+    files.push(source);
     Ok(Job {
         policy: Policy {
             // SandboxFusion has no CPU limit: the daemon's maximum, like memory_limit_MB -1.

@@ -124,6 +124,32 @@ pub const LANGUAGES: &[Language] = &[
     },
 ];
 
+/// The file stem a session's code goes under instead of `main`: a session's work dir keeps the
+/// client's files across runs, and running code must not overwrite one called `main.py` (or a
+/// program called `main`). One-shot runs keep SandboxFusion's `main` names.
+pub const SESSION_STEM: &str = "rsandbox_cell";
+
+impl Language {
+    /// The source file's name and the compile and run argvs, with the stem `main` (the source
+    /// `main.EXT`, the program `main` or `./main`) replaced by `stem` when given. Java keeps
+    /// `Main`: the class name must match the file's.
+    pub fn names(&self, stem: Option<&str>) -> (String, Option<Vec<String>>, Vec<String>) {
+        let name = |arg: &&str| -> String {
+            match stem {
+                Some(stem) if *arg == "main" => stem.to_string(),
+                Some(stem) if *arg == "./main" => format!("./{stem}"),
+                Some(stem) if arg.starts_with("main.") => format!("{stem}{}", &arg[4..]),
+                _ => arg.to_string(),
+            }
+        };
+        (
+            name(&self.source),
+            self.compile.map(|c| c.iter().map(name).collect()),
+            self.run.iter().map(name).collect(),
+        )
+    }
+}
+
 /// Looks a language up; `Err` is a message for the client (unknown, or no toolchain here).
 pub fn find(name: &str) -> Result<&'static Language, String> {
     let Some(lang) = LANGUAGES.iter().find(|l| l.name == name) else {
@@ -164,5 +190,32 @@ mod tests {
         assert!(find("python").is_ok() && find("bash").is_ok());
         let e = find("cobol").unwrap_err();
         assert!(e.contains("not supported") && e.contains("python"), "{e}");
+    }
+
+    #[test]
+    fn a_session_stem_renames_main_everywhere_but_java() {
+        let by = |n: &str| LANGUAGES.iter().find(|l| l.name == n).unwrap();
+        let (src, compile, run) = by("cpp").names(Some("cell"));
+        assert_eq!(src, "cell.cpp");
+        assert_eq!(
+            compile.unwrap(),
+            [
+                "/usr/bin/g++",
+                "-O2",
+                "-std=c++17",
+                "-o",
+                "cell",
+                "cell.cpp"
+            ]
+        );
+        assert_eq!(run, ["./cell"]);
+        assert_eq!(by("python").names(Some("cell")).2, [PYTHON, "cell.py"]);
+        assert_eq!(by("python").names(None).0, "main.py");
+        let (src, compile, run) = by("java").names(Some("cell"));
+        assert_eq!(
+            (src.as_str(), run.last().unwrap().as_str()),
+            ("Main.java", "Main")
+        );
+        assert!(compile.unwrap().iter().any(|a| a == "Main.java"));
     }
 }

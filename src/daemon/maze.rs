@@ -147,7 +147,7 @@ pub async fn execute(
         },
         ..Default::default()
     };
-    let job = match native::to_job(run, &ctx.config.max) {
+    let job = match native::to_session_job(run, &ctx.config.max) {
         Ok(j) => j,
         Err(m) => return unprocessable(m),
     };

@@ -202,6 +202,16 @@ pub fn policy(l: &LimitsIn, seccomp: Option<&str>, max: &Maxima) -> Result<Polic
 
 /// Checks a request against the maxima and turns it into a job; `Err` is the 422 message.
 pub fn to_job(r: RunRequest, max: &Maxima) -> Result<Job, String> {
+    build_job(r, max, None)
+}
+
+/// [`to_job`] for a run in a session: code goes to [`lang::SESSION_STEM`] files, never over
+/// the session's own `main.py`.
+pub fn to_session_job(r: RunRequest, max: &Maxima) -> Result<Job, String> {
+    build_job(r, max, Some(lang::SESSION_STEM))
+}
+
+fn build_job(r: RunRequest, max: &Maxima, stem: Option<&str>) -> Result<Job, String> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let timeout = secs(
         "limits.timeout",
@@ -260,9 +270,11 @@ pub fn to_job(r: RunRequest, max: &Maxima) -> Result<Job, String> {
     let (compile, run) = match (r.code, r.argv) {
         (Some(code), None) => {
             let lang = lang::find(r.language.as_deref().unwrap_or("python"))?;
-            files.push((lang.source.to_string(), code.into_bytes(), 0o644));
             env.extend(lang.env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-            program_steps(lang, compile_timeout, timeout)
+            let (source, compile, run) =
+                program_steps(lang, stem, code.into_bytes(), compile_timeout, timeout);
+            files.push(source);
+            (compile, run)
         }
         (None, Some(argv)) => {
             if r.language.is_some() {
@@ -293,23 +305,26 @@ pub fn to_job(r: RunRequest, max: &Maxima) -> Result<Job, String> {
     })
 }
 
-/// The compile and run steps of a language.
+/// The source file (path, content, mode) and the compile and run steps of `code` in a
+/// language; `stem` replaces the file stem `main` ([`lang::SESSION_STEM`] in sessions).
 pub fn program_steps(
     lang: &lang::Language,
+    stem: Option<&str>,
+    code: Vec<u8>,
     compile_timeout: Duration,
     timeout: Duration,
-) -> (Option<Step>, Step) {
-    let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let compile = lang.compile.map(|c| Step {
-        program: Program::Argv(argv(c)),
+) -> ((String, Vec<u8>, u32), Option<Step>, Step) {
+    let (source, compile, run) = lang.names(stem);
+    let compile = compile.map(|c| Step {
+        program: Program::Argv(c),
         timeout: compile_timeout,
     });
-    let program = if lang.run[0] == lang::PYTHON {
-        Program::PythonScript(lang.run[1].to_string())
+    let program = if run[0] == lang::PYTHON {
+        Program::PythonScript(run[1].clone())
     } else {
-        Program::Argv(argv(lang.run))
+        Program::Argv(run)
     };
-    (compile, Step { program, timeout })
+    ((source, code, 0o644), compile, Step { program, timeout })
 }
 
 /// The answer to `/v1/run`: the report of the step that ended the job (the run, or a compile

@@ -599,7 +599,7 @@ fn session_job(r: RunRequest, ctx: &Ctx) -> Result<Job, String> {
                 .into(),
         );
     }
-    native::to_job(r, &ctx.config.max)
+    native::to_session_job(r, &ctx.config.max)
 }
 
 /// The answer when a session's instance could not be used: 404/410 when the session is not

@@ -52,6 +52,62 @@ fn alive(pid: i64) -> bool {
 
 const MIB: u64 = 1 << 20;
 
+/// Code run in a session never overwrites the session's own files: it goes to
+/// `rsandbox_cell.*` (and a compiled program to `rsandbox_cell`), so a `main.py` the client put
+/// there, or an earlier run wrote, stays, and the code can import it. In Maze's API too. A
+/// one-shot run keeps SandboxFusion's `main.py`.
+#[test]
+fn session_code_never_overwrites_the_sessions_main_py() {
+    let _g = util::shared();
+    if !util::require("userns") {
+        return;
+    }
+    let d = Daemon::start(&[]);
+    let id = create(&d, json!({}));
+    let f = |p: &str| format!("/v1/sessions/{id}/files/{p}");
+    let a = d.unix("PUT", &f("main.py"), b"X = 'mine'\n");
+    assert_eq!(a.status, 200, "{}", a.body);
+    for _ in 0..2 {
+        let v = run(&d, &id, json!({"code": "import main; print(main.X)"}));
+        assert_eq!(v["stdout"], "mine\n", "{v}");
+    }
+    assert_eq!(d.get(&f("main.py")).body, "X = 'mine'\n");
+    let v = run(&d, &id, json!({"code": "echo $0", "language": "bash"}));
+    assert_eq!(v["stdout"], "rsandbox_cell.sh\n", "{v}");
+    if std::path::Path::new("/usr/bin/g++").exists() {
+        let a = d.unix("PUT", &f("main"), b"the client's file called main");
+        assert_eq!(a.status, 200, "{}", a.body);
+        let code = "#include <cstdio>\nint main() { std::puts(\"compiled\"); }\n";
+        let v = run(
+            &d,
+            &id,
+            json!({"code": code, "language": "cpp", "limits": {"compile_timeout": 60.0 * util::time_scale()}}),
+        );
+        assert_eq!(v["stdout"], "compiled\n", "{v}");
+        assert_eq!(d.get(&f("main")).body, "the client's file called main");
+    }
+
+    let a = d.post("/create_session", &json!({"code": "", "memory_mb": 256}));
+    assert_eq!(a.status, 200, "{}", a.body);
+    let sid = a.json()["session_id"].as_str().unwrap().to_string();
+    for (code, out) in [
+        ("open('main.py', 'w').write('X = 42\\n')", ""),
+        ("import main; print(main.X)", "42\n"),
+        ("print(open('main.py').read(), end='')", "X = 42\n"),
+    ] {
+        let a = d.post(&format!("/execute/{sid}"), &json!({"code": code}));
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.json()["stdout"], out, "{code}: {}", a.body);
+    }
+
+    let a = d.post(
+        "/v1/run",
+        &json!({"code": "import os; print(sorted(os.listdir('.')))"}),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["stdout"], "['main.py']\n", "{}", a.body);
+}
+
 /// The library's calls for sessions: `list_dir` (sorted, symlinks listed as such, never
 /// followed on the way), `remove_file` (a link itself, an empty directory, not a full one) and
 /// `usage` (the instance's processes, background ones included).
