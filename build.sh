@@ -1,9 +1,9 @@
 #!/bin/sh
 # Runs cargo for this host's target triple. Where the static libseccomp is installed (Debian's
 # libseccomp-dev has libseccomp.a), rsandbox and its test and bench executables are linked
-# statically (glibc and libseccomp inside, still position-independent): a fresh `rsandbox
-# run` then skips the dynamic loader's work and every fork of the supervisor copies a smaller
-# address space (README "Speed" has the figures). Elsewhere: an ordinary dynamic build.
+# statically (glibc and libseccomp inside, still position-independent): the binary needs no
+# libseccomp on the host, and a fresh `rsandbox run` skips the dynamic loader's work (README
+# "Speed" has the figure). Elsewhere: an ordinary dynamic build.
 #   ./build.sh build --release          cargo SUBCOMMAND [ARGS...] --target HOST
 #   ./build.sh --bin-dir                prints where the release executables land
 # The explicit --target keeps the static flag off build scripts and proc macros.
