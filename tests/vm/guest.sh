@@ -22,6 +22,9 @@ die() {
 }
 t() { $BB awk '{printf "%.1f", $1}' /proc/uptime; }
 T_START=$(t)
+# For the host: the kernel came up and this script runs (a boot that dies before this is
+# retried; one that gets here never is).
+: >"$S/started"
 
 # shellcheck source=/dev/null
 . "$S/env.sh" || die "reading env.sh"
