@@ -426,7 +426,7 @@ impl Instance {
                 }
             }
             if let Some(limit) = mem_watchdog {
-                if tree_memory_bound(reaper.pid) > limit && tree_memory(reaper.pid) > limit {
+                if tree_memory(reaper.pid, false) > limit && tree_memory(reaper.pid, true) > limit {
                     watchdog_kill();
                     return Some(Limit::Memory);
                 }
@@ -842,7 +842,7 @@ impl Instance {
         for_tree(reaper.pid, |_, _| pids += 1);
         Ok(Usage {
             cpu_ms: tree_cpu_us(reaper.pid) as f64 / 1000.0,
-            memory_bytes: Some(tree_memory(reaper.pid)),
+            memory_bytes: Some(tree_memory(reaper.pid, true)),
             peak_memory_bytes: None,
             pids: Some(pids),
             source: "procfs",
@@ -937,25 +937,14 @@ fn for_tree(pid: i32, mut f: impl FnMut(i32, bool)) {
 /// used when cgroups are not available): anonymous and shared-memory pages, each page shared by
 /// several processes split among them (PSS), so that pages forked children share with their
 /// parent count once and the interpreter's mapped files not at all. The reaper (`pid`) is not
-/// the program: its pages are the supervisor's copy-on-write copy.
-fn tree_memory(pid: i32) -> u64 {
+/// the program: its pages are the supervisor's copy-on-write copy. Not `exact`: an upper bound
+/// from `/proc/PID/status` alone (each shared page counted in full), cheap enough to poll; the
+/// watchdog reads the page-walking exact figure only when the bound is over the limit.
+fn tree_memory(pid: i32, exact: bool) -> u64 {
     let mut total = 0;
     for_tree(pid, |p, is_reaper| {
         if !is_reaper {
-            total += process_memory(p, true);
-        }
-    });
-    total
-}
-
-/// An upper bound of [`tree_memory`] from `/proc/PID/status` alone (each shared page counted in
-/// full): cheap enough to poll; the watchdog reads the page-walking exact figure only when this
-/// one is over the limit.
-fn tree_memory_bound(pid: i32) -> u64 {
-    let mut total = 0;
-    for_tree(pid, |p, is_reaper| {
-        if !is_reaper {
-            total += process_memory(p, false);
+            total += process_memory(p, exact);
         }
     });
     total
