@@ -5,7 +5,7 @@
 //!
 //! `cargo bench --bench daemon` (env: `BENCH_N` requests per round, default 300; `BENCH_CONC`
 //! clients, default 2 per core; `BENCH_ROUNDS` alternating rounds, default 3; medians of the
-//! rounds are reported).
+//! rounds are reported; `BENCH_BIN` another rsandbox binary to drive, for A/B comparisons).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -99,7 +99,8 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("bench.sock");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_rsandbox"))
+    let bin = std::env::var_os("BENCH_BIN").unwrap_or(env!("CARGO_BIN_EXE_rsandbox").into());
+    let mut daemon = Command::new(bin)
         .arg("serve")
         .arg("--socket")
         .arg(&socket)

@@ -351,7 +351,7 @@ impl Instance {
         };
         let (pid, io) = {
             let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-            plan::write(&reaper.region, &spec).map_err(|t| {
+            plan::write(&reaper.region, reaper.region_at, &spec).map_err(|t| {
                 Error::invalid(
                     "command",
                     format!(

@@ -28,14 +28,14 @@ pub mod fs {
 pub const MAX_ABI: u32 = 7;
 
 /// One path rule, as the reaper applies it (inside paths, after `pivot_root`).
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct PathRule {
     pub path: CString,
     pub access: u64,
 }
 
 /// What the reaper enforces; `abi == 0` means Landlock is not used.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     pub abi: u32,
     pub handled_fs: u64,

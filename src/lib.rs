@@ -55,6 +55,7 @@ pub mod probe;
 mod sandbox;
 pub mod seccomp;
 pub(crate) mod spawn;
+pub use spawn::fork_server;
 pub mod state;
 pub(crate) mod sys;
 

@@ -7,7 +7,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 
 /// Turns a libc-style return value into `io::Result`, reading `errno` on -1.
@@ -306,6 +306,24 @@ pub fn waitid_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<i32> {
     }
 }
 
+/// Waits until the process behind `pidfd` has exited: reaps it when it is our child, else
+/// (a child of the fork server, which reaps its own) polls the pidfd, which becomes readable
+/// once the process and, for a pid namespace's init, every process of the namespace are gone.
+pub fn wait_exit(pidfd: BorrowedFd<'_>) -> io::Result<()> {
+    match waitid_pidfd(pidfd) {
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
+            let mut pfd = [libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            while poll(&mut pfd, -1)? == 0 {}
+            Ok(())
+        }
+        r => r.map(drop),
+    }
+}
+
 /// `mount(2)`.
 pub fn mount(
     src: Option<&CStr>,
@@ -489,16 +507,24 @@ unsafe impl Send for SharedRegion {}
 unsafe impl Sync for SharedRegion {}
 
 impl SharedRegion {
-    /// Maps `len` bytes `MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE`.
-    pub fn new(len: usize) -> io::Result<SharedRegion> {
-        // SAFETY: an anonymous mapping with no address hint; the result is checked.
+    /// Maps `len` bytes of a fresh memfd `MAP_SHARED`, and returns the fd too, so that a
+    /// process that is not our fork (the fork server) can map the same pages.
+    pub fn with_fd(len: usize) -> io::Result<(SharedRegion, OwnedFd)> {
+        let file = memfd("rsandbox-region")?;
+        file.set_len(len as u64)?;
+        let fd = OwnedFd::from(file);
+        Ok((SharedRegion::map(fd.as_fd(), len)?, fd))
+    }
+    /// Maps `len` bytes of the file `fd` `MAP_SHARED | MAP_NORESERVE`.
+    pub fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<SharedRegion> {
+        // SAFETY: a shared mapping of a valid fd with no address hint; the result is checked.
         let p = unsafe {
             libc::mmap(
                 ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
+                libc::MAP_SHARED | libc::MAP_NORESERVE,
+                fd.as_raw_fd(),
                 0,
             )
         };

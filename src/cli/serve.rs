@@ -208,6 +208,13 @@ pub fn serve(a: &ServeArgs) -> i32 {
     if let Err(e) = rsandbox::cgroup::setup() {
         eprintln!("rsandbox serve: WARNING: cgroups cannot be used ({e}); limits fall back to rlimits and the watchdog");
     }
+    // Still one thread: every instance is cloned from this small process, not from the
+    // multi-threaded daemon (see `rsandbox::fork_server`). Without it they are cloned directly.
+    if let Err(e) = rsandbox::fork_server::start() {
+        eprintln!(
+            "rsandbox serve: WARNING: no fork server ({e}); instances are cloned from the daemon"
+        );
+    }
     // The first build checks the host and runs the janitor: leftovers of a daemon that was
     // SIGKILLed are removed here, before anything is accepted.
     if let Err(e) = rsandbox::Sandbox::builder().build() {
@@ -252,7 +259,9 @@ pub fn serve(a: &ServeArgs) -> i32 {
         config.queue,
         std::process::id()
     );
-    match rt.block_on(daemon::serve(eps, config, shutdown)) {
+    let served = rt.block_on(daemon::serve(eps, config, shutdown));
+    rsandbox::fork_server::stop();
+    match served {
         Ok(()) => {
             eprintln!("rsandbox serve: stopped");
             0

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::sys::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 
 /// What the reaper does for one entry.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum MountKind {
     /// Bind `src` (recursively when `recursive`), then apply `attrs` with `mount_setattr`.
     Bind { src: CString, recursive: bool },
@@ -32,7 +32,7 @@ pub enum MountKind {
 }
 
 /// One entry a `Populate` op creates.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum Entry {
     /// A directory, mode 0755 (a mount point, e.g. `/dev/shm`).
     Dir,
@@ -43,7 +43,7 @@ pub enum Entry {
 }
 
 /// One mount of the plan.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct MountOp {
     pub kind: MountKind,
     /// Absolute host path of the mount point inside the template.
@@ -57,7 +57,7 @@ pub struct MountOp {
 }
 
 /// The whole plan for one sandbox; built once per `Sandbox` and shared by all its instances.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct MountPlan {
     /// The template directory that becomes `/`.
     pub root: CString,

@@ -6,6 +6,7 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod child;
+pub mod fork_server;
 pub(crate) mod plan;
 pub(crate) mod proto;
 pub(crate) mod wait;
@@ -35,6 +36,8 @@ pub struct Reaper {
     pub pidfd: OwnedFd,
     pub ctrl: OwnedFd,
     pub region: SharedRegion,
+    /// The region's address in the reaper (where the exec plan's pointers point).
+    pub region_at: usize,
     /// The work directory (an `O_PATH` fd onto the instance's tmpfs).
     pub work: OwnedFd,
 }
@@ -111,24 +114,36 @@ pub fn start_reaper(
     cgroup: Option<RawFd>,
     after_clone: &mut dyn FnMut(i32) -> Result<()>,
 ) -> Result<Reaper> {
-    let region = SharedRegion::new(plan::REGION_LEN)
+    let (region, region_fd) = SharedRegion::with_fd(plan::REGION_LEN)
         .map_err(|e| Error::io("mapping the exec region", None, e))?;
     let (ctrl, child_ctrl) =
         sys::seqpacket_pair().map_err(|e| Error::io("creating the control socket", None, e))?;
-    let args = child::ReaperArgs {
-        ctrl: child_ctrl.as_raw_fd(),
-        plan: spec.plan,
-        landlock: spec.landlock,
-        hostname: spec.hostname,
-        loopback: spec.loopback,
-        region: region.as_ptr(),
+    let mut fds = vec![child_ctrl.as_raw_fd(), region_fd.as_raw_fd()];
+    fds.extend(cgroup);
+    let served =
+        fork_server::clone_reaper(spec.plan, spec.landlock, spec.hostname, spec.loopback, &fds);
+    let cloned = match served {
+        Some(r) => r,
+        None => {
+            let args = child::ReaperArgs {
+                ctrl: child_ctrl.as_raw_fd(),
+                plan: spec.plan,
+                landlock: spec.landlock,
+                hostname: spec.hostname,
+                loopback: spec.loopback,
+                region: region.as_ptr(),
+            };
+            // SAFETY: the child branch calls only reaper_main, which follows child.rs's rule
+            // and never returns.
+            match unsafe { sys::clone_fork(NS_FLAGS, cgroup) } {
+                Ok(Forked::Child) => child::reaper_main(&args),
+                Ok(Forked::Parent { pid, pidfd }) => Ok((pid, pidfd, region.as_ptr() as usize)),
+                Err(e) => Err(e),
+            }
+        }
     };
-    // SAFETY: the child branch calls only reaper_main, which follows child.rs's rule and never
-    // returns.
-    let forked = unsafe { sys::clone_fork(NS_FLAGS, cgroup) };
-    let (pid, pidfd) = match forked {
-        Ok(Forked::Child) => child::reaper_main(&args),
-        Ok(Forked::Parent { pid, pidfd }) => (pid, pidfd),
+    let (pid, pidfd, region_at) = match cloned {
+        Ok(x) => x,
         Err(e) => {
             return Err(match e.raw_os_error() {
                 Some(libc::EPERM) | Some(libc::ENOSPC) | Some(libc::EUSERS) => Error::Unsupported {
@@ -142,10 +157,11 @@ pub fn start_reaper(
             })
         }
     };
+    drop(region_fd);
     drop(child_ctrl);
     let kill_and_reap = |pidfd: &OwnedFd| {
         let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
-        let _ = sys::waitid_pidfd(pidfd.as_fd());
+        let _ = sys::wait_exit(pidfd.as_fd());
     };
     if let Err(e) = spec.ids.write(pid) {
         kill_and_reap(&pidfd);
@@ -172,6 +188,7 @@ pub fn start_reaper(
             pidfd,
             ctrl,
             region,
+            region_at,
             work,
         }),
         Ok((r, _)) if r.kind == proto::REPLY_SETUP_FAILED => {
@@ -297,5 +314,5 @@ pub fn signal(reaper: &Reaper, pid: i32, sig: i32) -> Result<()> {
 /// and reaps it. When this returns, no process of the instance is left.
 pub fn kill_reaper(reaper: &Reaper) {
     let _ = sys::pidfd_send_signal(reaper.pidfd.as_fd(), libc::SIGKILL);
-    let _ = sys::waitid_pidfd(reaper.pidfd.as_fd());
+    let _ = sys::wait_exit(reaper.pidfd.as_fd());
 }

@@ -1,8 +1,9 @@
 //! Writes an `ExecPlan` into the region shared with the reaper (parent side).
 //!
-//! The region is mapped `MAP_SHARED` before `clone`, so it sits at the same address in the
-//! supervisor and the reaper: the plan's pointers are valid on both sides and the reaper reads
-//! the plan in place, without parsing or allocating. Writers are serialised by the instance's
+//! The region is a `MAP_SHARED` memfd that the reaper maps at `at` (the supervisor's own address
+//! when the reaper is its clone, another one when the fork server cloned it): the plan's
+//! pointers are written for the reaper's address, so it reads the plan in place, without
+//! parsing or allocating. Writers are serialised by the instance's
 //! exec lock; the reaper reads only between `OP_EXEC` and its reply.
 #![allow(unsafe_code)]
 
@@ -44,6 +45,8 @@ pub struct TooLarge {
 
 struct Bump<'r> {
     region: &'r SharedRegion,
+    /// The region's address in the reaper.
+    at: usize,
     off: usize,
     needed: usize,
 }
@@ -61,6 +64,14 @@ impl Bump<'_> {
         unsafe { self.region.as_ptr().add(start) }
     }
 
+    /// Where `p` (ours) is in the reaper; null stays null.
+    fn theirs<T>(&self, p: *const T) -> *const T {
+        if p.is_null() {
+            return p;
+        }
+        (p as usize - self.region.as_ptr() as usize + self.at) as *const T
+    }
+
     fn cstr(&mut self, s: &CStr) -> *const c_char {
         let b = s.to_bytes_with_nul();
         let p = self.alloc(b.len(), 1);
@@ -68,7 +79,7 @@ impl Bump<'_> {
             // SAFETY: p has room for b.len() bytes (checked by alloc); the regions are disjoint.
             unsafe { ptr::copy_nonoverlapping(b.as_ptr(), p, b.len()) };
         }
-        p as *const c_char
+        self.theirs(p as *const c_char)
     }
 
     fn array(&mut self, items: &[CString]) -> *const *const c_char {
@@ -85,15 +96,17 @@ impl Bump<'_> {
                 *p.add(ptrs.len()) = ptr::null();
             }
         }
-        p
+        self.theirs(p)
     }
 }
 
-/// Lays `spec` out in `region`; the caller must hold the instance's exec lock.
-pub fn write(region: &SharedRegion, spec: &ExecSpec<'_>) -> Result<(), TooLarge> {
+/// Lays `spec` out in `region`, which the reaper maps at `at`; the caller must hold the
+/// instance's exec lock.
+pub fn write(region: &SharedRegion, at: usize, spec: &ExecSpec<'_>) -> Result<(), TooLarge> {
     assert!(spec.rlimits.len() <= MAX_RLIMITS);
     let mut bump = Bump {
         region,
+        at,
         off: std::mem::size_of::<ExecPlan>(),
         needed: 0,
     };
@@ -111,7 +124,10 @@ pub fn write(region: &SharedRegion, spec: &ExecSpec<'_>) -> Result<(), TooLarge>
                 // SAFETY: p is aligned with room for the whole program (checked by alloc).
                 unsafe { ptr::copy_nonoverlapping(prog.as_ptr(), p, prog.len()) };
             }
-            (p as *const libc::sock_filter, prog.len() as u32)
+            (
+                bump.theirs(p as *const libc::sock_filter),
+                prog.len() as u32,
+            )
         }
         None => (ptr::null(), 0),
     };

@@ -1157,3 +1157,133 @@ fn the_daemon_allocates_gpus_across_concurrent_runs() {
     drop(d);
     before.assert_same(&util::sandbox());
 }
+
+/// Children of `pid` (from /proc/*/stat), with their command names.
+fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let ppid: u32 = stat[close + 2..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0);
+        if ppid == pid {
+            out.push((p, stat[open + 1..close].to_string()));
+        }
+    }
+    out
+}
+
+/// Whether `needle` occurs in any readable mapping of process `pid` (needs root: reapers are
+/// not dumpable).
+fn memory_contains(pid: u32, needle: &[u8]) -> bool {
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (range, perms) = (f.next().unwrap(), f.next().unwrap());
+        if !perms.starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
+            continue;
+        }
+        let (a, b) = range.split_once('-').unwrap();
+        let (a, b) = (
+            u64::from_str_radix(a, 16).unwrap(),
+            u64::from_str_radix(b, 16).unwrap(),
+        );
+        let mut buf = vec![0u8; (b - a) as usize];
+        if mem.read_exact_at(&mut buf, a).is_ok() && buf.windows(needle.len()).any(|w| w == needle)
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// The daemon clones instances from its fork server, a process forked before the daemon read
+/// its token or any request: no reaper is the daemon's child, and (as root, who can read a
+/// reaper's memory) the token is in the daemon's memory but in no reaper's.
+#[test]
+fn instances_come_from_the_fork_server_and_hold_none_of_the_daemons_memory() {
+    let _g = util::shared();
+    if !util::require("userns") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let token = format!("tok-{:x}-{nanos:x}", std::process::id());
+    std::fs::write(dir.path().join("token"), format!("{token}\n")).unwrap();
+    let mut d = Daemon::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+        dir.path().join("token").to_str().unwrap(),
+    ]);
+    let a = d.post("/v1/sessions", &json!({}));
+    assert_eq!(a.status, 201, "{}", a.body);
+    let a = d.post("/v1/run", &json!({"code": "print(7)"}));
+    assert_eq!(
+        (a.status, a.json()["stdout"].as_str()),
+        (200, Some("7\n")),
+        "{}",
+        a.body
+    );
+
+    let daemon = d.child.id();
+    let kids = children_of(daemon);
+    let servers: Vec<u32> = kids
+        .iter()
+        .filter(|(_, c)| c == "rsandbox-fork")
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(servers.len(), 1, "the daemon's children: {kids:?}");
+    assert!(
+        kids.iter().all(|(_, c)| c != "rsandbox-init"),
+        "a reaper is the daemon's own child: {kids:?}"
+    );
+    let reapers: Vec<u32> = children_of(servers[0])
+        .into_iter()
+        .filter(|(_, c)| c == "rsandbox-init")
+        .map(|(p, _)| p)
+        .collect();
+    assert!(
+        !reapers.is_empty(),
+        "the session's reaper is no child of the fork server"
+    );
+
+    if util::is_root() {
+        // The control: the scan finds the token where it is.
+        assert!(
+            memory_contains(daemon, token.as_bytes()),
+            "the scan did not find the token in the daemon's own memory"
+        );
+        for r in &reapers {
+            assert!(
+                !memory_contains(*r, token.as_bytes()),
+                "reaper {r} holds the daemon's token"
+            );
+        }
+    } else {
+        eprintln!("NOTE: not root: reapers' memory not scanned for the daemon's token");
+    }
+    assert!(d.stop(20).success());
+    // A graceful stop waits for the fork server.
+    for p in servers.iter().chain(&reapers) {
+        assert!(
+            !Path::new(&format!("/proc/{p}")).exists(),
+            "process {p} outlived the daemon"
+        );
+    }
+}
