@@ -507,6 +507,24 @@ unsafe impl Send for SharedRegion {}
 unsafe impl Sync for SharedRegion {}
 
 impl SharedRegion {
+    /// Maps `len` bytes `MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE`.
+    pub fn new(len: usize) -> io::Result<SharedRegion> {
+        // SAFETY: an anonymous mapping with no address hint; the result is checked.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SharedRegion { ptr: p.cast(), len })
+    }
     /// Maps `len` bytes of a fresh memfd `MAP_SHARED`, and returns the fd too, so that a
     /// process that is not our fork (the fork server) can map the same pages.
     pub fn with_fd(len: usize) -> io::Result<(SharedRegion, OwnedFd)> {

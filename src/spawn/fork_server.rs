@@ -110,6 +110,13 @@ pub fn stop() {
     }
 }
 
+/// Whether instances of this process are cloned by a fork server.
+pub(super) fn active() -> bool {
+    SERVER
+        .get()
+        .is_some_and(|s| s.sock.lock().unwrap_or_else(|p| p.into_inner()).is_some())
+}
+
 /// Clones a reaper through the fork server: `Some((pid, pidfd, region address in the reaper))`
 /// or the clone's error; `None`
 /// when there is no server (not started, stopped, gone, or the settings are too large), and

@@ -114,14 +114,21 @@ pub fn start_reaper(
     cgroup: Option<RawFd>,
     after_clone: &mut dyn FnMut(i32) -> Result<()>,
 ) -> Result<Reaper> {
-    let (region, region_fd) = SharedRegion::with_fd(plan::REGION_LEN)
-        .map_err(|e| Error::io("mapping the exec region", None, e))?;
+    // A memfd only for the fork server, which must map it too; our own clone inherits the
+    // mapping (two syscalls fewer).
+    let (region, region_fd) = if fork_server::active() {
+        SharedRegion::with_fd(plan::REGION_LEN).map(|(r, fd)| (r, Some(fd)))
+    } else {
+        SharedRegion::new(plan::REGION_LEN).map(|r| (r, None))
+    }
+    .map_err(|e| Error::io("mapping the exec region", None, e))?;
     let (ctrl, child_ctrl) =
         sys::seqpacket_pair().map_err(|e| Error::io("creating the control socket", None, e))?;
-    let mut fds = vec![child_ctrl.as_raw_fd(), region_fd.as_raw_fd()];
-    fds.extend(cgroup);
-    let served =
-        fork_server::clone_reaper(spec.plan, spec.landlock, spec.hostname, spec.loopback, &fds);
+    let served = region_fd.as_ref().and_then(|region_fd| {
+        let mut fds = vec![child_ctrl.as_raw_fd(), region_fd.as_raw_fd()];
+        fds.extend(cgroup);
+        fork_server::clone_reaper(spec.plan, spec.landlock, spec.hostname, spec.loopback, &fds)
+    });
     let cloned = match served {
         Some(r) => r,
         None => {
