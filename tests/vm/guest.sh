@@ -32,6 +32,16 @@ mapfile -t ARGS <"$S/args"
 read -ra EXTRA_ENV <<<"${VM_TEST_ENV:-}"
 
 # --- the guest's own mounts (the root is the host's, read-only) -------------------------------
+# The tests read files of the checkout (CARGO_MANIFEST_DIR: tests/fake-gpus, systemd/). A
+# checkout under a directory that gets a tmpfs below (e.g. a clone in /tmp) is kept visible at
+# its own path: held on /run while the tmpfs goes on, then moved back into place.
+case "$VM_REPO" in
+/tmp/* | /home/* | /var/lib/rsandbox/*) KEEP_REPO=1 ;;
+*) KEEP_REPO= ;;
+esac
+if [ -n "$KEEP_REPO" ]; then
+    mkdir -p /run/vm/repo && mount --bind "$VM_REPO" /run/vm/repo || die "holding $VM_REPO"
+fi
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp || die "tmpfs /tmp"
 # What udev/systemd add to devtmpfs and /sys on a usual distribution.
 mkdir -p /dev/pts /dev/shm /dev/mqueue
@@ -52,6 +62,9 @@ mount -t cgroup2 -o nsdelegate,memory_recursiveprot,nosuid,nodev,noexec cgroup2 
 mount -t tmpfs -o mode=755 tmpfs /var/lib/rsandbox || die "tmpfs /var/lib/rsandbox"
 # Home directories on a tmpfs: the host's are read-only here and none of the guest's business.
 mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /home || die "tmpfs /home"
+if [ -n "$KEEP_REPO" ]; then
+    mkdir -p "$VM_REPO" && mount --move /run/vm/repo "$VM_REPO" || die "putting back $VM_REPO"
+fi
 hostname rsandbox-vm
 # The loopback interface, up as on any booted system (daemon and network tests listen on it).
 $BB ip link set lo up || die "bringing up lo"
