@@ -68,7 +68,8 @@ fn threads() -> io::Result<usize> {
 }
 
 /// Starts the fork server. Call it while this process has one thread (first thing in `main`)
-/// and from the thread that lives longest: the server dies with it (`PR_SET_PDEATHSIG`).
+/// and from the thread that lives longest: the server dies with it (`PR_SET_PDEATHSIG`). Once
+/// per process: after [`stop`], instances are cloned directly.
 pub fn start() -> io::Result<()> {
     if SERVER.get().is_some() {
         return Ok(());
@@ -118,9 +119,8 @@ pub(super) fn active() -> bool {
 }
 
 /// Clones a reaper through the fork server: `Some((pid, pidfd, region address in the reaper))`
-/// or the clone's error; `None`
-/// when there is no server (not started, stopped, gone, or the settings are too large), and
-/// the caller clones directly.
+/// or the clone's error; `None` when there is no server (not started, stopped, gone, or the
+/// settings are too large), and the caller clones directly.
 pub(super) fn clone_reaper(
     plan: &MountPlan,
     landlock: &LandlockPlan,
@@ -165,6 +165,8 @@ pub(super) fn clone_reaper(
             // The server is gone (or answered nonsense): clone directly from now on.
             eprintln!("rsandbox: the fork server stopped answering; cloning instances directly");
             guard.take();
+            let _ = sys::pidfd_send_signal(server.pidfd.as_fd(), libc::SIGKILL);
+            let _ = sys::wait_exit(server.pidfd.as_fd());
             None
         }
     }
