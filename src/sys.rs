@@ -509,21 +509,7 @@ unsafe impl Sync for SharedRegion {}
 impl SharedRegion {
     /// Maps `len` bytes `MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE`.
     pub fn new(len: usize) -> io::Result<SharedRegion> {
-        // SAFETY: an anonymous mapping with no address hint; the result is checked.
-        let p = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(SharedRegion { ptr: p.cast(), len })
+        SharedRegion::mmap(-1, libc::MAP_ANONYMOUS, len)
     }
     /// Maps `len` bytes of a fresh memfd `MAP_SHARED`, and returns the fd too, so that a
     /// process that is not our fork (the fork server) can map the same pages.
@@ -535,14 +521,18 @@ impl SharedRegion {
     }
     /// Maps `len` bytes of the file `fd` `MAP_SHARED | MAP_NORESERVE`.
     pub fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<SharedRegion> {
-        // SAFETY: a shared mapping of a valid fd with no address hint; the result is checked.
+        SharedRegion::mmap(fd.as_raw_fd(), 0, len)
+    }
+    fn mmap(fd: RawFd, flags: libc::c_int, len: usize) -> io::Result<SharedRegion> {
+        // SAFETY: a shared mapping (anonymous, or of a valid fd) with no address hint; the
+        // result is checked.
         let p = unsafe {
             libc::mmap(
                 ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_NORESERVE,
-                fd.as_raw_fd(),
+                libc::MAP_SHARED | libc::MAP_NORESERVE | flags,
+                fd,
                 0,
             )
         };

@@ -19,19 +19,23 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
 use crate::landlock::Plan as LandlockPlan;
 use crate::ns::mount::MountPlan;
 use crate::sys::{self, Forked, SharedRegion};
 
-use super::{child, plan::REGION_LEN, NS_FLAGS};
+use super::{child, plan::REGION_LEN, ReaperSpec, NS_FLAGS};
 
 /// Settings bigger than this (a mount plan of thousands of binds) are cloned directly instead.
 const MAX_MSG: usize = 128 << 10;
 /// pid (i32), errno (i32), the region's address in the reaper (u64).
 const REPLY_LEN: usize = 16;
+/// Ignored by the server, reset to the default in each reaper: children are reaped by the
+/// kernel, and a terminal's ^C or a SIGTERM to the process group is for the daemon, which drains
+/// and then ends the server by closing its socket.
+const IGNORED: [i32; 4] = [libc::SIGCHLD, libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 #[derive(serde::Serialize)]
 struct SpecRef<'a> {
@@ -122,18 +126,15 @@ pub(super) fn active() -> bool {
 /// or the clone's error; `None` when there is no server (not started, stopped, gone, or the
 /// settings are too large), and the caller clones directly.
 pub(super) fn clone_reaper(
-    plan: &MountPlan,
-    landlock: &LandlockPlan,
-    hostname: &CStr,
-    loopback: bool,
+    spec: &ReaperSpec<'_>,
     fds: &[RawFd],
 ) -> Option<io::Result<(i32, OwnedFd, usize)>> {
     let server = SERVER.get()?;
     let msg = serde_json::to_vec(&SpecRef {
-        plan,
-        landlock,
-        hostname,
-        loopback,
+        plan: spec.plan,
+        landlock: spec.landlock,
+        hostname: spec.hostname,
+        loopback: spec.loopback,
     })
     .ok()?;
     if msg.len() > MAX_MSG {
@@ -181,17 +182,14 @@ fn serve(sock: OwnedFd, parent: i32) -> ! {
             libc::_exit(0);
         }
         libc::prctl(libc::PR_SET_NAME, c"rsandbox-fork".as_ptr(), 0, 0, 0);
-        // Reapers are reaped by the kernel; a terminal's ^C or a SIGTERM to the process group
-        // is for the daemon, which drains and then ends us by closing the socket.
-        libc::signal(libc::SIGCHLD, libc::SIG_IGN);
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGTERM, libc::SIG_IGN);
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        for sig in IGNORED {
+            libc::signal(sig, libc::SIG_IGN);
+        }
         // Keep the socket (as fd 3) and stderr; nothing of the parent's stays open in here.
-        if libc::dup3(sock.as_raw_fd(), 3, libc::O_CLOEXEC) < 0 && sock.as_raw_fd() != 3 {
+        let fd = sock.into_raw_fd();
+        if fd != 3 && libc::dup3(fd, 3, libc::O_CLOEXEC) < 0 {
             libc::_exit(1);
         }
-        std::mem::forget(sock);
         sys::close_range(4, u32::MAX, 0).ok();
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
         if null >= 0 {
@@ -250,7 +248,7 @@ fn clone_one(msg: &[u8], fds: &[OwnedFd]) -> io::Result<(i32, OwnedFd, usize)> {
     // follows child.rs's rule and never returns.
     match unsafe { sys::clone_fork(NS_FLAGS, fds.get(2).map(|f| f.as_raw_fd())) }? {
         Forked::Child => unsafe {
-            for sig in [libc::SIGCHLD, libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            for sig in IGNORED {
                 libc::signal(sig, libc::SIG_DFL);
             }
             child::reaper_main(&args)

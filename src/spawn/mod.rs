@@ -127,7 +127,7 @@ pub fn start_reaper(
     let served = region_fd.as_ref().and_then(|region_fd| {
         let mut fds = vec![child_ctrl.as_raw_fd(), region_fd.as_raw_fd()];
         fds.extend(cgroup);
-        fork_server::clone_reaper(spec.plan, spec.landlock, spec.hostname, spec.loopback, &fds)
+        fork_server::clone_reaper(spec, &fds)
     });
     let cloned = match served {
         Some(r) => r,

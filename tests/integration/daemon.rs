@@ -1158,34 +1158,18 @@ fn the_daemon_allocates_gpus_across_concurrent_runs() {
     before.assert_same(&util::sandbox());
 }
 
-/// Children of `pid` (from /proc/*/stat), with their command names.
-fn children_of(pid: u32) -> Vec<(u32, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let ppid: u32 = stat[close + 2..]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|x| x.parse().ok())
-            .unwrap_or(0);
-        if ppid == pid {
-            out.push((p, stat[open + 1..close].to_string()));
-        }
-    }
-    out
+/// The pids of `ppid`'s children named `name`.
+fn children_named(ppid: i32, name: &str) -> Vec<i32> {
+    util::children_of(ppid)
+        .into_iter()
+        .filter(|(_, c)| c == name)
+        .map(|(p, _)| p)
+        .collect()
 }
 
 /// Whether `needle` occurs in any readable mapping of process `pid` (needs root: reapers are
 /// not dumpable); `None` when the process is gone.
-fn memory_contains(pid: u32, needle: &[u8]) -> Option<bool> {
+fn memory_contains(pid: i32, needle: &[u8]) -> Option<bool> {
     use std::os::unix::fs::FileExt;
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
@@ -1241,23 +1225,15 @@ fn instances_come_from_the_fork_server_and_hold_none_of_the_daemons_memory() {
         a.body
     );
 
-    let daemon = d.child.id();
-    let kids = children_of(daemon);
-    let servers: Vec<u32> = kids
-        .iter()
-        .filter(|(_, c)| c == "rsandbox-fork")
-        .map(|(p, _)| *p)
-        .collect();
+    let daemon = d.child.id() as i32;
+    let kids = util::children_of(daemon);
+    let servers = children_named(daemon, "rsandbox-fork");
     assert_eq!(servers.len(), 1, "the daemon's children: {kids:?}");
     assert!(
         kids.iter().all(|(_, c)| c != "rsandbox-init"),
         "a reaper is the daemon's own child: {kids:?}"
     );
-    let reapers: Vec<u32> = children_of(servers[0])
-        .into_iter()
-        .filter(|(_, c)| c == "rsandbox-init")
-        .map(|(p, _)| p)
-        .collect();
+    let reapers = children_named(servers[0], "rsandbox-init");
     assert!(
         !reapers.is_empty(),
         "the session's reaper is no child of the fork server"
@@ -1305,14 +1281,10 @@ fn a_dead_fork_server_falls_back_to_direct_clones() {
         return;
     }
     let mut d = Daemon::start(&[]);
-    let servers: Vec<u32> = children_of(d.child.id())
-        .into_iter()
-        .filter(|(_, c)| c == "rsandbox-fork")
-        .map(|(p, _)| p)
-        .collect();
+    let servers = children_named(d.child.id() as i32, "rsandbox-fork");
     assert_eq!(servers.len(), 1);
     // SAFETY: kill(2) on the daemon's own child, which this test started.
-    assert_eq!(unsafe { libc::kill(servers[0] as i32, libc::SIGKILL) }, 0);
+    assert_eq!(unsafe { libc::kill(servers[0], libc::SIGKILL) }, 0);
     for i in 0..4 {
         let a = d.post("/v1/run", &json!({"code": format!("print({i})")}));
         assert_eq!(
@@ -1322,7 +1294,7 @@ fn a_dead_fork_server_falls_back_to_direct_clones() {
             a.body
         );
     }
-    let kids = children_of(d.child.id());
+    let kids = util::children_of(d.child.id() as i32);
     assert!(
         kids.iter().all(|(p, _)| *p != servers[0]),
         "the dead fork server was not reaped: {kids:?}"

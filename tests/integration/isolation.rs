@@ -691,27 +691,6 @@ fn mapped_id(pid: i32, which: &str) -> u32 {
     lines[0][1].parse().unwrap()
 }
 
-/// Host pids whose parent is `ppid`.
-fn children_of(ppid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-            continue;
-        };
-        if st.lines().any(|l| {
-            l.strip_prefix("PPid:")
-                .map(|v| v.trim() == ppid.to_string())
-                .unwrap_or(false)
-        }) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 /// The host uid a process runs under.
 fn host_uid_of(pid: i32) -> u32 {
     let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -724,7 +703,7 @@ fn background_sleep_host_pid(inst: &Instance) -> i32 {
     ok(&sh_in(inst, "sleep 30 >/dev/null 2>&1 & echo $!"));
     let reaper = inst.reaper_pid().unwrap();
     for _ in 0..100 {
-        if let Some(&p) = children_of(reaper).first() {
+        if let Some(&(p, _)) = util::children_of(reaper).first() {
             return p;
         }
         std::thread::sleep(Duration::from_millis(10));

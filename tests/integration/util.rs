@@ -337,3 +337,24 @@ pub fn statvfs(path: &str) -> libc::statvfs {
 pub fn host_read_only(path: &str) -> bool {
     statvfs(path).f_flag & libc::ST_RDONLY != 0
 }
+
+/// Host processes whose parent is `ppid`, with their command names (from `/proc/PID/stat`).
+pub fn children_of(ppid: i32) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        // After the name: state, then ppid.
+        if stat[close + 1..].split_whitespace().nth(1) == Some(ppid.to_string().as_str()) {
+            out.push((pid, stat[open + 1..close].to_string()));
+        }
+    }
+    out
+}
