@@ -151,9 +151,11 @@ fn main() {
         }
     }
     let pool = pool_counters(&socket);
-    let _ = daemon.kill();
+    // A graceful stop: the daemon tears its warm instances down (cgroups, state records), so
+    // the bench leaves nothing behind (SIGKILL would leave them to the next start's sweep).
+    // SAFETY: kill(2) on the daemon this bench started and has not reaped.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     let _ = daemon.wait();
-    std::thread::sleep(Duration::from_millis(10));
 
     println!(
         "\n{n} requests per round, {conc} concurrent, {cores} cores, {rounds} rounds (medians of the rounds); `{}` -c \"{CODE}\"\n",

@@ -7,9 +7,9 @@
 //! so a reused pid is never touched), removes its cgroups and deletes it.
 
 use std::fs;
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Seek};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -180,11 +180,13 @@ impl Record {
     /// Replaces the record's contents.
     pub fn write(&mut self, info: &RecordInfo) -> Result<()> {
         let data = serde_json::to_vec(info).expect("serializable");
+        // Written over the old contents, then trimmed: never truncated to zero, which on ext4
+        // (`auto_da_alloc`) makes the close start writeback (0.1 ms per instance where the state
+        // directory is not on a tmpfs).
         let r = self
             .file
-            .set_len(0)
-            .and_then(|_| self.file.seek(std::io::SeekFrom::Start(0)))
-            .and_then(|_| self.file.write_all(&data));
+            .write_all_at(&data, 0)
+            .and_then(|_| self.file.set_len(data.len() as u64));
         r.map_err(|e| Error::io("writing the state record", self.path.clone(), e))
     }
 

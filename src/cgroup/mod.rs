@@ -354,6 +354,9 @@ fn remove_tree_as(v2: bool, dir: &Path) {
     remove(dir);
 }
 
+/// The v1 hierarchies in which each run of an instance gets its own cgroup.
+const RUN_V1: [&str; 3] = ["memory", "pids", "cpuacct"];
+
 impl InstanceCgroup {
     /// Creates the instance's cgroups and writes the limits; on v1 also the device allow list
     /// `rules` (on v2 [`InstanceCgroup::attach_devices`] does that).
@@ -485,9 +488,18 @@ impl InstanceCgroup {
     }
 
     /// A cgroup for the next run. Earlier runs' cgroups that have emptied since are removed.
+    /// On v1 only the hierarchies that count something per run (memory: OOM kills, pids:
+    /// limit hits, cpuacct: CPU time) get a run directory; the run stays in the instance's
+    /// `cpu` and `devices` cgroups, whose limits and rules are the instance's anyway (a directory
+    /// there would cost a mkdir, a join and an rmdir per run and change nothing).
     pub fn new_run(&self) -> Result<RunCgroup> {
         let n = self.next_run.fetch_add(1, Ordering::Relaxed);
-        for (_, d) in &self.dirs {
+        let per_run: Vec<&(&'static str, PathBuf)> = self
+            .dirs
+            .iter()
+            .filter(|(c, _)| self.v2 || RUN_V1.contains(c))
+            .collect();
+        for (_, d) in &per_run {
             if let Ok(rd) = fs::read_dir(d) {
                 for e in rd.flatten() {
                     if e.file_name().to_string_lossy().starts_with("run-")
@@ -498,8 +510,7 @@ impl InstanceCgroup {
                 }
             }
         }
-        let dirs: Vec<(&'static str, PathBuf)> = self
-            .dirs
+        let dirs: Vec<(&'static str, PathBuf)> = per_run
             .iter()
             .map(|(c, d)| (*c, d.join(format!("run-{n}"))))
             .collect();

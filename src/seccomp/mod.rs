@@ -252,6 +252,11 @@ pub fn compile(spec: &Spec, origin: &str, name: &str) -> Result<Compiled> {
     ctx.set_act_badarch(ScmpAction::Errno(libc::ENOSYS))
         .map_err(lib)?;
     ctx.set_ctl_nnp(false).map_err(lib)?;
+    // A binary tree over the syscall numbers instead of a linear chain: the kernel emulates the
+    // filter for every syscall number when it is loaded (the action cache), so a chain makes
+    // each program start pay for its length (default: 147 -> 66 us per load, strict: 382 ->
+    // 140 us, measured here), and each syscall it does not cache walks fewer comparisons.
+    ctx.set_ctl_optimize(2).map_err(lib)?;
     let native = ScmpArch::native();
     let mut arches: Vec<ScmpArch> = Vec::new();
     for a in &spec.architectures {
