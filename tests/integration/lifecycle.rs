@@ -207,33 +207,14 @@ fn start_time(pid: i32) -> Option<u64> {
 
 /// Host pids of every descendant of `root` (not `root` itself), with their names.
 fn descendants(root: i32) -> Vec<(i32, String)> {
-    let mut all = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-            continue;
-        };
-        let field = |k: &str| {
-            st.lines()
-                .find_map(|l| l.strip_prefix(k))
-                .map(|v| v.trim().to_string())
-                .unwrap_or_default()
-        };
-        all.push((
-            pid,
-            field("PPid:").parse::<i32>().unwrap_or(0),
-            field("Name:"),
-        ));
-    }
+    let all = util::process_table();
     let mut out = Vec::new();
     let mut frontier = vec![root];
     while let Some(p) = frontier.pop() {
-        for (pid, ppid, name) in &all {
-            if *ppid == p {
-                out.push((*pid, name.clone()));
-                frontier.push(*pid);
+        for (pid, ppid, _, name) in &all {
+            if *ppid as i32 == p {
+                out.push((*pid as i32, name.clone()));
+                frontier.push(*pid as i32);
             }
         }
     }

@@ -175,16 +175,19 @@ fn ppid_and_uid(pid: u32) -> Option<(u32, u32, String)> {
     Some((ppid?, uid?, name))
 }
 
+/// Every host process: pid, parent pid, real uid and name (from `/proc/PID/status`).
+pub fn process_table() -> Vec<(u32, u32, u32, String)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| ppid_and_uid(pid).map(|(ppid, uid, name)| (pid, ppid, uid, name)))
+        .collect()
+}
+
 fn processes() -> BTreeSet<String> {
     let me = std::process::id();
-    let mut all = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
-            if let Some((ppid, uid, name)) = ppid_and_uid(pid) {
-                all.push((pid, ppid, uid, name));
-            }
-        }
-    }
+    let all = process_table();
     let parent: std::collections::HashMap<u32, u32> =
         all.iter().map(|(p, pp, _, _)| (*p, *pp)).collect();
     let descends = |mut p: u32| {
@@ -338,23 +341,11 @@ pub fn host_read_only(path: &str) -> bool {
     statvfs(path).f_flag & libc::ST_RDONLY != 0
 }
 
-/// Host processes whose parent is `ppid`, with their command names (from `/proc/PID/stat`).
+/// Host processes whose parent is `ppid`, with their names.
 pub fn children_of(ppid: i32) -> Vec<(i32, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        // After the name: state, then ppid.
-        if stat[close + 1..].split_whitespace().nth(1) == Some(ppid.to_string().as_str()) {
-            out.push((pid, stat[open + 1..close].to_string()));
-        }
-    }
-    out
+    process_table()
+        .into_iter()
+        .filter(|(_, p, _, _)| *p as i32 == ppid)
+        .map(|(pid, _, _, name)| (pid as i32, name))
+        .collect()
 }
