@@ -29,6 +29,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::cgroup::devices::DeviceRule;
+use crate::error::GpuError;
 
 /// NVIDIA's character major: `/dev/nvidiaN` (minor N), `nvidiactl` (255), `nvidia-modeset` (254).
 pub const NVIDIA_MAJOR: u32 = 195;
@@ -410,89 +411,18 @@ impl GpuRequest {
     }
 }
 
-fn list(v: &[u32]) -> String {
-    if v.is_empty() {
-        return "none".into();
-    }
-    v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
-}
-
 impl fmt::Display for GpuRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.select {
             Select::None => write!(f, "no GPU")?,
             Select::Count(1) => write!(f, "1 GPU")?,
             Select::Count(n) => write!(f, "{n} GPUs")?,
-            Select::Devices(v) => write!(f, "GPU {}", list(v))?,
+            Select::Devices(v) => write!(f, "GPU {}", crate::error::list_gpus(v))?,
         }
         if self.share {
             write!(f, " (shared)")?;
         }
         Ok(())
-    }
-}
-
-fn not_free(
-    requested: &str,
-    free: &[u32],
-    busy: &[u32],
-    queued_ahead: usize,
-    waited: &Duration,
-) -> String {
-    let mut s = format!(
-        "not enough free GPUs for {requested}: free {}, in use {}",
-        list(free),
-        list(busy)
-    );
-    if queued_ahead > 0 {
-        s.push_str(&format!(", {queued_ahead} request(s) queued ahead"));
-    }
-    if waited.is_zero() {
-        s.push_str(" (not waiting)");
-    } else {
-        s.push_str(&format!(" (waited {:.1} s)", waited.as_secs_f64()));
-    }
-    s
-}
-
-/// A GPU request that cannot be met.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum GpuError {
-    /// The device directory has no `nvidiaN` node.
-    #[error("no GPU on this host: {} has no nvidiaN device, so {requested} cannot be granted", dev_dir.display())]
-    NoGpu { dev_dir: PathBuf, requested: String },
-    /// More GPUs asked for than exist.
-    #[error("{requested} GPUs asked for, but this host has only {} (GPU {})", available.len(), list(available))]
-    TooMany {
-        requested: usize,
-        available: Vec<u32>,
-    },
-    /// An index with no `/dev/nvidiaN`.
-    #[error("no GPU {index} on this host (it has GPU {})", list(available))]
-    UnknownIndex { index: u32, available: Vec<u32> },
-    /// An index listed twice.
-    #[error("GPU {index} is listed twice")]
-    Duplicate { index: u32 },
-    /// Not enough free GPUs now (or within the wait): they exist, other instances hold them.
-    #[error("{}", not_free(requested, free, busy, *queued_ahead, waited))]
-    NotFree {
-        requested: String,
-        /// GPUs this request could have had.
-        free: Vec<u32>,
-        /// GPUs held in a way that excludes this request.
-        busy: Vec<u32>,
-        /// Earlier requests still waiting (FIFO: they go first).
-        queued_ahead: usize,
-        waited: Duration,
-    },
-}
-
-impl GpuError {
-    /// Whether the same request may succeed later (`NotFree`); the others never can on this
-    /// host (a daemon answers them with a 4xx rather than queueing them).
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, GpuError::NotFree { .. })
     }
 }
 
@@ -585,11 +515,11 @@ impl GpuPool {
             }
         }
         let lock_dir = if dev_dir == Path::new("/dev") && !gpus.is_empty() {
-            let dir = crate::state::state_dir()
+            let dir = crate::paths::state_dir()
                 .parent()
                 .map(|p| p.join("gpus"))
                 .unwrap_or_else(|| PathBuf::from("/run/rsandbox/gpus"));
-            crate::ns::template::private_dir(&dir, 0o755)
+            crate::paths::private_dir(&dir, 0o755)
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             Some(dir)
         } else {

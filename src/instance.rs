@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::cgroup::devices;
+use crate::command::{Command, Stdin};
 use crate::defaults;
 use crate::error::{Error, Result};
 use crate::gpu::GpuLease;
 use crate::ns::user::{IdMap, SANDBOX_ID};
-use crate::outcome::{self, Limit, Outcome, Status};
-use crate::sandbox::{self, Command, Inner, Net, Stdin};
+use crate::outcome::{self, Limit, Outcome, Status, Usage};
+use crate::policy::{self, Net, Policy};
 use crate::spawn::plan::{self, ExecSpec};
 use crate::spawn::proto::Rlimit;
 use crate::spawn::wait::{self, Sink, StdinSource};
@@ -22,7 +23,7 @@ use crate::sys;
 
 /// One isolated instance: fresh namespaces, its own root and work dir, a reaper as pid 1.
 pub struct Instance {
-    inner: Arc<Inner>,
+    inner: Arc<Policy>,
     reaper: Option<Reaper>,
     record: Option<Record>,
     ids: IdMap,
@@ -58,19 +59,6 @@ pub enum FileKind {
     Dir,
     Symlink,
     Other,
-}
-
-/// What an instance uses now ([`Instance::usage`]).
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
-pub struct Usage {
-    /// CPU time of every process so far (cgroup); of the live ones only without cgroups.
-    pub cpu_ms: f64,
-    pub memory_bytes: Option<u64>,
-    pub peak_memory_bytes: Option<u64>,
-    /// Processes and threads (cgroup) or processes (without).
-    pub pids: Option<u64>,
-    /// Where the figures come from: `cgroup2`, `cgroup1` or `procfs`.
-    pub source: &'static str,
 }
 
 /// The reason of an `Error::Path` for a file or directory that does not exist.
@@ -115,7 +103,7 @@ pub(crate) fn components(path: &str) -> Result<Vec<CString>> {
 }
 
 impl Instance {
-    pub(crate) fn create(inner: Arc<Inner>, lease: Option<GpuLease>) -> Result<Instance> {
+    pub(crate) fn create(inner: Arc<Policy>, lease: Option<GpuLease>) -> Result<Instance> {
         // GPUs first: waiting for them must not hold a slot.
         let gpu = match (&inner.gpu, lease) {
             (Some(g), lease) => Some(g.lease(lease)?),
@@ -130,7 +118,7 @@ impl Instance {
         let (rules, gpu_plan) = match (&inner.gpu, &gpu) {
             (Some(g), Some(lease)) => (
                 devices::allow_list(&g.rules(lease)),
-                Some(sandbox::mount_plan(
+                Some(policy::mount_plan(
                     &inner.template,
                     &inner.plan_spec,
                     Some(&g.nodes(lease)),
@@ -255,7 +243,7 @@ impl Instance {
         for (path, data, mode) in &cmd.files {
             self.put_file(path, data, *mode)?;
         }
-        let (argv, envp, paths) = sandbox::resolve(&self.inner, cmd)?;
+        let (argv, envp, paths) = policy::resolve(&self.inner, cmd)?;
         let stdin = match &cmd.stdin {
             Stdin::Null => StdinSource::Null,
             Stdin::Bytes(b) => StdinSource::Bytes(b.clone()),

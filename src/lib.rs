@@ -40,6 +40,7 @@ pub struct ReadmeDoctests;
 
 mod cancel;
 pub mod cgroup;
+mod command;
 pub mod daemon;
 pub mod defaults;
 mod error;
@@ -49,6 +50,8 @@ mod interp;
 pub mod landlock;
 pub mod ns;
 mod outcome;
+pub(crate) mod paths;
+mod policy;
 mod pool;
 pub use pool::PoolStats;
 pub mod probe;
@@ -60,8 +63,8 @@ pub mod state;
 pub(crate) mod sys;
 
 pub use cancel::Cancel;
-pub use error::{Error, Result};
-pub use gpu::{GpuError, GpuLease, GpuPool, GpuRequest};
+pub use error::{Error, GpuError, Result};
+pub use gpu::{GpuLease, GpuPool, GpuRequest};
 
 /// Whether the calling code runs in a sandbox child between `clone` and `execve`, where
 /// allocation is forbidden. For allocator hooks in tests and debug builds (see
@@ -104,6 +107,15 @@ fn check_alloc() {
         }
     }
 }
-pub use instance::{DirEntry, FileKind, Instance, Usage, GET_FILE_MAX, LIST_MAX};
-pub use outcome::{Enforcement, Limit, Outcome, SeccompViolation, Status};
-pub use sandbox::{Bind, Command, Net, Sandbox, SandboxBuilder, Stdin};
+pub use command::{Command, Stdin};
+pub use instance::{DirEntry, FileKind, Instance, GET_FILE_MAX, LIST_MAX};
+pub use outcome::{Enforcement, Limit, Outcome, SeccompViolation, Status, Usage};
+pub use policy::{Bind, Net};
+pub use sandbox::{Sandbox, SandboxBuilder};
+
+/// Internals the integration tests inspect (state records, host probes, compiled filters).
+/// Not part of the API: no stability promise.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::paths::state_dir;
+}

@@ -4,8 +4,6 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::spawn::wait::Captured;
-
 /// The cause of termination, by precedence: timeout > cpu_time > memory > pids > seccomp >
 /// signal > exit > ok.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +48,28 @@ pub struct Enforcement {
     pub wall: String,
     pub landlock: String,
     pub seccomp: String,
+}
+
+/// What an instance uses now (`Instance::usage`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Usage {
+    /// CPU time of every process so far (cgroup); of the live ones only without cgroups.
+    pub cpu_ms: f64,
+    pub memory_bytes: Option<u64>,
+    pub peak_memory_bytes: Option<u64>,
+    /// Processes and threads (cgroup) or processes (without).
+    pub pids: Option<u64>,
+    /// Where the figures come from: `cgroup2`, `cgroup1` or `procfs`.
+    pub source: &'static str,
+}
+
+/// One stream's result.
+#[derive(Default, Debug)]
+pub struct Captured {
+    pub data: Vec<u8>,
+    /// Every byte the program wrote, kept or not.
+    pub total: u64,
+    pub truncated: bool,
 }
 
 /// A seccomp kill, named.

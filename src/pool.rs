@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::instance::Instance;
-use crate::sandbox::Inner;
+use crate::policy::Policy;
 
 /// Finished instances waiting for teardown before runs tear down their own.
 pub const MAX_PENDING: usize = 4;
@@ -53,7 +53,7 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub fn start(inner: Arc<Inner>, warm: usize) -> std::io::Result<Pool> {
+    pub fn start(inner: Arc<Policy>, warm: usize) -> std::io::Result<Pool> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
@@ -126,7 +126,7 @@ impl Drop for Pool {
 }
 
 /// The pool's thread: teardown first (it frees resources), then refill, else sleep.
-fn work(shared: &Shared, inner: &Arc<Inner>) {
+fn work(shared: &Shared, inner: &Arc<Policy>) {
     let mut failures = 0u32;
     let mut st = shared.state.lock().unwrap();
     loop {

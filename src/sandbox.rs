@@ -1,55 +1,20 @@
 //! The builder and the immutable `Sandbox`: a validated policy, its root template and mount
 //! plan, shared by every instance made from it (parent side).
 
-use std::ffi::{CString, OsStr, OsString};
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
+use crate::command::{validate_env, Command};
 use crate::defaults;
 use crate::error::{Error, Result};
-use crate::gpu::{self, Coverage, DevNode, GpuLease, GpuPool, GpuRequest, GpuSetup};
+use crate::gpu::{self, Coverage, GpuLease, GpuPool, GpuRequest, GpuSetup};
 use crate::instance::Instance;
-use crate::interp::{self, Python};
-use crate::ns::mount::{
-    Entry, MountPlan, PlanBuilder, DEV_ATTRS, DEV_DIR_ATTRS, RO_ATTRS, RW_ATTRS,
-};
-use crate::ns::template::{self, Template, DEV_DIRS, DEV_LINKS, DEV_NODES, SYSTEM_DIRS};
-use crate::ns::user::SANDBOX_ID;
+use crate::interp::{self};
+use crate::ns::template::{self, Template, DEV_NODES, SYSTEM_DIRS};
 use crate::outcome::{Enforcement, Outcome};
-
-/// Network access of an instance.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Net {
-    /// A network namespace with no interfaces up: nothing is reachable.
-    #[default]
-    None,
-    /// A private loopback (`lo` up) in the instance's own namespace; the host is not reachable.
-    Loopback,
-}
-
-impl std::str::FromStr for Net {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Net, String> {
-        match s {
-            "none" => Ok(Net::None),
-            "loopback" => Ok(Net::Loopback),
-            _ => Err(format!(
-                "unknown network mode {s:?} (expected none or loopback)"
-            )),
-        }
-    }
-}
-
-/// One bind of a host path into the instance.
-#[derive(Clone, Debug)]
-pub struct Bind {
-    pub host: PathBuf,
-    pub inside: PathBuf,
-    pub writable: bool,
-}
+use crate::policy::{in_instance_tmpfs, mount_plan, Bind, Net, PlanSpec, Policy};
 
 /// Test-only GPU settings: fake device nodes and driver files (see `SandboxBuilder::gpu_dev_dir`).
 #[derive(Clone, Debug, Default)]
@@ -58,9 +23,6 @@ struct GpuTest {
     driver_dirs: Option<(Vec<PathBuf>, Vec<PathBuf>)>,
     uncontrolled: Vec<String>,
 }
-
-/// Size of a GPU instance's own `/dev` tmpfs (a few empty files and links).
-const DEV_TMPFS_SIZE: u64 = 64 << 10;
 
 /// Builds a `Sandbox`; every setting has the default of DESIGN.md §4.
 #[derive(Clone, Debug)]
@@ -489,7 +451,7 @@ impl SandboxBuilder {
             landlock: crate::landlock::describe(&landlock),
             seccomp: seccomp.as_ref().map_or("none".into(), |c| c.name.clone()),
         };
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(Policy {
             timeout: self.timeout,
             output_limit: self.output_limit,
             env,
@@ -639,124 +601,11 @@ impl SandboxBuilder {
     }
 }
 
-fn validate_env(env: &[(String, String)]) -> Result<()> {
-    for (k, v) in env {
-        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(Error::invalid(
-                "env",
-                format!("{k:?}: names must be non-empty without '=' or NUL, values without NUL"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// What the mount plan is made from (kept to make GPU instances' plans, which differ in `/dev`).
-pub(crate) struct PlanSpec {
-    source: PathBuf,
-    shm_size: u64,
-    tmp_size: u64,
-    work_size: u64,
-    /// Sorted parents first.
-    binds: Vec<Bind>,
-}
-
-/// The mount plan of DESIGN.md §3 step 6, as data. `gpu_nodes`: an instance with GPUs, which
-/// gets a `/dev` of its own (a tmpfs made read-only once populated) with these nodes bound
-/// besides the usual ones; mount points for them in the shared template would show up in every
-/// instance.
-pub(crate) fn mount_plan(t: &Template, s: &PlanSpec, gpu_nodes: Option<&[DevNode]>) -> MountPlan {
-    let mut p = PlanBuilder::new(&t.root);
-    for d in SYSTEM_DIRS {
-        let src = s.source.join(d);
-        if std::fs::symlink_metadata(&src)
-            .map(|m| m.is_dir())
-            .unwrap_or(false)
-            && t.root.join(d).is_dir()
-        {
-            p.bind(&src, &Path::new("/").join(d), true, RO_ATTRS);
-        }
-    }
-    p.proc(Path::new("/proc"));
-    let dev = Path::new("/dev");
-    if let Some(nodes) = gpu_nodes {
-        p.tmpfs(dev, DEV_TMPFS_SIZE, 0o755, Some(SANDBOX_ID), false);
-        let mut entries: Vec<(&str, Entry)> = DEV_DIRS.iter().map(|d| (*d, Entry::Dir)).collect();
-        entries.extend(DEV_NODES.iter().map(|n| (*n, Entry::File)));
-        entries.extend(nodes.iter().map(|n| (n.name.as_str(), Entry::File)));
-        entries.extend(
-            DEV_LINKS
-                .iter()
-                .map(|(n, target)| (*n, Entry::Symlink(CString::new(*target).expect("no NUL")))),
-        );
-        p.populate(dev, entries);
-    }
-    for n in DEV_NODES {
-        p.bind(&dev.join(n), &dev.join(n), false, DEV_ATTRS);
-    }
-    if let Some(nodes) = gpu_nodes {
-        for n in nodes {
-            p.bind(&n.source, &dev.join(&n.name), false, DEV_ATTRS);
-        }
-        p.setattr(dev, DEV_DIR_ATTRS);
-    }
-    p.tmpfs(Path::new("/dev/shm"), s.shm_size, 0o1777, None, false);
-    p.tmpfs(Path::new("/tmp"), s.tmp_size, 0o1777, None, false);
-    p.tmpfs(
-        Path::new(defaults::WORK_DIR),
-        s.work_size,
-        0o755,
-        Some(SANDBOX_ID),
-        true,
-    );
-    for bind in &s.binds {
-        if in_instance_tmpfs(&bind.inside) {
-            p.mkdir_p(&bind.inside);
-        }
-        p.bind(
-            &bind.host,
-            &bind.inside,
-            true,
-            if bind.writable { RW_ATTRS } else { RO_ATTRS },
-        );
-    }
-    p.finish()
-}
-
-/// Whether `inside` lies in a tmpfs each instance mounts fresh (so its mount point must be made
-/// there, not in the template). Only interpreter binds can be there: `--ro`/`--rw` refuse it.
-fn in_instance_tmpfs(inside: &Path) -> bool {
-    inside.starts_with("/tmp") || inside.starts_with("/dev/shm")
-}
-
-/// Everything a `Sandbox` shares with its instances.
-pub(crate) struct Inner {
-    pub timeout: Duration,
-    pub output_limit: u64,
-    pub env: Vec<(String, String)>,
-    pub python: Option<Python>,
-    pub template: Template,
-    /// The plan of instances without GPUs (those with GPUs get one of their own).
-    pub plan: MountPlan,
-    pub plan_spec: PlanSpec,
-    pub gpu: Option<GpuSetup>,
-    pub state_dir: PathBuf,
-    pub net: Net,
-    pub hostname: CString,
-    pub enforcement: Enforcement,
-    pub seccomp: Option<crate::seccomp::Compiled>,
-    pub landlock: crate::landlock::Plan,
-    pub limits: crate::cgroup::Limits,
-    pub cpu_time: Option<Duration>,
-    pub ncpu: usize,
-    pub strict: bool,
-}
-
 /// A validated, immutable sandbox policy. Cheap to clone, `Send + Sync`: run it from as many
 /// threads as you like.
 #[derive(Clone)]
 pub struct Sandbox {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) inner: Arc<Policy>,
     pool: Option<Arc<crate::pool::Pool>>,
 }
 
@@ -853,189 +702,4 @@ impl Sandbox {
     pub fn state_dir(&self) -> &Path {
         &self.inner.state_dir
     }
-}
-
-/// Where a program's stdin comes from.
-#[derive(Clone, Debug, Default)]
-pub enum Stdin {
-    /// End of file at once.
-    #[default]
-    Null,
-    Bytes(Vec<u8>),
-    /// A host file (or `/dev/stdin`), streamed.
-    File(PathBuf),
-}
-
-#[derive(Clone, Debug)]
-pub(crate) enum Program {
-    Argv(Vec<OsString>),
-    PythonCode(String),
-    PythonScript(String, Vec<OsString>),
-}
-
-/// A program to run in an instance, with its files, environment, stdin and timeout.
-#[derive(Clone, Debug)]
-pub struct Command {
-    pub(crate) program: Program,
-    pub(crate) env: Vec<(String, String)>,
-    pub(crate) stdin: Stdin,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) pass_through: bool,
-    pub(crate) files: Vec<(String, Vec<u8>, u32)>,
-    pub(crate) cancel: Option<crate::Cancel>,
-}
-
-impl Command {
-    fn with(program: Program) -> Command {
-        Command {
-            program,
-            env: Vec::new(),
-            stdin: Stdin::Null,
-            timeout: None,
-            pass_through: false,
-            files: Vec::new(),
-            cancel: None,
-        }
-    }
-    /// A program looked up on the instance's PATH (or a path inside it).
-    pub fn new(program: impl AsRef<OsStr>) -> Command {
-        Command::with(Program::Argv(vec![program.as_ref().to_os_string()]))
-    }
-    /// Python code, run as `python -c CODE` with the sandbox's interpreter.
-    pub fn python(code: impl Into<String>) -> Command {
-        Command::with(Program::PythonCode(code.into()))
-    }
-    /// A Python script in the work dir, run with the sandbox's interpreter.
-    pub fn python_script(path: impl Into<String>) -> Command {
-        Command::with(Program::PythonScript(path.into(), Vec::new()))
-    }
-    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Command {
-        match &mut self.program {
-            Program::Argv(v) | Program::PythonScript(_, v) => v.push(a.as_ref().to_os_string()),
-            Program::PythonCode(_) => {}
-        }
-        self
-    }
-    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Command {
-        for a in args {
-            self = self.arg(a);
-        }
-        self
-    }
-    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Command {
-        self.env.push((key.into(), value.into()));
-        self
-    }
-    pub fn stdin(mut self, s: Stdin) -> Command {
-        self.stdin = s;
-        self
-    }
-    /// Overrides the sandbox's wall timeout for this run.
-    pub fn timeout(mut self, t: Duration) -> Command {
-        self.timeout = Some(t);
-        self
-    }
-    /// Copy output to this process's stdout/stderr as it arrives (still capped) instead of
-    /// capturing it in the `Outcome`.
-    pub fn pass_through(mut self, on: bool) -> Command {
-        self.pass_through = on;
-        self
-    }
-    /// A file copied into the work dir (path relative to it) before the program starts.
-    pub fn file(mut self, path: impl Into<String>, data: impl Into<Vec<u8>>, mode: u32) -> Command {
-        self.files.push((path.into(), data.into(), mode));
-        self
-    }
-
-    /// Cancels this run when `cancel` is cancelled: before it starts, it is not started;
-    /// while it runs, it is killed (as on a timeout). The run then returns `Err(Cancelled)`.
-    pub fn cancel_on(mut self, cancel: &crate::Cancel) -> Command {
-        self.cancel = Some(cancel.clone());
-        self
-    }
-
-    /// argv[0] as given, for messages.
-    pub(crate) fn name(&self) -> String {
-        match &self.program {
-            Program::Argv(v) => v[0].to_string_lossy().into_owned(),
-            Program::PythonCode(_) | Program::PythonScript(..) => "python".into(),
-        }
-    }
-}
-
-/// Turns a command into argv, envp and candidate executable paths.
-pub(crate) fn resolve(
-    inner: &Inner,
-    cmd: &Command,
-) -> Result<(Vec<CString>, Vec<CString>, Vec<CString>)> {
-    validate_env(&cmd.env)?;
-    let cs = |b: &[u8], what: &'static str| {
-        CString::new(b).map_err(|_| Error::invalid(what, "contains a NUL byte"))
-    };
-    let python = || {
-        inner.python.as_ref().ok_or_else(|| {
-            Error::invalid(
-                "python",
-                "no python3 found in /usr/bin or /usr/local/bin; pass --python PATH",
-            )
-        })
-    };
-    let argv: Vec<CString> = match &cmd.program {
-        Program::Argv(v) => v
-            .iter()
-            .map(|a| cs(a.as_bytes(), "argument"))
-            .collect::<Result<_>>()?,
-        Program::PythonCode(code) => {
-            let py = python()?;
-            vec![
-                cs(py.exe.as_os_str().as_bytes(), "python")?,
-                CString::new("-c").unwrap(),
-                cs(code.as_bytes(), "code")?,
-            ]
-        }
-        Program::PythonScript(path, args) => {
-            let py = python()?;
-            let mut v = vec![
-                cs(py.exe.as_os_str().as_bytes(), "python")?,
-                cs(path.as_bytes(), "script")?,
-            ];
-            for a in args {
-                v.push(cs(a.as_bytes(), "argument")?);
-            }
-            v
-        }
-    };
-    if argv.is_empty() || argv[0].as_bytes().is_empty() {
-        return Err(Error::invalid("command", "empty program name"));
-    }
-    let mut env = defaults::environment();
-    for (k, v) in inner.env.iter().chain(&cmd.env) {
-        env.retain(|(ek, _)| ek != k);
-        env.push((k.clone(), v.clone()));
-    }
-    let path_var = env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    let envp = env
-        .iter()
-        .map(|(k, v)| cs(format!("{k}={v}").as_bytes(), "env"))
-        .collect::<Result<Vec<_>>>()?;
-    let arg0 = argv[0].as_bytes();
-    let paths = if arg0.contains(&b'/') {
-        vec![argv[0].clone()]
-    } else {
-        path_var
-            .split(':')
-            .filter(|d| d.starts_with('/'))
-            .map(|d| {
-                let mut b = d.trim_end_matches('/').as_bytes().to_vec();
-                b.push(b'/');
-                b.extend_from_slice(arg0);
-                cs(&b, "path")
-            })
-            .collect::<Result<Vec<_>>>()?
-    };
-    Ok((argv, envp, paths))
 }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::ns::user::SLOTS;
+use crate::paths;
 use crate::sys;
 
 /// What a record says about its instance.
@@ -29,16 +30,6 @@ pub struct RecordInfo {
     pub host_uid: u32,
     /// Cgroup directories to remove (deepest first).
     pub cgroups: Vec<PathBuf>,
-}
-
-/// The state directory: `/run/rsandbox` as root, `$XDG_RUNTIME_DIR/rsandbox` (or
-/// `/tmp/rsandbox-UID`) otherwise.
-pub fn state_dir() -> PathBuf {
-    if sys::ids().0 == 0 {
-        PathBuf::from("/run/rsandbox/instances")
-    } else {
-        crate::ns::template::user_runtime_dir().join("rsandbox/instances")
-    }
 }
 
 /// A claimed slot: the locked record file of one live instance. Dropping it releases the lock
@@ -103,11 +94,11 @@ fn read_info(f: &mut fs::File) -> Option<RecordInfo> {
 
 /// Opens (creating) the state directory.
 pub fn open_dir() -> Result<PathBuf> {
-    let dir = state_dir();
+    let dir = paths::state_dir();
     if let Some(parent) = dir.parent() {
-        crate::ns::template::private_dir(parent, 0o755)?;
+        paths::private_dir(parent, 0o755)?;
     }
-    crate::ns::template::private_dir(&dir, 0o755)?;
+    paths::private_dir(&dir, 0o755)?;
     Ok(dir)
 }
 

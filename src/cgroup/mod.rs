@@ -575,12 +575,12 @@ impl InstanceCgroup {
     }
 
     /// What the instance (all its runs and background processes) uses now.
-    pub fn usage(&self) -> crate::instance::Usage {
+    pub fn usage(&self) -> crate::outcome::Usage {
         let num = |d: Option<&Path>, file: &str| {
             d.and_then(|d| read(&d.join(file)).ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
         };
-        let mut u = crate::instance::Usage {
+        let mut u = crate::outcome::Usage {
             source: if self.v2 { "cgroup2" } else { "cgroup1" },
             ..Default::default()
         };

@@ -52,7 +52,7 @@ pub fn default_socket() -> PathBuf {
     if sys::ids().0 == 0 {
         PathBuf::from("/run/rsandbox/rsandbox.sock")
     } else {
-        crate::ns::template::user_runtime_dir().join("rsandbox.sock")
+        crate::paths::user_runtime_dir().join("rsandbox.sock")
     }
 }
 

@@ -523,7 +523,7 @@ fn process_metrics(out: &mut String) {
     if let Some((file, bytes)) = cgroup_memory() {
         let _ = writeln!(out, "# HELP rsandbox_daemon_cgroup_memory_bytes Memory charged to the daemon's own memory cgroup (its instances' cgroups are beneath it).\n# TYPE rsandbox_daemon_cgroup_memory_bytes gauge\nrsandbox_daemon_cgroup_memory_bytes{{file=\"{file}\"}} {bytes}");
     }
-    let records = std::fs::read_dir(crate::state::state_dir())
+    let records = std::fs::read_dir(crate::paths::state_dir())
         .map(|d| d.count())
         .unwrap_or(0);
     let _ = writeln!(out, "# HELP rsandbox_instances Live instance records in the state directory (this user's, all supervisors).\n# TYPE rsandbox_instances gauge\nrsandbox_instances {records}");

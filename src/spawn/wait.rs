@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::proto::{self, ExitRecord};
 use super::ProgramIo;
+use crate::outcome::Captured;
 use crate::sys;
 
 /// Where stdin comes from.
@@ -25,15 +26,6 @@ pub enum Sink {
     Capture,
     /// Copy up to the cap to the supervisor's own stdout/stderr as it arrives.
     Inherit,
-}
-
-/// One stream's result.
-#[derive(Default, Debug)]
-pub struct Captured {
-    pub data: Vec<u8>,
-    /// Every byte the program wrote, kept or not.
-    pub total: u64,
-    pub truncated: bool,
 }
 
 /// What the supervisor saw.

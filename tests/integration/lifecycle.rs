@@ -223,7 +223,7 @@ fn descendants(root: i32) -> Vec<(i32, String)> {
 
 /// Records in the state directory, by file name.
 fn records() -> BTreeSet<String> {
-    std::fs::read_dir(rsandbox::state::state_dir())
+    std::fs::read_dir(rsandbox::testing::state_dir())
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -265,7 +265,7 @@ fn sigkilled_supervisor_takes_its_instance_and_is_swept() {
     let deadline = Instant::now() + util::allow(5.0);
     let (name, info) = loop {
         let found = records().difference(&before).find_map(|n| {
-            let text = std::fs::read_to_string(rsandbox::state::state_dir().join(n)).ok()?;
+            let text = std::fs::read_to_string(rsandbox::testing::state_dir().join(n)).ok()?;
             let info: rsandbox::state::RecordInfo = serde_json::from_str(&text).ok()?;
             // The record is written before the clone (naming the cgroups) and again with the
             // reaper's pid: wait for the second.
@@ -339,7 +339,7 @@ fn sigkilled_supervisor_takes_its_instance_and_is_swept() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(
-        !rsandbox::state::state_dir().join(&name).exists(),
+        !rsandbox::testing::state_dir().join(&name).exists(),
         "the stale record {name} survived the next start"
     );
     fp.assert_same(&sb);
