@@ -41,6 +41,7 @@ pub struct ReadmeDoctests;
 mod cancel;
 pub mod cgroup;
 mod command;
+#[cfg(feature = "daemon")]
 pub mod daemon;
 pub mod defaults;
 mod error;

@@ -152,7 +152,7 @@ fn call(
     path: &str,
     content_type: &str,
     body: Vec<u8>,
-) -> anyhow::Result<bytes::Bytes> {
+) -> anyhow::Result<hyper::body::Bytes> {
     let (status, bytes) = client::call(socket, method, path, content_type, body)?;
     if !(200..300).contains(&status) {
         bail!("{}", client::error_message(status, &bytes).1);
