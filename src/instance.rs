@@ -968,7 +968,6 @@ pub const GET_FILE_MAX: u64 = defaults::WORK_SIZE;
 fn _assert_send_sync() {
     fn ok<T: Send + Sync>() {}
     ok::<Instance>();
-    ok::<crate::Sandbox>();
     let _ = Duration::ZERO;
 }
 

@@ -49,6 +49,8 @@ pub mod gpu;
 mod instance;
 mod interp;
 pub mod landlock;
+#[cfg(test)]
+mod layers;
 pub mod ns;
 mod outcome;
 pub(crate) mod paths;

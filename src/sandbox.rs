@@ -703,3 +703,9 @@ impl Sandbox {
         &self.inner.state_dir
     }
 }
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn ok<T: Send + Sync>() {}
+    ok::<Sandbox>();
+}

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
 use base64::Engine;
-use hyper::body::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use rsandbox::Outcome;
 
