@@ -1,6 +1,6 @@
-//! A classic-BPF interpreter for seccomp programs, so tests can prove what a compiled filter
-//! decides for (architecture, syscall number, arguments) without relying on the kernel lacking
-//! a feature (this kernel has no x32, module loading or kexec at all).
+//! The seccomp BPF constants, and a classic-BPF interpreter so tests can prove what a compiled
+//! filter decides for (architecture, syscall number, arguments) without relying on the kernel
+//! lacking a feature (many kernels have no x32, module loading or kexec at all).
 
 pub const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 pub const AUDIT_ARCH_I386: u32 = 0x4000_0003;
@@ -76,31 +76,58 @@ fn verdict(ret: u32) -> Verdict {
     }
 }
 
+/// Why [`run`] could not give a verdict: the program is one the kernel would reject, or uses an
+/// instruction this interpreter does not know.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BpfError {
+    /// A jump (or the last instruction) led past the end of the program.
+    #[error("fell off the end at {pc}")]
+    FellOffEnd { pc: usize },
+    /// A load from outside `struct seccomp_data`, or not 4-byte aligned.
+    #[error("bad load offset {offset}")]
+    BadLoadOffset { offset: u32 },
+    #[error("unsupported ld {code:#x}")]
+    UnsupportedLd { code: u16 },
+    #[error("unsupported ldx {code:#x}")]
+    UnsupportedLdx { code: u16 },
+    #[error("division by zero")]
+    DivisionByZero,
+    #[error("unsupported alu {op:#x}")]
+    UnsupportedAlu { op: u16 },
+    #[error("unsupported jump {op:#x}")]
+    UnsupportedJump { op: u16 },
+    /// The step limit ran out (a guard: jumps only go forward, so a program returns or falls off
+    /// its end first).
+    #[error("program did not return")]
+    NoReturn,
+}
+
 /// Runs `prog` on `data` like the kernel would; `Err` for a program the kernel would reject.
-pub fn run(prog: &[libc::sock_filter], data: &Data) -> Result<Verdict, String> {
+pub fn run(prog: &[libc::sock_filter], data: &Data) -> Result<Verdict, BpfError> {
     let (mut a, mut x) = (0u32, 0u32);
     let mut mem = [0u32; 16];
     let mut pc = 0usize;
     for _ in 0..=prog.len() {
         let Some(ins) = prog.get(pc) else {
-            return Err(format!("fell off the end at {pc}"));
+            return Err(BpfError::FellOffEnd { pc });
         };
         let k = ins.k;
         let class = ins.code & 0x07;
         pc += 1;
         match class {
             0x00 /* LD */ => match ins.code {
-                0x20 /* W|ABS */ => a = data.word(k).ok_or(format!("bad load offset {k}"))?,
+                0x20 /* W|ABS */ => a = data.word(k).ok_or(BpfError::BadLoadOffset { offset: k })?,
                 0x00 /* IMM */ => a = k,
                 0x60 /* MEM */ => a = mem[(k & 15) as usize],
                 0x80 /* LEN */ => a = 64,
-                c => return Err(format!("unsupported ld {c:#x}")),
+                code => return Err(BpfError::UnsupportedLd { code }),
             },
             0x01 /* LDX */ => match ins.code {
                 0x01 => x = k,
                 0x61 => x = mem[(k & 15) as usize],
                 0x81 => x = 64,
-                c => return Err(format!("unsupported ldx {c:#x}")),
+                code => return Err(BpfError::UnsupportedLdx { code }),
             },
             0x02 /* ST */ => mem[(k & 15) as usize] = a,
             0x03 /* STX */ => mem[(k & 15) as usize] = x,
@@ -110,14 +137,14 @@ pub fn run(prog: &[libc::sock_filter], data: &Data) -> Result<Verdict, String> {
                     0x00 => a.wrapping_add(src),
                     0x10 => a.wrapping_sub(src),
                     0x20 => a.wrapping_mul(src),
-                    0x30 => a.checked_div(src).ok_or("division by zero")?,
+                    0x30 => a.checked_div(src).ok_or(BpfError::DivisionByZero)?,
                     0x40 => a | src,
                     0x50 => a & src,
                     0x60 => a.wrapping_shl(src),
                     0x70 => a.wrapping_shr(src),
                     0x80 => a.wrapping_neg(),
                     0xa0 => a ^ src,
-                    op => return Err(format!("unsupported alu {op:#x}")),
+                    op => return Err(BpfError::UnsupportedAlu { op }),
                 }
             }
             0x05 /* JMP */ => {
@@ -131,7 +158,7 @@ pub fn run(prog: &[libc::sock_filter], data: &Data) -> Result<Verdict, String> {
                         0x20 => a > src,
                         0x30 => a >= src,
                         0x40 => a & src != 0,
-                        o => return Err(format!("unsupported jump {o:#x}")),
+                        op => return Err(BpfError::UnsupportedJump { op }),
                     };
                     pc += if taken { ins.jt as usize } else { ins.jf as usize };
                 }
@@ -147,5 +174,5 @@ pub fn run(prog: &[libc::sock_filter], data: &Data) -> Result<Verdict, String> {
             _ => unreachable!(),
         }
     }
-    Err("program did not return".into())
+    Err(BpfError::NoReturn)
 }
