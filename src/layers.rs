@@ -17,7 +17,7 @@ const ORDER: &[&str] = &[
     // State records, and the only code that forks.
     "state", "spawn",
     // What to run, the prepared policy, a live instance, the warm pool.
-    "command", "policy", "instance", "pool", // The public entry point.
+    "command", "policy", "instance", "pool",    // The public entry point.
     "sandbox", // The daemon, on top of the library's public API.
     "daemon",
 ];

@@ -121,4 +121,12 @@ pub use sandbox::{Sandbox, SandboxBuilder};
 #[doc(hidden)]
 pub mod testing {
     pub use crate::paths::state_dir;
+
+    /// The seccomp compiler, and the BPF interpreter that evaluates its programs.
+    pub mod seccomp {
+        pub use crate::seccomp::compile::{load, Compiled};
+        pub mod bpf {
+            pub use crate::seccomp::bpf::*;
+        }
+    }
 }

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use rsandbox::seccomp::bpf::{self, Verdict};
 use rsandbox::seccomp::Profile;
+use rsandbox::testing::seccomp::bpf::{self, Verdict};
 use rsandbox::{Command, Instance, Net, Outcome, Sandbox, SeccompViolation, Status};
 
 use crate::util;
@@ -48,8 +48,12 @@ fn json_map(o: &Outcome) -> BTreeMap<String, i64> {
 
 /// The compiled default profile's verdict on a native call.
 fn default_verdict(nr: i64, args: &[i64]) -> Verdict {
-    static DEFAULT: OnceLock<rsandbox::seccomp::Compiled> = OnceLock::new();
-    let c = DEFAULT.get_or_init(|| rsandbox::seccomp::load(&Profile::Default).unwrap().unwrap());
+    static DEFAULT: OnceLock<rsandbox::testing::seccomp::Compiled> = OnceLock::new();
+    let c = DEFAULT.get_or_init(|| {
+        rsandbox::testing::seccomp::load(&Profile::Default)
+            .unwrap()
+            .unwrap()
+    });
     let mut a = [0u64; 6];
     for (i, v) in args.iter().enumerate() {
         a[i] = *v as u64;
@@ -491,7 +495,9 @@ fn non_native_abis_are_refused() {
     } else {
         eprintln!("NOTE: this kernel runs no i386 syscalls (ia32 emulation off); relying on the BPF verdict");
     }
-    let c = rsandbox::seccomp::load(&Profile::Default).unwrap().unwrap();
+    let c = rsandbox::testing::seccomp::load(&Profile::Default)
+        .unwrap()
+        .unwrap();
     let eval = |arch, nr: i32| bpf::run(&c.program, &bpf::Data::new(arch, nr, [0; 6])).unwrap();
     assert_eq!(
         eval(bpf::AUDIT_ARCH_I386, 20),

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use rsandbox::seccomp::bpf::{self, Verdict};
 use rsandbox::seccomp::Profile;
+use rsandbox::testing::seccomp::bpf::{self, Verdict};
 use rsandbox::{Command, Instance, Net, Outcome, Sandbox, Status};
 use serde_json::Value;
 
@@ -118,8 +118,12 @@ fn with_profile(p: Profile) -> Sandbox {
 /// The default profile's compiled verdict on (arch, nr, args): shows the filter is the reason
 /// where the kernel alone would answer the same.
 fn verdict(arch: u32, nr: i64, args: &[u64]) -> Verdict {
-    static DEFAULT: OnceLock<rsandbox::seccomp::Compiled> = OnceLock::new();
-    let c = DEFAULT.get_or_init(|| rsandbox::seccomp::load(&Profile::Default).unwrap().unwrap());
+    static DEFAULT: OnceLock<rsandbox::testing::seccomp::Compiled> = OnceLock::new();
+    let c = DEFAULT.get_or_init(|| {
+        rsandbox::testing::seccomp::load(&Profile::Default)
+            .unwrap()
+            .unwrap()
+    });
     let mut a = [0u64; 6];
     a[..args.len()].copy_from_slice(args);
     bpf::run(&c.program, &bpf::Data::new(arch, nr as i32, a)).unwrap()
