@@ -9,8 +9,8 @@ use crate::util::{self, Fingerprint};
 
 /// A 1 TiB PROT_NONE reservation (what JIT runtimes and allocators do) is allowed: rsandbox
 /// limits memory by cgroup (or the RSS watchdog), never RLIMIT_AS. Touching memory is what is
-/// limited: memory bombs are limits::memory_bomb_is_stopped_and_reported_as_memory (and
-/// limits::fallback_watchdog_stops_a_memory_bomb without cgroups).
+/// limited: memory bombs are limits::memory_pids::memory_bomb_is_stopped_and_reported_as_memory (and
+/// limits::fallback::fallback_watchdog_stops_a_memory_bomb without cgroups).
 #[test]
 fn terabyte_prot_none_reservation_is_allowed() {
     let _g = util::shared();
