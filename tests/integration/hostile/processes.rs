@@ -23,7 +23,7 @@ fn processes_named(name: &str) -> Vec<u32> {
 /// SIGSTOPped tree, a double-forked, setsid, SIGTERM/SIGHUP-ignoring daemon and the bomb's
 /// leftovers. Every such process renames itself to a marker; none with that name is alive on
 /// the host afterwards, and the fingerprint is unchanged. (`kill(-1, SIGKILL)` against a host
-/// sentinel: isolation::kill_minus_one_stays_inside.)
+/// sentinel: isolation::namespaces::kill_minus_one_stays_inside.)
 #[test]
 fn bombs_are_bounded_and_leftovers_are_gone() {
     let _g = util::exclusive();
