@@ -169,7 +169,7 @@ fn ok(o: &Outcome) -> String {
     util::stdout(o)
 }
 
-/// `/dev` of an instance without GPUs (isolation::dev_has_only_the_safe_nodes).
+/// `/dev` of an instance without GPUs (isolation::root::dev_has_only_the_safe_nodes).
 const PLAIN_DEV: &str = "fd full null pts random shm stderr stdin stdout urandom zero";
 
 /// `PLAIN_DEV` with these NVIDIA nodes, sorted as Python sorts.
