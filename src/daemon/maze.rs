@@ -13,11 +13,14 @@ use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::admission::{refusal_message, Failed};
+use super::compat;
+use super::http::{json, read_body, unprocessable, Body};
 use super::job::{GpuAsk, Policy};
 use super::native::{self, LimitsIn, RunRequest};
 use super::pool::Refused;
+use super::server::Ctx;
 use super::session::{self, Ended, Lookup, Refusal, Spec};
-use super::{compat, json, read_body, unprocessable, Body, Ctx, Failed};
 use crate::Status;
 
 fn ten() -> f64 {
@@ -33,18 +36,18 @@ fn mib_512() -> i64 {
 /// Maze's `CodeExecutionRequest`, the body of both `create_session` and `execute`. Unknown
 /// fields are ignored, as pydantic does.
 #[derive(Deserialize, Debug)]
-pub struct MazeRequest {
+pub(crate) struct MazeRequest {
     /// Required by `execute`; ignored by `create_session` (Maze's client sends "").
     #[serde(default)]
-    pub code: Option<String>,
+    pub(crate) code: Option<String>,
     #[serde(default = "ten")]
-    pub timeout: f64,
+    pub(crate) timeout: f64,
     #[serde(default = "one")]
-    pub cpu_nums: i64,
+    pub(crate) cpu_nums: i64,
     #[serde(default)]
-    pub gpu_nums: i64,
+    pub(crate) gpu_nums: i64,
     #[serde(default = "mib_512")]
-    pub memory_mb: i64,
+    pub(crate) memory_mb: i64,
 }
 
 /// FastAPI's shape for an `HTTPException`.
@@ -70,7 +73,7 @@ async fn parse(ctx: &Ctx, req: Request<Incoming>) -> Result<MazeRequest, Respons
 }
 
 /// `POST /create_session`.
-pub async fn create(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn create(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     let r = match parse(&ctx, req).await {
         Ok(r) => r,
         Err(resp) => return resp,
@@ -114,7 +117,7 @@ pub async fn create(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
                 "memory_mb": memory >> 20,
             }),
         ),
-        Err(Refusal::Full(m)) => unavailable(&m),
+        Err(Refusal::Full(m)) => unavailable(&m.to_string()),
         Err(Refusal::Engine(e)) => detail(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("Failed to create sandbox session: {e}"),
@@ -123,7 +126,7 @@ pub async fn create(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
 }
 
 /// `POST /execute/{session_id}`: `{stdout, stderr, exit_code, timed_out}`.
-pub async fn execute(
+pub(crate) async fn execute(
     ctx: Arc<Ctx>,
     req: Request<Incoming>,
     id: &str,
@@ -149,7 +152,7 @@ pub async fn execute(
     };
     let job = match native::to_session_job(run, &ctx.config.max) {
         Ok(j) => j,
-        Err(m) => return unprocessable(m),
+        Err(e) => return unprocessable(e.to_string()),
     };
     let failed = |e: &dyn std::fmt::Display| {
         detail(
@@ -173,9 +176,11 @@ pub async fn execute(
             }
             None => failed(&"no report"),
         },
-        Some((Err(Failed::Refused(Refused::QueueFull)), _)) => unavailable("the run queue is full"),
+        Some((Err(Failed::Refused(Refused::QueueFull)), _)) => {
+            unavailable(refusal_message(&Refused::QueueFull))
+        }
         Some((Err(Failed::Refused(Refused::Closed)), _)) | None => match ctx.sessions.lookup(id) {
-            Lookup::Live(_) => unavailable("the daemon is shutting down"),
+            Lookup::Live(_) => unavailable(refusal_message(&Refused::Closed)),
             _ => not_found(id),
         },
         Some((Err(Failed::Engine(e)), _)) => failed(&e),
@@ -183,7 +188,7 @@ pub async fn execute(
 }
 
 /// `DELETE /close/{session_id}`.
-pub async fn close(ctx: Arc<Ctx>, id: &str) -> Response<Body> {
+pub(crate) async fn close(ctx: Arc<Ctx>, id: &str) -> Response<Body> {
     if session::end(&ctx, id, Ended::Deleted).await {
         json(
             StatusCode::OK,
