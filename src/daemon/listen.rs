@@ -12,6 +12,7 @@ use crate::sys;
 
 /// One listening socket and how its clients are checked.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Endpoint {
     /// Clients are checked by `SO_PEERCRED`. `remove`: the socket file to delete at shutdown
     /// (none for a socket systemd made).
@@ -152,13 +153,14 @@ pub fn from_systemd() -> io::Result<Vec<Endpoint>> {
 
 /// Who may use the Unix socket: root, the daemon's own user, and members of `group`.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Access {
     pub owner: u32,
     pub group: Option<u32>,
 }
 
 impl Access {
-    pub fn allows(&self, uid: u32, gid: u32, pid: Option<i32>) -> bool {
+    pub(crate) fn allows(&self, uid: u32, gid: u32, pid: Option<i32>) -> bool {
         if uid == 0 || uid == self.owner {
             return true;
         }
@@ -200,7 +202,7 @@ pub fn group_id(name: &str) -> io::Result<u32> {
 }
 
 /// Compares a presented bearer token with ours in time independent of where they differ.
-pub fn token_matches(presented: &[u8], ours: &[u8]) -> bool {
+pub(crate) fn token_matches(presented: &[u8], ours: &[u8]) -> bool {
     if presented.len() != ours.len() {
         return false;
     }
