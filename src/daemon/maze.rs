@@ -72,23 +72,20 @@ async fn parse(ctx: &Ctx, req: Request<Incoming>) -> Result<MazeRequest, Respons
     serde_json::from_slice(&body).map_err(|e| unprocessable(e.to_string()))
 }
 
-/// `POST /create_session`.
-pub(crate) async fn create(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
-    let r = match parse(&ctx, req).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
+/// The CPUs of a create request, clamped like /run_code's limits: at least one (or the
+/// maximum when that is less).
+fn cpus(r: &MazeRequest, ctx: &Ctx) -> f64 {
+    (r.cpu_nums.max(1) as f64).min(ctx.config.max.cpus)
+}
+
+/// A create request as a session's spec with `cpus`, memory clamped to 16 MiB..the maximum.
+fn spec(r: &MazeRequest, cpus: f64, ctx: &Ctx) -> Spec {
     let max = &ctx.config.max;
-    // Clamped like /run_code's limits: at least one CPU (or the maximum when that is less),
-    // 16 MiB to the maximum memory.
-    let cpus = (r.cpu_nums.max(1) as f64).min(max.cpus);
-    let memory = ((r.memory_mb.max(16) as u64) << 20).min(max.memory);
-    let gpus = r.gpu_nums.max(0) as u32;
     let config = &ctx.sessions.config;
-    let spec = Spec {
+    Spec {
         policy: Policy {
             cpus_centi: (cpus * 100.0).round() as u32,
-            memory,
+            memory: ((r.memory_mb.max(16) as u64) << 20).min(max.memory),
             pids: crate::defaults::PIDS.min(max.pids),
             // Maze's containers have a network; here a private loopback (servers inside a
             // session answer each other, nothing outside is reachable).
@@ -96,7 +93,7 @@ pub(crate) async fn create(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Bo
             seccomp: "default",
             cpu_time_ms: None,
             gpus: GpuAsk {
-                count: gpus,
+                count: r.gpu_nums.max(0) as u32,
                 devices: None,
                 share: false,
             },
@@ -105,7 +102,18 @@ pub(crate) async fn create(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Bo
         idle: config.idle,
         lifetime: config.lifetime,
         api: "maze",
+    }
+}
+
+/// `POST /create_session`.
+pub(crate) async fn create(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
+    let r = match parse(&ctx, req).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
     };
+    let cpus = cpus(&r, &ctx);
+    let spec = spec(&r, cpus, &ctx);
+    let (gpus, memory) = (spec.policy.gpus.count, spec.policy.memory);
     match session::create(&ctx, spec).await {
         Ok(s) => json(
             StatusCode::OK,
