@@ -24,6 +24,8 @@ pub(crate) enum Refused {
     Closed,
 }
 
+/// The run slots (a semaphore), the count of requests waiting for one, the cancel handles of the
+/// runs holding one, and the outcome counters and latency histograms.
 pub(crate) struct Pool {
     slots: Arc<Semaphore>,
     pub(crate) size: usize,

@@ -231,3 +231,115 @@ async fn drain(ctx: &Ctx) {
     ctx.pool.close_and_cancel();
     let _ = tokio::time::timeout(CANCEL_WAIT, ctx.pool.idle()).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream;
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    /// A daemon on a socket in a temp dir (grace `grace`), and what stops it.
+    fn start(
+        grace: Duration,
+    ) -> (
+        tempfile::TempDir,
+        PathBuf,
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.sock");
+        let ep = super::super::listen::bind_unix(&path, None).unwrap();
+        let config = Config {
+            grace,
+            ..Config::default()
+        };
+        let (tx, rx) = oneshot::channel();
+        let served = tokio::spawn(serve(vec![ep], config, async {
+            let _ = rx.await;
+        }));
+        (dir, path, tx, served)
+    }
+
+    /// Sends a request and reads its answer up to the end of the body.
+    async fn ping(s: &mut UnixStream) -> String {
+        s.write_all(b"GET /v1/ping HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"\"pong\"") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(got).unwrap()
+    }
+
+    /// An idle keep-alive connection does not hold shutdown up: it is closed, the socket file
+    /// removed, and `serve` returns well within the grace period.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_closes_idle_connections_and_removes_the_socket() {
+        let (_dir, path, stop, served) = start(Duration::from_secs(30));
+        let mut idle = UnixStream::connect(&path).await.unwrap();
+        assert!(ping(&mut idle).await.starts_with("HTTP/1.1 200"));
+        let t = Instant::now();
+        stop.send(()).unwrap();
+        served.await.unwrap().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(!path.exists());
+        let mut rest = Vec::new();
+        assert_eq!(idle.read_to_end(&mut rest).await.unwrap(), 0);
+    }
+
+    /// A connection in the middle of a request holds the drain for the grace period, no longer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_in_flight_holds_shutdown_for_the_grace_period_only() {
+        let grace = Duration::from_millis(300);
+        let (_dir, path, stop, served) = start(grace);
+        let mut busy = UnixStream::connect(&path).await.unwrap();
+        // Headers begun, never finished.
+        busy.write_all(b"POST /v1/run HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let t = Instant::now();
+        stop.send(()).unwrap();
+        served.await.unwrap().unwrap();
+        let took = t.elapsed();
+        assert!(took >= grace, "{took:?}");
+        assert!(took < grace + Duration::from_secs(5), "{took:?}");
+    }
+
+    /// Connections past the limit are closed at once; their permits come back when they end.
+    #[tokio::test(flavor = "current_thread")]
+    async fn connection_permits_bound_and_count_open_connections() {
+        let ctx = Ctx::new(Config::default());
+        let permits: Vec<_> = (0..MAX_CONNECTIONS)
+            .map(|_| ctx.connections.clone().try_acquire_owned().unwrap())
+            .collect();
+        assert!(ctx.connections.clone().try_acquire_owned().is_err());
+        let mut closed = Box::pin(ctx.connections_closed());
+        assert!(futures_poll(&mut closed).is_none());
+        drop(permits);
+        assert!(futures_poll(&mut closed).is_some());
+    }
+
+    /// Polls a future once.
+    fn futures_poll<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
+        struct Noop;
+        impl std::task::Wake for Noop {
+            fn wake(self: Arc<Self>) {}
+        }
+        let waker = std::task::Waker::from(Arc::new(Noop));
+        let mut cx = std::task::Context::from_waker(&waker);
+        match Pin::new(f).poll(&mut cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        }
+    }
+}
