@@ -11,18 +11,18 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::super::admission::{refusal_message, Failed};
-use super::super::error::RequestError;
-use super::super::http::{
+use super::lifecycle::{self, with_instance};
+use super::{Ended, Lookup, Refusal, Session, Spec};
+use crate::daemon::admission::{refusal_message, Failed};
+use crate::daemon::error::RequestError;
+use crate::daemon::http::{
     engine_error, error, json, method_not_allowed, no_endpoint, percent_decode, query, read_body,
     read_json, request_error, unavailable, Body,
 };
-use super::super::job::Job;
-use super::super::native::{self, LimitsIn, RunRequest};
-use super::super::pool::Refused;
-use super::super::server::Ctx;
-use super::lifecycle::{self, with_instance};
-use super::{Ended, Lookup, Refusal, Session, Spec};
+use crate::daemon::job::Job;
+use crate::daemon::native::{self, LimitsIn, RunRequest};
+use crate::daemon::pool::Refused;
+use crate::daemon::server::Ctx;
 use crate::Error;
 
 /// `POST /v1/sessions`.

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::super::admission::{in_slot, lease_gpus, Admitted};
-use super::super::job::{self, Job};
-use super::super::server::{Ctx, Shutdown};
 use super::registry::{new_id, Lookup, Refusal};
 use super::{Ended, Session, Spec};
+use crate::daemon::admission::{in_slot, lease_gpus, Admitted};
+use crate::daemon::job::{self, Job};
+use crate::daemon::server::{Ctx, Shutdown};
 use crate::{Error, Instance};
 
 /// Drops instances on the blocking pool (a last reference destroys its instance, which waits

@@ -6,9 +6,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::super::job::Sandboxes;
-use super::super::SessionConfig;
 use super::{Ended, Session};
+use crate::daemon::job::Sandboxes;
+use crate::daemon::SessionConfig;
 use crate::{Error, Instance};
 
 /// What an id names.
