@@ -5,15 +5,23 @@
 //! the daemon's maxima are clamped, not refused.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
+use super::admission::{refused, run_job, Failed};
+use super::error::RequestError;
+use super::http::{json, read_body, unprocessable, Body};
 use super::job::{Done, Job, Policy};
+use super::lang::{self, LangError};
 use super::native::{check_file_path, program_steps};
-use super::{lang, Maxima};
-use crate::outcome::{Outcome, Status};
+use super::server::Ctx;
+use super::Maxima;
+use crate::{Error, Outcome, Status};
 
 fn ten() -> f64 {
     10.0
@@ -24,47 +32,47 @@ fn minus_one() -> f64 {
 
 /// SandboxFusion's `RunCodeRequest`. Unknown fields are ignored, as pydantic does.
 #[derive(Deserialize, Debug)]
-pub struct RunCodeRequest {
+pub(crate) struct RunCodeRequest {
     #[serde(default = "ten")]
-    pub compile_timeout: f64,
+    pub(crate) compile_timeout: f64,
     #[serde(default = "ten")]
-    pub run_timeout: f64,
+    pub(crate) run_timeout: f64,
     #[serde(default = "minus_one", rename = "memory_limit_MB")]
-    pub memory_limit_mb: f64,
-    pub code: String,
+    pub(crate) memory_limit_mb: f64,
+    pub(crate) code: String,
     #[serde(default)]
-    pub stdin: Option<String>,
-    pub language: String,
+    pub(crate) stdin: Option<String>,
+    pub(crate) language: String,
     /// Path -> base64 content (`null`: skipped).
     #[serde(default)]
-    pub files: BTreeMap<String, Option<String>>,
+    pub(crate) files: BTreeMap<String, Option<String>>,
     #[serde(default)]
-    pub fetch_files: Vec<String>,
+    pub(crate) fetch_files: Vec<String>,
 }
 
 /// SandboxFusion's `CommandRunResult`.
 #[derive(Serialize, Debug, PartialEq)]
-pub struct CommandRunResult {
-    pub status: &'static str,
-    pub execution_time: Option<f64>,
-    pub return_code: Option<i32>,
-    pub stdout: Option<String>,
-    pub stderr: Option<String>,
+pub(crate) struct CommandRunResult {
+    pub(crate) status: &'static str,
+    pub(crate) execution_time: Option<f64>,
+    pub(crate) return_code: Option<i32>,
+    pub(crate) stdout: Option<String>,
+    pub(crate) stderr: Option<String>,
 }
 
 /// SandboxFusion's `RunCodeResponse`, fields in its order.
 #[derive(Serialize, Debug)]
-pub struct RunCodeResponse {
-    pub status: &'static str,
-    pub message: String,
-    pub compile_result: Option<CommandRunResult>,
-    pub run_result: Option<CommandRunResult>,
-    pub executor_pod_name: Option<String>,
-    pub files: BTreeMap<String, String>,
+pub(crate) struct RunCodeResponse {
+    pub(crate) status: &'static str,
+    pub(crate) message: String,
+    pub(crate) compile_result: Option<CommandRunResult>,
+    pub(crate) run_result: Option<CommandRunResult>,
+    pub(crate) executor_pod_name: Option<String>,
+    pub(crate) files: BTreeMap<String, String>,
 }
 
 impl RunCodeResponse {
-    pub fn sandbox_error(message: String) -> RunCodeResponse {
+    pub(crate) fn sandbox_error(message: String) -> RunCodeResponse {
         RunCodeResponse {
             status: "SandboxError",
             message,
@@ -86,27 +94,28 @@ pub(super) fn clamp_secs(v: f64, max: Duration) -> Duration {
     Duration::from_secs_f64(v.clamp(0.01, max.as_secs_f64()))
 }
 
-/// A request as a job, limits clamped; `Err(Ok(msg))` is a 422 (malformed), `Err(Err(msg))` a
-/// SandboxError answer (a language this host cannot run).
-pub fn to_job(r: RunCodeRequest, max: &Maxima) -> Result<Job, Result<String, String>> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let lang = lang::find(&r.language).map_err(Err)?;
+/// Why a `/run_code` request runs nothing.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CompatError {
+    /// Malformed: a 422.
+    #[error(transparent)]
+    Malformed(#[from] RequestError),
+    /// A language this host cannot run: a `SandboxError` answer.
+    #[error(transparent)]
+    Unsupported(#[from] LangError),
+}
+
+/// A request as a job, limits clamped.
+pub(crate) fn to_job(r: RunCodeRequest, max: &Maxima) -> Result<Job, CompatError> {
+    let lang = lang::find(&r.language)?;
     let memory = if r.memory_limit_mb.is_finite() && r.memory_limit_mb > 0.0 {
         ((r.memory_limit_mb as u64).max(16) << 20).min(max.memory)
     } else {
         max.memory
     };
-    let mut files = Vec::new();
-    for (path, content) in r.files {
-        check_file_path(&path).map_err(|e| Ok(format!("files: {e}")))?;
-        let Some(content) = content else { continue };
-        let data = b64
-            .decode(content.trim())
-            .map_err(|e| Ok(format!("files: {path:?} is not base64: {e}")))?;
-        files.push((path, data, 0o644));
-    }
+    let mut files = files_in(r.files)?;
     for p in &r.fetch_files {
-        check_file_path(p).map_err(|e| Ok(format!("fetch_files: {e}")))?;
+        check_file_path("fetch_files", p)?;
     }
     let (source, compile, run) = program_steps(
         lang,
@@ -140,6 +149,23 @@ pub fn to_job(r: RunCodeRequest, max: &Maxima) -> Result<Job, Result<String, Str
     })
 }
 
+/// The request's files (path -> base64, `null` skipped) as (path, content, mode).
+fn files_in(
+    files: BTreeMap<String, Option<String>>,
+) -> Result<Vec<(String, Vec<u8>, u32)>, RequestError> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = Vec::new();
+    for (path, content) in files {
+        check_file_path("files", &path)?;
+        let Some(content) = content else { continue };
+        match b64.decode(content.trim()) {
+            Ok(data) => out.push((path, data, 0o644)),
+            Err(source) => return Err(RequestError::CompatFileBase64 { path, source }),
+        }
+    }
+    Ok(out)
+}
+
 fn text(o: &Outcome, stdout: bool) -> String {
     let bytes = if stdout {
         o.stdout_bytes()
@@ -150,7 +176,7 @@ fn text(o: &Outcome, stdout: bool) -> String {
 }
 
 /// One step's report as SandboxFusion shows it.
-pub fn command_result(o: &Outcome) -> CommandRunResult {
+pub(crate) fn command_result(o: &Outcome) -> CommandRunResult {
     let tle = matches!(o.status, Status::Timeout | Status::CpuTime);
     CommandRunResult {
         status: if tle { "TimeLimitExceeded" } else { "Finished" },
@@ -165,7 +191,7 @@ pub fn command_result(o: &Outcome) -> CommandRunResult {
     }
 }
 
-pub fn response(done: Done) -> RunCodeResponse {
+pub(crate) fn response(done: Done) -> RunCodeResponse {
     let compile_result = done.compile.as_ref().map(command_result);
     let run_result = done.run.as_ref().map(command_result);
     let failed = compile_result
@@ -179,6 +205,42 @@ pub fn response(done: Done) -> RunCodeResponse {
         run_result,
         executor_pod_name: pod_name(),
         files: done.files_b64(),
+    }
+}
+
+/// `POST /run_code`.
+pub(crate) async fn run_code(
+    ctx: Arc<Ctx>,
+    req: Request<Incoming>,
+    arrived: Instant,
+) -> Response<Body> {
+    let body = match read_body(req, ctx.config.max_body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let parsed: RunCodeRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return unprocessable(e.to_string()),
+    };
+    let job = match to_job(parsed, &ctx.config.max) {
+        Ok(j) => j,
+        Err(CompatError::Malformed(e)) => return unprocessable(e.to_string()),
+        Err(CompatError::Unsupported(e)) => {
+            return json(
+                StatusCode::OK,
+                &RunCodeResponse::sandbox_error(e.to_string()),
+            )
+        }
+    };
+    match run_job(&ctx, job, arrived).await {
+        (Ok(done), _) => json(StatusCode::OK, &response(done)),
+        (Err(Failed::Refused(r)), _) => refused(&r),
+        // A refused file path is the request's fault, not the sandbox's.
+        (Err(Failed::Engine(e @ Error::Path { .. })), _) => unprocessable(e.to_string()),
+        (Err(Failed::Engine(e)), _) => json(
+            StatusCode::OK,
+            &RunCodeResponse::sandbox_error(e.to_string()),
+        ),
     }
 }
 
@@ -214,11 +276,14 @@ mod tests {
     fn unknown_languages_are_sandbox_errors_and_bad_files_are_malformed() {
         let r: RunCodeRequest =
             serde_json::from_value(serde_json::json!({"code": "", "language": "cobol"})).unwrap();
-        assert!(matches!(to_job(r, &max()), Err(Err(_))));
+        assert!(matches!(
+            to_job(r, &max()),
+            Err(CompatError::Unsupported(_))
+        ));
         let r: RunCodeRequest = serde_json::from_value(serde_json::json!({
             "code": "", "language": "python", "files": {"../x": ""}
         }))
         .unwrap();
-        assert!(matches!(to_job(r, &max()), Err(Ok(_))));
+        assert!(matches!(to_job(r, &max()), Err(CompatError::Malformed(_))));
     }
 }

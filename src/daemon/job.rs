@@ -6,79 +6,72 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::outcome::{Outcome, Status};
 use crate::seccomp::Profile;
-use crate::{Cancel, Command, Error, Instance, Net, Result, Sandbox, Stdin};
+use crate::{Cancel, Command, Error, Instance, Net, Outcome, Result, Sandbox, Status, Stdin};
 
 /// The sandbox settings a request chooses; instances with equal keys share one `Sandbox`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// CPUs in hundredths.
-    pub cpus_centi: u32,
-    pub memory: u64,
-    pub pids: u64,
-    pub loopback: bool,
+    pub(crate) cpus_centi: u32,
+    pub(crate) memory: u64,
+    pub(crate) pids: u64,
+    pub(crate) loopback: bool,
     /// `default` or `strict`.
-    pub seccomp: &'static str,
-    pub cpu_time_ms: Option<u64>,
+    pub(crate) seccomp: &'static str,
+    pub(crate) cpu_time_ms: Option<u64>,
     /// GPUs: a count, or exact indices; shared with other sharers or exclusive.
-    pub gpus: GpuAsk,
+    pub(crate) gpus: GpuAsk,
 }
 
 /// A request's GPUs, as the daemon keys sandboxes by them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct GpuAsk {
-    pub count: u32,
-    pub devices: Option<Vec<u32>>,
-    pub share: bool,
-}
-
-impl GpuAsk {
-    pub fn is_none(&self) -> bool {
-        self.count == 0 && self.devices.is_none()
-    }
+pub(crate) struct GpuAsk {
+    pub(crate) count: u32,
+    pub(crate) devices: Option<Vec<u32>>,
+    pub(crate) share: bool,
 }
 
 /// A program to start.
 #[derive(Clone, Debug)]
-pub enum Program {
+pub(crate) enum Program {
     Argv(Vec<String>),
     /// A script in the work dir run by the sandbox's Python.
     PythonScript(String),
 }
 
 #[derive(Clone, Debug)]
-pub struct Step {
-    pub program: Program,
-    pub timeout: Duration,
+pub(crate) struct Step {
+    pub(crate) program: Program,
+    pub(crate) timeout: Duration,
 }
 
 /// Everything one request asks for.
 #[derive(Clone, Debug)]
-pub struct Job {
-    pub policy: Policy,
-    pub files: Vec<(String, Vec<u8>, u32)>,
-    pub compile: Option<Step>,
-    pub run: Step,
-    pub stdin: Vec<u8>,
-    pub env: Vec<(String, String)>,
-    pub fetch: Vec<String>,
+pub(crate) struct Job {
+    pub(crate) policy: Policy,
+    pub(crate) files: Vec<(String, Vec<u8>, u32)>,
+    pub(crate) compile: Option<Step>,
+    pub(crate) run: Step,
+    pub(crate) stdin: Vec<u8>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) fetch: Vec<String>,
 }
 
 /// What came of a job.
 #[derive(Debug, Default)]
-pub struct Done {
-    pub compile: Option<Outcome>,
+pub(crate) struct Done {
+    pub(crate) compile: Option<Outcome>,
     /// `None` when the compile step failed.
-    pub run: Option<Outcome>,
-    pub files: BTreeMap<String, Vec<u8>>,
+    pub(crate) run: Option<Outcome>,
+    pub(crate) files: BTreeMap<String, Vec<u8>>,
     /// Files that were asked for and not returned, with the reason.
-    pub refused: BTreeMap<String, String>,
+    pub(crate) refused: BTreeMap<String, String>,
 }
 
 impl Done {
     /// The fetched files, base64 (how both APIs return them).
-    pub fn files_b64(&self) -> BTreeMap<String, String> {
+    pub(crate) fn files_b64(&self) -> BTreeMap<String, String> {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD;
         self.files
@@ -94,7 +87,7 @@ impl Done {
 /// instances created ahead of time, so creating one (mounts, cgroups, and on cgroup v1 the
 /// attach, which waits for an RCU grace period when attaches are sparse) is off a request's
 /// path, and used instances are torn down on the pool's thread after the answer.
-pub struct Sandboxes {
+pub(crate) struct Sandboxes {
     lru: Mutex<Vec<(Policy, Sandbox)>>,
     depth: usize,
 }
@@ -107,14 +100,14 @@ impl Sandboxes {
 
     /// `depth` ready instances per warm policy; 0: no warm pools at all (sessions' sandboxes,
     /// whose instances live long and are created on request).
-    pub fn new(depth: usize) -> Sandboxes {
+    pub(crate) fn new(depth: usize) -> Sandboxes {
         Sandboxes {
             lru: Mutex::new(Vec::new()),
             depth: depth.min(64),
         }
     }
 
-    pub fn get(&self, p: &Policy) -> Result<Sandbox> {
+    pub(crate) fn get(&self, p: &Policy) -> Result<Sandbox> {
         let mut dropped = Vec::new();
         let sb = {
             let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
@@ -169,7 +162,7 @@ impl Sandboxes {
     }
 
     /// The Prometheus text of the warm pools' figures.
-    pub fn metrics(&self, out: &mut String) {
+    pub(crate) fn metrics(&self, out: &mut String) {
         use std::fmt::Write;
         let mut t = crate::PoolStats::default();
         for (_, sb) in self.lru.lock().unwrap_or_else(|e| e.into_inner()).iter() {
@@ -184,7 +177,7 @@ impl Sandboxes {
     }
 
     /// Drops every sandbox: their pools' threads destroy the idle and finished instances.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         let all: Vec<(Policy, Sandbox)> =
             std::mem::take(&mut *self.lru.lock().unwrap_or_else(|e| e.into_inner()));
         drop(all);
@@ -205,7 +198,7 @@ fn command(step: &Step, job: &Job, cancel: &Cancel) -> Command {
 /// Runs `job` (blocking) in a fresh instance of `sb` (from its warm pool when one is ready),
 /// holding `gpus` when the job asked for GPUs. `deliver` gets the result as soon as it is
 /// known; the instance is retired after that.
-pub fn execute(
+pub(crate) fn execute(
     sb: &Sandbox,
     gpus: Option<crate::GpuLease>,
     job: &Job,
@@ -233,7 +226,7 @@ pub fn execute(
 /// step is the instance's only program (it runs in the instance's own cgroup, and a timeout
 /// kills the instance); otherwise it gets a cgroup of its own and the instance lives on (a
 /// session's runs).
-pub fn steps(inst: &Instance, job: &Job, cancel: &Cancel, one_shot: bool) -> Result<Done> {
+pub(crate) fn steps(inst: &Instance, job: &Job, cancel: &Cancel, one_shot: bool) -> Result<Done> {
     for (path, data, mode) in &job.files {
         inst.put_file(path, data, *mode)?;
     }

@@ -8,25 +8,25 @@ use std::path::Path;
 /// How one language is built and run. Paths are host paths that are also visible inside
 /// (every toolchain here lives under `/usr`, which instances bind read-only).
 #[derive(Debug)]
-pub struct Language {
+pub(crate) struct Language {
     /// The name clients send (SandboxFusion's names).
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// The file the code is written to, in the work dir.
-    pub source: &'static str,
+    pub(crate) source: &'static str,
     /// The compile step's argv, run in the work dir, if any.
-    pub compile: Option<&'static [&'static str]>,
+    pub(crate) compile: Option<&'static [&'static str]>,
     /// The run step's argv; `PYTHON` stands for the sandbox's Python interpreter.
-    pub run: &'static [&'static str],
+    pub(crate) run: &'static [&'static str],
     /// Host files that must exist for this language to be offered.
-    pub needs: &'static [&'static str],
+    pub(crate) needs: &'static [&'static str],
     /// Extra environment of both steps.
-    pub env: &'static [(&'static str, &'static str)],
+    pub(crate) env: &'static [(&'static str, &'static str)],
 }
 
 /// Stands for the sandbox's resolved Python interpreter in `Language::run`.
-pub const PYTHON: &str = "{python}";
+pub(crate) const PYTHON: &str = "{python}";
 
-pub const LANGUAGES: &[Language] = &[
+pub(crate) const LANGUAGES: &[Language] = &[
     Language {
         name: "python",
         source: "main.py",
@@ -127,13 +127,13 @@ pub const LANGUAGES: &[Language] = &[
 /// The file stem a session's code goes under instead of `main`: a session's work dir keeps the
 /// client's files across runs, and running code must not overwrite one called `main.py` (or a
 /// program called `main`). One-shot runs keep SandboxFusion's `main` names.
-pub const SESSION_STEM: &str = "rsandbox_cell";
+pub(crate) const SESSION_STEM: &str = "rsandbox_cell";
 
 impl Language {
     /// The source file's name and the compile and run argvs, with the stem `main` (the source
     /// `main.EXT`, the program `main` or `./main`) replaced by `stem` when given. Java keeps
     /// `Main`: the class name must match the file's.
-    pub fn names(&self, stem: Option<&str>) -> (String, Option<Vec<String>>, Vec<String>) {
+    pub(crate) fn names(&self, stem: Option<&str>) -> (String, Option<Vec<String>>, Vec<String>) {
         let name = |arg: &&str| -> String {
             match stem {
                 Some(stem) if *arg == "main" => stem.to_string(),
@@ -150,26 +150,42 @@ impl Language {
     }
 }
 
-/// Looks a language up; `Err` is a message for the client (unknown, or no toolchain here).
-pub fn find(name: &str) -> Result<&'static Language, String> {
+/// Why a language cannot be run here; the text is the client's message.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LangError {
+    #[error("language {name:?} is not supported by rsandbox; available on this host: {}", .available.join(", "))]
+    Unknown {
+        name: String,
+        available: Vec<&'static str>,
+    },
+    #[error("language {name:?} needs {missing}, which this host does not have; available on this host: {}", .available.join(", "))]
+    Missing {
+        name: String,
+        missing: &'static str,
+        available: Vec<&'static str>,
+    },
+}
+
+/// Looks a language up (unknown, or no toolchain here: an error for the client).
+pub(crate) fn find(name: &str) -> Result<&'static Language, LangError> {
     let Some(lang) = LANGUAGES.iter().find(|l| l.name == name) else {
-        return Err(format!(
-            "language {name:?} is not supported by rsandbox; available on this host: {}",
-            available().join(", ")
-        ));
+        return Err(LangError::Unknown {
+            name: name.to_string(),
+            available: available(),
+        });
     };
     if let Some(missing) = lang.needs.iter().find(|p| !Path::new(p).exists()) {
-        return Err(format!(
-            "language {name:?} needs {missing}, which this host does not have; available on \
-             this host: {}",
-            available().join(", ")
-        ));
+        return Err(LangError::Missing {
+            name: name.to_string(),
+            missing,
+            available: available(),
+        });
     }
     Ok(lang)
 }
 
 /// The names of the languages whose toolchain this host has.
-pub fn available() -> Vec<&'static str> {
+pub(crate) fn available() -> Vec<&'static str> {
     LANGUAGES
         .iter()
         .filter(|l| l.needs.iter().all(|p| Path::new(p).exists()))
@@ -188,7 +204,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), LANGUAGES.len());
         assert!(find("python").is_ok() && find("bash").is_ok());
-        let e = find("cobol").unwrap_err();
+        let e = find("cobol").unwrap_err().to_string();
         assert!(e.contains("not supported") && e.contains("python"), "{e}");
     }
 

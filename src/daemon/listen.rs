@@ -12,6 +12,7 @@ use crate::sys;
 
 /// One listening socket and how its clients are checked.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Endpoint {
     /// Clients are checked by `SO_PEERCRED`. `remove`: the socket file to delete at shutdown
     /// (none for a socket systemd made).
@@ -152,13 +153,14 @@ pub fn from_systemd() -> io::Result<Vec<Endpoint>> {
 
 /// Who may use the Unix socket: root, the daemon's own user, and members of `group`.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Access {
     pub owner: u32,
     pub group: Option<u32>,
 }
 
 impl Access {
-    pub fn allows(&self, uid: u32, gid: u32, pid: Option<i32>) -> bool {
+    pub(crate) fn allows(&self, uid: u32, gid: u32, pid: Option<i32>) -> bool {
         if uid == 0 || uid == self.owner {
             return true;
         }
@@ -183,24 +185,23 @@ fn supplementary_groups(pid: i32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// A group by name or number, from /etc/group.
+/// A group by number, or by name through the system's group database (`getgrnam_r`: NSS, so
+/// groups from LDAP or sssd resolve as well as those in /etc/group).
 pub fn group_id(name: &str) -> io::Result<u32> {
     if let Ok(n) = name.parse() {
         return Ok(n);
     }
-    std::fs::read_to_string("/etc/group")?
-        .lines()
-        .find_map(|l| {
-            let mut f = l.split(':');
-            (f.next() == Some(name))
-                .then(|| f.nth(1).and_then(|g| g.parse().ok()))
-                .flatten()
-        })
-        .ok_or_else(|| io::Error::other(format!("no group named {name:?} in /etc/group")))
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(io::Error::other(format!(
+            "no group named {name:?} in the group database"
+        ))),
+        Err(e) => Err(io::Error::from(e)),
+    }
 }
 
 /// Compares a presented bearer token with ours in time independent of where they differ.
-pub fn token_matches(presented: &[u8], ours: &[u8]) -> bool {
+pub(crate) fn token_matches(presented: &[u8], ours: &[u8]) -> bool {
     if presented.len() != ours.len() {
         return false;
     }
@@ -214,6 +215,18 @@ pub fn token_matches(presented: &[u8], ours: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_resolve_by_number_and_through_the_group_database() {
+        assert_eq!(group_id("4242").unwrap(), 4242);
+        // Every Linux group database has root as gid 0.
+        assert_eq!(group_id("root").unwrap(), 0);
+        let e = group_id("no-such-group-rsandbox").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "no group named \"no-such-group-rsandbox\" in the group database"
+        );
+    }
 
     #[test]
     fn access_by_owner_root_and_group() {

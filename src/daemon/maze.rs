@@ -13,11 +13,14 @@ use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::admission::{refusal_message, Failed};
+use super::compat;
+use super::http::{json, read_body, unprocessable, Body};
 use super::job::{GpuAsk, Policy};
 use super::native::{self, LimitsIn, RunRequest};
 use super::pool::Refused;
+use super::server::Ctx;
 use super::session::{self, Ended, Lookup, Refusal, Spec};
-use super::{compat, json, read_body, unprocessable, Body, Ctx, Failed};
 use crate::Status;
 
 fn ten() -> f64 {
@@ -33,18 +36,18 @@ fn mib_512() -> i64 {
 /// Maze's `CodeExecutionRequest`, the body of both `create_session` and `execute`. Unknown
 /// fields are ignored, as pydantic does.
 #[derive(Deserialize, Debug)]
-pub struct MazeRequest {
+pub(crate) struct MazeRequest {
     /// Required by `execute`; ignored by `create_session` (Maze's client sends "").
     #[serde(default)]
-    pub code: Option<String>,
+    pub(crate) code: Option<String>,
     #[serde(default = "ten")]
-    pub timeout: f64,
+    pub(crate) timeout: f64,
     #[serde(default = "one")]
-    pub cpu_nums: i64,
+    pub(crate) cpu_nums: i64,
     #[serde(default)]
-    pub gpu_nums: i64,
+    pub(crate) gpu_nums: i64,
     #[serde(default = "mib_512")]
-    pub memory_mb: i64,
+    pub(crate) memory_mb: i64,
 }
 
 /// FastAPI's shape for an `HTTPException`.
@@ -69,23 +72,20 @@ async fn parse(ctx: &Ctx, req: Request<Incoming>) -> Result<MazeRequest, Respons
     serde_json::from_slice(&body).map_err(|e| unprocessable(e.to_string()))
 }
 
-/// `POST /create_session`.
-pub async fn create(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
-    let r = match parse(&ctx, req).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
+/// The CPUs of a create request, clamped like /run_code's limits: at least one (or the
+/// maximum when that is less).
+fn cpus(r: &MazeRequest, ctx: &Ctx) -> f64 {
+    (r.cpu_nums.max(1) as f64).min(ctx.config.max.cpus)
+}
+
+/// A create request as a session's spec with `cpus`, memory clamped to 16 MiB..the maximum.
+fn spec(r: &MazeRequest, cpus: f64, ctx: &Ctx) -> Spec {
     let max = &ctx.config.max;
-    // Clamped like /run_code's limits: at least one CPU (or the maximum when that is less),
-    // 16 MiB to the maximum memory.
-    let cpus = (r.cpu_nums.max(1) as f64).min(max.cpus);
-    let memory = ((r.memory_mb.max(16) as u64) << 20).min(max.memory);
-    let gpus = r.gpu_nums.max(0) as u32;
     let config = &ctx.sessions.config;
-    let spec = Spec {
+    Spec {
         policy: Policy {
             cpus_centi: (cpus * 100.0).round() as u32,
-            memory,
+            memory: ((r.memory_mb.max(16) as u64) << 20).min(max.memory),
             pids: crate::defaults::PIDS.min(max.pids),
             // Maze's containers have a network; here a private loopback (servers inside a
             // session answer each other, nothing outside is reachable).
@@ -93,7 +93,7 @@ pub async fn create(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
             seccomp: "default",
             cpu_time_ms: None,
             gpus: GpuAsk {
-                count: gpus,
+                count: r.gpu_nums.max(0) as u32,
                 devices: None,
                 share: false,
             },
@@ -102,7 +102,18 @@ pub async fn create(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
         idle: config.idle,
         lifetime: config.lifetime,
         api: "maze",
+    }
+}
+
+/// `POST /create_session`.
+pub(crate) async fn create(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
+    let r = match parse(&ctx, req).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
     };
+    let cpus = cpus(&r, &ctx);
+    let spec = spec(&r, cpus, &ctx);
+    let (gpus, memory) = (spec.policy.gpus.count, spec.policy.memory);
     match session::create(&ctx, spec).await {
         Ok(s) => json(
             StatusCode::OK,
@@ -114,7 +125,7 @@ pub async fn create(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
                 "memory_mb": memory >> 20,
             }),
         ),
-        Err(Refusal::Full(m)) => unavailable(&m),
+        Err(Refusal::Full(m)) => unavailable(&m.to_string()),
         Err(Refusal::Engine(e)) => detail(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("Failed to create sandbox session: {e}"),
@@ -123,7 +134,7 @@ pub async fn create(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
 }
 
 /// `POST /execute/{session_id}`: `{stdout, stderr, exit_code, timed_out}`.
-pub async fn execute(
+pub(crate) async fn execute(
     ctx: Arc<Ctx>,
     req: Request<Incoming>,
     id: &str,
@@ -149,7 +160,7 @@ pub async fn execute(
     };
     let job = match native::to_session_job(run, &ctx.config.max) {
         Ok(j) => j,
-        Err(m) => return unprocessable(m),
+        Err(e) => return unprocessable(e.to_string()),
     };
     let failed = |e: &dyn std::fmt::Display| {
         detail(
@@ -173,9 +184,11 @@ pub async fn execute(
             }
             None => failed(&"no report"),
         },
-        Some((Err(Failed::Refused(Refused::QueueFull)), _)) => unavailable("the run queue is full"),
+        Some((Err(Failed::Refused(Refused::QueueFull)), _)) => {
+            unavailable(refusal_message(&Refused::QueueFull))
+        }
         Some((Err(Failed::Refused(Refused::Closed)), _)) | None => match ctx.sessions.lookup(id) {
-            Lookup::Live(_) => unavailable("the daemon is shutting down"),
+            Lookup::Live(_) => unavailable(refusal_message(&Refused::Closed)),
             _ => not_found(id),
         },
         Some((Err(Failed::Engine(e)), _)) => failed(&e),
@@ -183,7 +196,7 @@ pub async fn execute(
 }
 
 /// `DELETE /close/{session_id}`.
-pub async fn close(ctx: Arc<Ctx>, id: &str) -> Response<Body> {
+pub(crate) async fn close(ctx: Arc<Ctx>, id: &str) -> Response<Body> {
     if session::end(&ctx, id, Ended::Deleted).await {
         json(
             StatusCode::OK,

@@ -3,47 +3,54 @@
 //! DESIGN.md §5 plus fetched files and `queued_ms`).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
+use super::admission::{refused, run_job, Failed};
+use super::error::RequestError;
+use super::http::{engine_error, error, json, read_json, Body};
 use super::job::{Done, GpuAsk, Job, Policy, Program, Step};
+use super::server::Ctx;
 use super::{lang, Maxima};
-use crate::outcome::Outcome;
+use crate::Outcome;
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RunRequest {
+pub(crate) struct RunRequest {
     /// Source code in `language` (default python). Exactly one of `code` and `argv`.
     #[serde(default)]
-    pub code: Option<String>,
+    pub(crate) code: Option<String>,
     /// A program and its arguments, looked up on the sandbox's PATH.
     #[serde(default)]
-    pub argv: Option<Vec<String>>,
+    pub(crate) argv: Option<Vec<String>>,
     #[serde(default)]
-    pub language: Option<String>,
+    pub(crate) language: Option<String>,
     #[serde(default)]
-    pub stdin: Option<String>,
+    pub(crate) stdin: Option<String>,
     #[serde(default)]
-    pub stdin_b64: Option<String>,
+    pub(crate) stdin_b64: Option<String>,
     #[serde(default)]
-    pub files: Vec<FileIn>,
+    pub(crate) files: Vec<FileIn>,
     /// Work-dir files to return after the run.
     #[serde(default)]
-    pub fetch: Vec<String>,
+    pub(crate) fetch: Vec<String>,
     #[serde(default)]
-    pub limits: LimitsIn,
+    pub(crate) limits: LimitsIn,
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub(crate) env: BTreeMap<String, String>,
     /// `default` or `strict`.
     #[serde(default)]
-    pub seccomp: Option<String>,
+    pub(crate) seccomp: Option<String>,
 }
 
 impl RunRequest {
     /// A request with every default (Python code), for the default policy.
-    pub fn default_code() -> RunRequest {
+    pub(crate) fn default_code() -> RunRequest {
         RunRequest {
             code: Some(String::new()),
             ..Default::default()
@@ -53,166 +60,204 @@ impl RunRequest {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct FileIn {
-    pub path: String,
+pub(crate) struct FileIn {
+    pub(crate) path: String,
     #[serde(default)]
-    pub content: Option<String>,
+    pub(crate) content: Option<String>,
     #[serde(default)]
-    pub content_b64: Option<String>,
+    pub(crate) content_b64: Option<String>,
     #[serde(default)]
-    pub mode: Option<u32>,
+    pub(crate) mode: Option<u32>,
 }
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-pub struct LimitsIn {
-    pub cpus: Option<f64>,
-    pub memory_mb: Option<u64>,
-    pub pids: Option<u64>,
+pub(crate) struct LimitsIn {
+    pub(crate) cpus: Option<f64>,
+    pub(crate) memory_mb: Option<u64>,
+    pub(crate) pids: Option<u64>,
     /// Wall-clock seconds of the run.
-    pub timeout: Option<f64>,
+    pub(crate) timeout: Option<f64>,
     /// Wall-clock seconds of the compile step (compiled languages).
-    pub compile_timeout: Option<f64>,
+    pub(crate) compile_timeout: Option<f64>,
     /// CPU seconds of the run, all its processes together.
-    pub cpu_time: Option<f64>,
+    pub(crate) cpu_time: Option<f64>,
     /// `none` or `loopback`.
-    pub network: Option<String>,
+    pub(crate) network: Option<String>,
     /// GPUs for the run: how many (any free ones), or which (`gpu_devices`, host indices).
-    pub gpus: Option<u32>,
-    pub gpu_devices: Option<Vec<u32>>,
+    pub(crate) gpus: Option<u32>,
+    pub(crate) gpu_devices: Option<Vec<u32>>,
     /// Share the GPUs with other runs that also ask to share (default: exclusive).
-    pub gpu_share: Option<bool>,
+    pub(crate) gpu_share: Option<bool>,
 }
 
 /// Files fetched at most per request.
 const MAX_FETCH_FILES: usize = 256;
 
 /// Seconds from a request (`field` names it in the message): positive, at most `max`.
-pub fn secs(
-    field: &str,
+pub(crate) fn secs(
+    field: &'static str,
     v: Option<f64>,
     default: Duration,
     max: Duration,
-) -> Result<Duration, String> {
+) -> Result<Duration, RequestError> {
     match v {
         None => Ok(default.min(max)),
-        Some(s) if !s.is_finite() || s <= 0.0 => {
-            Err(format!("{field}: {s} must be a positive number of seconds"))
+        Some(value) if !value.is_finite() || value <= 0.0 => {
+            Err(RequestError::NotPositive { field, value })
         }
-        Some(s) if s > max.as_secs_f64() => Err(format!(
-            "{field}: {s} is above this daemon's maximum of {} s",
-            max.as_secs_f64()
-        )),
+        Some(value) if value > max.as_secs_f64() => Err(RequestError::AboveMaxSecs {
+            field,
+            value,
+            max: max.as_secs_f64(),
+        }),
         Some(s) => Ok(Duration::from_secs_f64(s)),
     }
 }
 
-/// Decodes and checks one file of a request.
-pub fn check_file_path(path: &str) -> Result<(), String> {
+/// Checks one file path of a request's `field` (`files`, `fetch`...): relative, inside the
+/// work dir.
+pub(crate) fn check_file_path(field: &'static str, path: &str) -> Result<(), RequestError> {
     crate::instance::components(path)
         .map(drop)
-        .map_err(|e| e.to_string())
+        .map_err(|source| RequestError::Path { field, source })
 }
 
 /// Checks environment variables of a request.
-pub fn check_env(env: &BTreeMap<String, String>) -> Result<(), String> {
+pub(crate) fn check_env(env: &BTreeMap<String, String>) -> Result<(), RequestError> {
     for (k, v) in env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(format!(
-                "env: {k:?}: names must be non-empty without '=' or NUL, values without NUL"
-            ));
+            return Err(RequestError::Env { name: k.clone() });
         }
     }
     Ok(())
 }
 
 /// The sandbox policy of `limits` and `seccomp` (a run's or a session's), checked against the
-/// maxima; `Err` is the 422 message.
-pub fn policy(l: &LimitsIn, seccomp: Option<&str>, max: &Maxima) -> Result<Policy, String> {
+/// maxima.
+pub(crate) fn policy(
+    l: &LimitsIn,
+    seccomp: Option<&str>,
+    max: &Maxima,
+) -> Result<Policy, RequestError> {
     let cpu_time = l
         .cpu_time
         .map(|v| secs("limits.cpu_time", Some(v), max.timeout, max.timeout))
         .transpose()?;
-    let cpus = l.cpus.unwrap_or(crate::defaults::CPUS.min(max.cpus));
-    if !(0.01..=max.cpus).contains(&cpus) {
-        return Err(format!(
-            "limits.cpus: {cpus} is outside 0.01..={} (this daemon's maximum)",
-            max.cpus
-        ));
-    }
-    let memory = match l.memory_mb {
-        None => crate::defaults::MEMORY.min(max.memory),
-        Some(m) if m < 8 => return Err(format!("limits.memory_mb: {m} is below the minimum of 8")),
-        Some(m) if m.saturating_mul(1 << 20) > max.memory => {
-            return Err(format!(
-                "limits.memory_mb: {m} is above this daemon's maximum of {}",
-                max.memory >> 20
-            ))
-        }
-        Some(m) => m << 20,
-    };
-    let pids = match l.pids {
-        None => crate::defaults::PIDS.min(max.pids),
-        Some(0) => return Err("limits.pids: must be at least 1".into()),
-        Some(p) if p > max.pids => {
-            return Err(format!(
-                "limits.pids: {p} is above this daemon's maximum of {}",
-                max.pids
-            ))
-        }
-        Some(p) => p,
-    };
-    let loopback = match l.network.as_deref() {
-        None | Some("none") => false,
-        Some("loopback") => true,
-        Some(n) => return Err(format!("limits.network: {n:?} is not none or loopback")),
-    };
-    let seccomp = match seccomp {
-        None | Some("default") => "default",
-        Some("strict") => "strict",
-        Some(s) => {
-            return Err(format!(
-                "seccomp: {s:?} is not offered by the daemon (default or strict)"
-            ))
-        }
-    };
-    let gpus = match (l.gpus, l.gpu_devices.clone()) {
-        (Some(_), Some(_)) => {
-            return Err("limits.gpus and limits.gpu_devices: give one of them, not both".into())
-        }
-        (_, Some(d)) if d.is_empty() => {
-            return Err("limits.gpu_devices: empty (leave it out for no GPU)".into())
-        }
-        (n, d) => GpuAsk {
-            count: n.unwrap_or(0),
-            devices: d,
-            share: l.gpu_share.unwrap_or(false),
-        },
-    };
+    let cpus = cpus(l.cpus, max)?;
     Ok(Policy {
         cpus_centi: (cpus * 100.0).round() as u32,
-        memory,
-        pids,
-        loopback,
-        seccomp,
+        memory: memory(l.memory_mb, max)?,
+        pids: pids(l.pids, max)?,
+        loopback: loopback(l.network.as_deref())?,
+        seccomp: seccomp_profile(seccomp)?,
         cpu_time_ms: cpu_time.map(|d| d.as_millis().max(1) as u64),
-        gpus,
+        gpus: gpus(l)?,
     })
 }
 
-/// Checks a request against the maxima and turns it into a job; `Err` is the 422 message.
-pub fn to_job(r: RunRequest, max: &Maxima) -> Result<Job, String> {
+fn cpus(v: Option<f64>, max: &Maxima) -> Result<f64, RequestError> {
+    let cpus = v.unwrap_or(crate::defaults::CPUS.min(max.cpus));
+    if !(0.01..=max.cpus).contains(&cpus) {
+        return Err(RequestError::Cpus {
+            value: cpus,
+            max: max.cpus,
+        });
+    }
+    Ok(cpus)
+}
+
+/// `limits.memory_mb` in bytes.
+fn memory(v: Option<u64>, max: &Maxima) -> Result<u64, RequestError> {
+    let field = "limits.memory_mb";
+    match v {
+        None => Ok(crate::defaults::MEMORY.min(max.memory)),
+        Some(m) if m < 8 => Err(RequestError::BelowMin {
+            field,
+            value: m,
+            min: 8,
+        }),
+        Some(m) if m.saturating_mul(1 << 20) > max.memory => Err(RequestError::AboveMax {
+            field,
+            value: m,
+            max: max.memory >> 20,
+        }),
+        Some(m) => Ok(m << 20),
+    }
+}
+
+fn pids(v: Option<u64>, max: &Maxima) -> Result<u64, RequestError> {
+    let field = "limits.pids";
+    match v {
+        None => Ok(crate::defaults::PIDS.min(max.pids)),
+        Some(0) => Err(RequestError::Field {
+            field,
+            reason: "must be at least 1",
+        }),
+        Some(p) if p > max.pids => Err(RequestError::AboveMax {
+            field,
+            value: p,
+            max: max.pids,
+        }),
+        Some(p) => Ok(p),
+    }
+}
+
+/// `limits.network`: true for a private loopback.
+fn loopback(v: Option<&str>) -> Result<bool, RequestError> {
+    match v {
+        None | Some("none") => Ok(false),
+        Some("loopback") => Ok(true),
+        Some(n) => Err(RequestError::Value {
+            field: "limits.network",
+            value: n.to_string(),
+            reason: "is not none or loopback",
+        }),
+    }
+}
+
+fn seccomp_profile(v: Option<&str>) -> Result<&'static str, RequestError> {
+    match v {
+        None | Some("default") => Ok("default"),
+        Some("strict") => Ok("strict"),
+        Some(s) => Err(RequestError::Value {
+            field: "seccomp",
+            value: s.to_string(),
+            reason: "is not offered by the daemon (default or strict)",
+        }),
+    }
+}
+
+fn gpus(l: &LimitsIn) -> Result<GpuAsk, RequestError> {
+    match (l.gpus, l.gpu_devices.clone()) {
+        (Some(_), Some(_)) => Err(RequestError::Field {
+            field: "limits.gpus and limits.gpu_devices",
+            reason: "give one of them, not both",
+        }),
+        (_, Some(d)) if d.is_empty() => Err(RequestError::Field {
+            field: "limits.gpu_devices",
+            reason: "empty (leave it out for no GPU)",
+        }),
+        (n, d) => Ok(GpuAsk {
+            count: n.unwrap_or(0),
+            devices: d,
+            share: l.gpu_share.unwrap_or(false),
+        }),
+    }
+}
+
+/// Checks a request against the maxima and turns it into a job.
+pub(crate) fn to_job(r: RunRequest, max: &Maxima) -> Result<Job, RequestError> {
     build_job(r, max, None)
 }
 
 /// [`to_job`] for a run in a session: code goes to [`lang::SESSION_STEM`] files, never over
 /// the session's own `main.py`.
-pub fn to_session_job(r: RunRequest, max: &Maxima) -> Result<Job, String> {
+pub(crate) fn to_session_job(r: RunRequest, max: &Maxima) -> Result<Job, RequestError> {
     build_job(r, max, Some(lang::SESSION_STEM))
 }
 
-fn build_job(r: RunRequest, max: &Maxima, stem: Option<&str>) -> Result<Job, String> {
-    let b64 = base64::engine::general_purpose::STANDARD;
+fn build_job(r: RunRequest, max: &Maxima, stem: Option<&str>) -> Result<Job, RequestError> {
     let timeout = secs(
         "limits.timeout",
         r.limits.timeout,
@@ -226,46 +271,10 @@ fn build_job(r: RunRequest, max: &Maxima, stem: Option<&str>) -> Result<Job, Str
         max.timeout,
     )?;
     let policy = policy(&r.limits, r.seccomp.as_deref(), max)?;
-
-    let mut files = Vec::new();
-    for f in r.files {
-        check_file_path(&f.path).map_err(|e| format!("files: {e}"))?;
-        let data = match (f.content, f.content_b64) {
-            (Some(t), None) => t.into_bytes(),
-            (None, Some(b)) => b64
-                .decode(b.trim())
-                .map_err(|e| format!("files: {:?}: content_b64 is not base64: {e}", f.path))?,
-            _ => {
-                return Err(format!(
-                    "files: {:?}: give exactly one of content and content_b64",
-                    f.path
-                ))
-            }
-        };
-        let mode = f.mode.unwrap_or(0o644);
-        if mode > 0o7777 {
-            return Err(format!(
-                "files: {:?}: mode {mode:o} is not a file mode",
-                f.path
-            ));
-        }
-        files.push((f.path, data, mode));
-    }
-    if r.fetch.len() > MAX_FETCH_FILES {
-        return Err(format!("fetch: at most {MAX_FETCH_FILES} files"));
-    }
-    for p in &r.fetch {
-        check_file_path(p).map_err(|e| format!("fetch: {e}"))?;
-    }
+    let mut files = files_in(r.files)?;
+    check_fetch(&r.fetch)?;
     check_env(&r.env)?;
-    let stdin = match (r.stdin, r.stdin_b64) {
-        (None, None) => Vec::new(),
-        (Some(s), None) => s.into_bytes(),
-        (None, Some(b)) => b64
-            .decode(b.trim())
-            .map_err(|e| format!("stdin_b64 is not base64: {e}"))?,
-        _ => return Err("give at most one of stdin and stdin_b64".into()),
-    };
+    let stdin = stdin_bytes(r.stdin, r.stdin_b64)?;
     let mut env: Vec<(String, String)> = r.env.into_iter().collect();
     let (compile, run) = match (r.code, r.argv) {
         (Some(code), None) => {
@@ -276,23 +285,8 @@ fn build_job(r: RunRequest, max: &Maxima, stem: Option<&str>) -> Result<Job, Str
             files.push(source);
             (compile, run)
         }
-        (None, Some(argv)) => {
-            if r.language.is_some() {
-                return Err("language goes with code, not with argv".into());
-            }
-            if argv.first().map_or(true, |a| a.is_empty()) {
-                return Err("argv: the program name is empty".into());
-            }
-            if argv.iter().any(|a| a.contains('\0')) {
-                return Err("argv: arguments may not contain NUL".into());
-            }
-            let run = Step {
-                program: Program::Argv(argv),
-                timeout,
-            };
-            (None, run)
-        }
-        _ => return Err("give exactly one of code and argv".into()),
+        (None, Some(argv)) => (None, argv_step(argv, r.language.is_some(), timeout)?),
+        _ => return Err(RequestError::Conflict("give exactly one of code and argv")),
     };
     Ok(Job {
         policy,
@@ -305,9 +299,84 @@ fn build_job(r: RunRequest, max: &Maxima, stem: Option<&str>) -> Result<Job, Str
     })
 }
 
+/// The request's files as (path, content, mode), each checked.
+fn files_in(files: Vec<FileIn>) -> Result<Vec<(String, Vec<u8>, u32)>, RequestError> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = Vec::new();
+    for f in files {
+        check_file_path("files", &f.path)?;
+        let data = match (f.content, f.content_b64) {
+            (Some(t), None) => t.into_bytes(),
+            (None, Some(b)) => match b64.decode(b.trim()) {
+                Ok(d) => d,
+                Err(source) => {
+                    return Err(RequestError::FileBase64 {
+                        path: f.path,
+                        source,
+                    })
+                }
+            },
+            _ => return Err(RequestError::FileContent { path: f.path }),
+        };
+        let mode = f.mode.unwrap_or(0o644);
+        if mode > 0o7777 {
+            return Err(RequestError::FileMode { path: f.path, mode });
+        }
+        out.push((f.path, data, mode));
+    }
+    Ok(out)
+}
+
+fn check_fetch(fetch: &[String]) -> Result<(), RequestError> {
+    if fetch.len() > MAX_FETCH_FILES {
+        return Err(RequestError::TooManyFetch {
+            max: MAX_FETCH_FILES,
+        });
+    }
+    fetch.iter().try_for_each(|p| check_file_path("fetch", p))
+}
+
+fn stdin_bytes(text: Option<String>, b64: Option<String>) -> Result<Vec<u8>, RequestError> {
+    match (text, b64) {
+        (None, None) => Ok(Vec::new()),
+        (Some(s), None) => Ok(s.into_bytes()),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .map_err(|source| RequestError::StdinBase64 { source }),
+        _ => Err(RequestError::Conflict(
+            "give at most one of stdin and stdin_b64",
+        )),
+    }
+}
+
+/// The run step of an `argv` request (`language` goes only with `code`).
+fn argv_step(argv: Vec<String>, language: bool, timeout: Duration) -> Result<Step, RequestError> {
+    if language {
+        return Err(RequestError::Conflict(
+            "language goes with code, not with argv",
+        ));
+    }
+    if argv.first().map_or(true, |a| a.is_empty()) {
+        return Err(RequestError::Field {
+            field: "argv",
+            reason: "the program name is empty",
+        });
+    }
+    if argv.iter().any(|a| a.contains('\0')) {
+        return Err(RequestError::Field {
+            field: "argv",
+            reason: "arguments may not contain NUL",
+        });
+    }
+    Ok(Step {
+        program: Program::Argv(argv),
+        timeout,
+    })
+}
+
 /// The source file (path, content, mode) and the compile and run steps of `code` in a
 /// language; `stem` replaces the file stem `main` ([`lang::SESSION_STEM`] in sessions).
-pub fn program_steps(
+pub(crate) fn program_steps(
     lang: &lang::Language,
     stem: Option<&str>,
     code: Vec<u8>,
@@ -330,19 +399,19 @@ pub fn program_steps(
 /// The answer to `/v1/run`: the report of the step that ended the job (the run, or a compile
 /// step that failed), plus the compile step's report, fetched files and refusals.
 #[derive(Serialize)]
-pub struct RunResponse {
+pub(crate) struct RunResponse {
     #[serde(flatten)]
-    pub report: Outcome,
+    pub(crate) report: Outcome,
     /// `run`, or `compile` when the compile step failed and nothing ran.
-    pub stage: &'static str,
-    pub compile: Option<Outcome>,
+    pub(crate) stage: &'static str,
+    pub(crate) compile: Option<Outcome>,
     /// Fetched files, base64.
-    pub files: BTreeMap<String, String>,
+    pub(crate) files: BTreeMap<String, String>,
     /// Files asked for and not returned: path -> reason.
-    pub files_refused: BTreeMap<String, String>,
+    pub(crate) files_refused: BTreeMap<String, String>,
 }
 
-pub fn response(done: Done, queued: Duration) -> Option<RunResponse> {
+pub(crate) fn response(done: Done, queued: Duration) -> Option<RunResponse> {
     let files = done.files_b64();
     let (mut report, stage, compile) = match (done.run, done.compile) {
         (Some(run), compile) => (run, "run", compile),
@@ -359,6 +428,27 @@ pub fn response(done: Done, queued: Duration) -> Option<RunResponse> {
     })
 }
 
+/// `POST /v1/run`.
+pub(crate) async fn v1_run(
+    ctx: Arc<Ctx>,
+    req: Request<Incoming>,
+    arrived: Instant,
+) -> Response<Body> {
+    let max_body = ctx.config.max_body;
+    let job = match read_json(req, max_body, |r| to_job(r, &ctx.config.max)).await {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    match run_job(&ctx, job, arrived).await {
+        (Ok(done), queued) => match response(done, queued) {
+            Some(r) => json(StatusCode::OK, &r),
+            None => error(StatusCode::INTERNAL_SERVER_ERROR, "run", "no report"),
+        },
+        (Err(Failed::Refused(r)), _) => refused(&r),
+        (Err(Failed::Engine(e)), _) => engine_error(&e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,6 +462,7 @@ mod tests {
             serde_json::from_value(v).map_err(|e| e.to_string())?,
             &max(),
         )
+        .map_err(|e| e.to_string())
     }
 
     #[test]

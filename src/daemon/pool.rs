@@ -6,30 +6,33 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::Cancel;
 
 /// Latency histogram bucket bounds, in seconds.
-pub const BUCKETS: [f64; 14] = [
+const BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
 /// Why a request got no slot.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// The queue is full: answer 503 with Retry-After.
     QueueFull,
     /// The daemon is shutting down.
     Closed,
 }
 
-pub struct Pool {
+/// The run slots (a semaphore), the count of requests waiting for one, the cancel handles of the
+/// runs holding one, and the outcome counters and latency histograms.
+pub(crate) struct Pool {
     slots: Arc<Semaphore>,
-    pub size: usize,
-    pub queue_cap: usize,
+    pub(crate) size: usize,
+    pub(crate) queue_cap: usize,
     queued: AtomicUsize,
-    running: Arc<AtomicUsize>,
+    /// Slots held; watched so that shutdown can wait for none without polling.
+    running: Arc<watch::Sender<usize>>,
     next_id: AtomicU64,
     inflight: Mutex<HashMap<u64, Cancel>>,
     runs: Mutex<BTreeMap<String, u64>>,
@@ -47,14 +50,14 @@ impl Drop for QueueSpot<'_> {
 }
 
 /// A slot held by a run; the run's thread keeps it until its instance is destroyed.
-pub struct Slot {
+pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
-    running: Arc<AtomicUsize>,
+    running: Arc<watch::Sender<usize>>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.running.send_modify(|n| *n -= 1);
     }
 }
 
@@ -70,13 +73,13 @@ fn observe(h: &Mutex<([u64; BUCKETS.len()], u64, f64)>, secs: f64) {
 }
 
 impl Pool {
-    pub fn new(size: usize, queue_cap: usize) -> Pool {
+    pub(crate) fn new(size: usize, queue_cap: usize) -> Pool {
         Pool {
             slots: Arc::new(Semaphore::new(size)),
             size,
             queue_cap,
             queued: AtomicUsize::new(0),
-            running: Arc::new(AtomicUsize::new(0)),
+            running: Arc::new(watch::Sender::new(0)),
             next_id: AtomicU64::new(1),
             inflight: Mutex::new(HashMap::new()),
             runs: Mutex::new(BTreeMap::new()),
@@ -87,7 +90,7 @@ impl Pool {
 
     /// Waits for a slot, unless the queue is already full. Cancel-safe: a request dropped while
     /// waiting leaves the queue.
-    pub async fn acquire(&self) -> Result<Slot, Refused> {
+    pub(crate) async fn acquire(&self) -> Result<Slot, Refused> {
         if self.slots.is_closed() {
             return Err(Refused::Closed);
         }
@@ -106,23 +109,30 @@ impl Pool {
     }
 
     fn slot(&self, p: OwnedSemaphorePermit) -> Slot {
-        self.running.fetch_add(1, Ordering::SeqCst);
+        self.running.send_modify(|n| *n += 1);
         Slot {
             _permit: p,
             running: self.running.clone(),
         }
     }
 
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.queued.load(Ordering::SeqCst)
     }
 
-    pub fn running(&self) -> usize {
-        self.running.load(Ordering::SeqCst)
+    pub(crate) fn running(&self) -> usize {
+        *self.running.borrow()
+    }
+
+    /// Resolves once no slot is held (at once when none is).
+    pub(crate) async fn idle(&self) {
+        let mut running = self.running.subscribe();
+        // The pool holds the sender, so the wait ends only at zero.
+        let _ = running.wait_for(|n| *n == 0).await;
     }
 
     /// Registers a run's cancel handle; returns its id for `finished`.
-    pub fn started(&self, c: &Cancel) -> u64 {
+    pub(crate) fn started(&self, c: &Cancel) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         self.inflight
             .lock()
@@ -131,7 +141,7 @@ impl Pool {
         id
     }
 
-    pub fn finished(&self, id: u64) {
+    pub(crate) fn finished(&self, id: u64) {
         self.inflight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -139,7 +149,7 @@ impl Pool {
     }
 
     /// Shutdown: no new slots; every run in flight is cancelled.
-    pub fn close_and_cancel(&self) {
+    pub(crate) fn close_and_cancel(&self) {
         self.slots.close();
         for c in self
             .inflight
@@ -151,14 +161,9 @@ impl Pool {
         }
     }
 
-    /// No new slots (runs in flight go on).
-    pub fn close(&self) {
-        self.slots.close();
-    }
-
     /// Counts one finished request by outcome (`ok`, `exit`, ..., `error`, `cancelled`,
     /// `rejected`), with its latency and time in the queue.
-    pub fn record(&self, status: &str, total: Option<Duration>, queued: Option<Duration>) {
+    pub(crate) fn record(&self, status: &str, total: Option<Duration>, queued: Option<Duration>) {
         *self
             .runs
             .lock()
@@ -174,7 +179,7 @@ impl Pool {
     }
 
     /// The Prometheus text of the pool's figures.
-    pub fn metrics(&self, out: &mut String) {
+    pub(crate) fn metrics(&self, out: &mut String) {
         use std::fmt::Write;
         let _ = writeln!(
             out,
@@ -228,8 +233,11 @@ mod tests {
         assert_eq!(pool.acquire().await.err(), Some(Refused::QueueFull));
         drop(waiter);
         assert_eq!(pool.queued(), 0);
+        let mut idle = Box::pin(pool.idle());
+        assert!(futures_poll(&mut idle).is_none());
         drop(held);
         assert_eq!(pool.running(), 0);
+        assert!(futures_poll(&mut idle).is_some());
         let s = pool.acquire().await.unwrap();
         pool.close_and_cancel();
         drop(s);

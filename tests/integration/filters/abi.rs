@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use rsandbox::testing::seccomp::bpf::{self, Verdict};
 use rsandbox::seccomp::Profile;
+use rsandbox::testing::seccomp::bpf::{self, Verdict};
 use rsandbox::Command;
 
 use super::{ok, with_profile};
@@ -85,7 +85,9 @@ fn non_native_abis_are_refused() {
     } else {
         eprintln!("NOTE: this kernel runs no i386 syscalls (ia32 emulation off); relying on the BPF verdict");
     }
-    let c = rsandbox::testing::seccomp::load(&Profile::Default).unwrap().unwrap();
+    let c = rsandbox::testing::seccomp::load(&Profile::Default)
+        .unwrap()
+        .unwrap();
     let eval = |arch, nr: i32| bpf::run(&c.program, &bpf::Data::new(arch, nr, [0; 6])).unwrap();
     assert_eq!(
         eval(bpf::AUDIT_ARCH_I386, 20),

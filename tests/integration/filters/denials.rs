@@ -2,8 +2,8 @@
 
 use std::sync::OnceLock;
 
-use rsandbox::testing::seccomp::bpf::{self, Verdict};
 use rsandbox::seccomp::Profile;
+use rsandbox::testing::seccomp::bpf::{self, Verdict};
 
 use super::{json_map, ok, prelude, with_profile};
 use crate::util;
@@ -11,7 +11,11 @@ use crate::util;
 /// The compiled default profile's verdict on a native call.
 fn default_verdict(nr: i64, args: &[i64]) -> Verdict {
     static DEFAULT: OnceLock<rsandbox::testing::seccomp::Compiled> = OnceLock::new();
-    let c = DEFAULT.get_or_init(|| rsandbox::testing::seccomp::load(&Profile::Default).unwrap().unwrap());
+    let c = DEFAULT.get_or_init(|| {
+        rsandbox::testing::seccomp::load(&Profile::Default)
+            .unwrap()
+            .unwrap()
+    });
     let mut a = [0u64; 6];
     for (i, v) in args.iter().enumerate() {
         a[i] = *v as u64;

@@ -16,8 +16,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use rsandbox::testing::seccomp::bpf::{self, Verdict};
 use rsandbox::seccomp::Profile;
+use rsandbox::testing::seccomp::bpf::{self, Verdict};
 use rsandbox::{Command, Instance, Outcome, Sandbox, Status};
 use serde_json::Value;
 
@@ -136,7 +136,11 @@ fn with_profile(p: Profile) -> Sandbox {
 /// where the kernel alone would answer the same.
 fn verdict(arch: u32, nr: i64, args: &[u64]) -> Verdict {
     static DEFAULT: OnceLock<rsandbox::testing::seccomp::Compiled> = OnceLock::new();
-    let c = DEFAULT.get_or_init(|| rsandbox::testing::seccomp::load(&Profile::Default).unwrap().unwrap());
+    let c = DEFAULT.get_or_init(|| {
+        rsandbox::testing::seccomp::load(&Profile::Default)
+            .unwrap()
+            .unwrap()
+    });
     let mut a = [0u64; 6];
     a[..args.len()].copy_from_slice(args);
     bpf::run(&c.program, &bpf::Data::new(arch, nr as i32, a)).unwrap()

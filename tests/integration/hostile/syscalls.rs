@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use rsandbox::testing::seccomp::bpf::{self, Verdict};
 use rsandbox::seccomp::Profile;
+use rsandbox::testing::seccomp::bpf::{self, Verdict};
 use rsandbox::Command;
 use serde_json::Value;
 

@@ -1,0 +1,116 @@
+//! Who may ask (peer credentials on the Unix socket, a bearer token on TCP) and which handler
+//! answers each method and path.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::http::{error, json, method_not_allowed, no_endpoint, Body};
+use super::server::Ctx;
+use super::{compat, health, listen, maze, native, session};
+
+/// Where a connection came from, as far as access checks go.
+#[derive(Clone, Copy)]
+pub(crate) enum Peer {
+    Unix { allowed: bool, uid: u32 },
+    Tcp,
+}
+
+/// The answer to a client that may not use the daemon; `None`: it may.
+fn refuse(ctx: &Ctx, peer: Peer, req: &Request<Incoming>) -> Option<Response<Body>> {
+    match peer {
+        Peer::Unix {
+            allowed: false,
+            uid,
+        } => Some(error(
+            StatusCode::FORBIDDEN,
+            "access",
+            format!(
+                "uid {uid} may not use this daemon (peer credentials: owner, root or the --group)"
+            ),
+        )),
+        Peer::Tcp => {
+            let token = ctx.config.token.as_ref()?;
+            let presented = req
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+            if presented.is_some_and(|p| listen::token_matches(p, token.as_bytes())) {
+                return None;
+            }
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "access",
+                "a bearer token is required (Authorization: Bearer TOKEN)",
+            );
+            r.headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            Some(r)
+        }
+        Peer::Unix { .. } => None,
+    }
+}
+
+/// Answers one request.
+pub(crate) async fn route(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<Body> {
+    let arrived = Instant::now();
+    if let Some(refusal) = refuse(&ctx, peer, &req) {
+        return refusal;
+    }
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::POST, "/v1/run") => native::v1_run(ctx, req, arrived).await,
+        (&Method::POST, "/run_code") => compat::run_code(ctx, req, arrived).await,
+        (&Method::GET, "/v1/health") => health::health(&ctx),
+        (&Method::GET, "/v1/ping") => json(StatusCode::OK, &"pong"),
+        (&Method::GET, "/metrics") => health::metrics(&ctx),
+        (_, "/v1/sessions") => session::api::route(ctx, req, "", arrived).await,
+        (_, p) if p.starts_with("/v1/sessions/") => {
+            session::api::route(ctx, req, &path["/v1/sessions".len()..], arrived).await
+        }
+        (&Method::POST, "/create_session") => maze::create(ctx, req).await,
+        (&Method::POST, p) if p.starts_with("/execute/") => {
+            maze::execute(ctx, req, &path["/execute/".len()..], arrived).await
+        }
+        (&Method::DELETE, p) if p.starts_with("/close/") => {
+            maze::close(ctx, &path["/close/".len()..]).await
+        }
+        (
+            m,
+            "/v1/run" | "/run_code" | "/v1/health" | "/v1/ping" | "/metrics" | "/create_session",
+        ) => method_not_allowed(m, &path),
+        _ => no_endpoint(&path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every endpoint `route` serves is described in the OpenAPI file.
+    #[test]
+    fn the_openapi_file_describes_every_endpoint() {
+        let spec = include_str!("../../api/openapi.yaml");
+        for path in [
+            "/v1/run",
+            "/v1/health",
+            "/metrics",
+            "/run_code",
+            "/v1/ping",
+            "/v1/sessions",
+            "/v1/sessions/{id}",
+            "/v1/sessions/{id}/run",
+            "/v1/sessions/{id}/files",
+            "/v1/sessions/{id}/files/{path}",
+            "/create_session",
+            "/execute/{session_id}",
+            "/close/{session_id}",
+        ] {
+            assert!(
+                spec.contains(&format!("\n  {path}:\n")),
+                "{path} is missing from api/openapi.yaml"
+            );
+        }
+    }
+}
