@@ -1,20 +1,23 @@
-//! The builder and the immutable `Sandbox`: a validated policy, its root template and mount
-//! plan, shared by every instance made from it (parent side).
+//! `SandboxBuilder`: the settings of a sandbox with the defaults of DESIGN.md §4, and `build`,
+//! which validates them and prepares the policy its instances share (filters, template, mount
+//! plan, GPUs, what enforces each limit, the warm pool).
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use crate::command::{validate_env, Command};
+use super::Sandbox;
+use crate::command::validate_env;
 use crate::defaults;
 use crate::error::{Error, Result};
-use crate::gpu::{self, Coverage, GpuLease, GpuPool, GpuRequest, GpuSetup};
-use crate::instance::Instance;
-use crate::interp::{self};
+use crate::gpu::{self, Coverage, GpuPool, GpuRequest, GpuSetup};
+use crate::interp::{self, Python};
 use crate::ns::template::{self, Template, DEV_NODES, SYSTEM_DIRS};
-use crate::outcome::{Enforcement, Outcome};
+use crate::outcome::{Enforcement, LandlockAbi, Mechanism};
 use crate::policy::{in_instance_tmpfs, mount_plan, Bind, Net, PlanSpec, Policy};
+use crate::pool::Pool;
+use crate::probe::HostProbe;
 
 /// Test-only GPU settings: fake device nodes and driver files (see `SandboxBuilder::gpu_dev_dir`).
 #[derive(Clone, Debug, Default)]
@@ -236,6 +239,76 @@ impl SandboxBuilder {
 
     /// Validates everything once, prepares the root template and the mount plan.
     pub fn build(self) -> Result<Sandbox> {
+        let ncpu = self.validate()?;
+        let probe = crate::probe::host();
+        if !probe.userns {
+            return Err(Error::Unsupported {
+                feature: "user namespaces",
+                message: probe.userns_note.clone().unwrap_or_default(),
+            });
+        }
+        let source = self.source()?;
+        let python = match &self.python {
+            Some(p) => Some(interp::resolve_python(p, &source)?),
+            None => interp::default_python(&source),
+        };
+        let seccomp = crate::seccomp::load(&self.seccomp)?;
+        let template = template::ensure(&source)?;
+        let state_dir = open_state_dir()?;
+        let mut binds = self.binds(python.as_ref())?;
+        let mut env = Vec::new();
+        let gpu = if self.gpu.is_empty() {
+            None
+        } else {
+            Some(self.prepare_gpus(&source, &template, &mut binds, &mut env)?)
+        };
+        env.extend(self.env.iter().cloned());
+        mount_points(&template, &mut binds)?;
+        let plan_spec = PlanSpec {
+            source,
+            shm_size: self.shm_size,
+            tmp_size: self.tmp_size,
+            work_size: self.work_size,
+            binds,
+        };
+        let plan = mount_plan(&template, &plan_spec, None);
+        let landlock = self.landlock(probe, &plan_spec, gpu.as_ref());
+        self.check_strict(probe, &landlock, seccomp.is_some())?;
+        let enforcement = Enforcement {
+            seccomp: seccomp.as_ref().map_or("none".into(), |c| c.name.clone()),
+            ..self.limit_mechanisms(&landlock)?
+        };
+        let inner = Arc::new(Policy {
+            timeout: self.timeout,
+            output_limit: self.output_limit,
+            env,
+            python,
+            template,
+            plan,
+            plan_spec,
+            gpu,
+            state_dir,
+            net: self.net,
+            hostname: CString::new(defaults::HOSTNAME).unwrap(),
+            enforcement,
+            seccomp,
+            landlock,
+            limits: self.limits,
+            cpu_time: self.cpu_time,
+            ncpu,
+            strict: self.strict,
+        });
+        let pool = match self.warm {
+            0 => None,
+            n => Some(Arc::new(Pool::start(inner.clone(), n).map_err(|e| {
+                Error::io("starting the warm pool's thread", PathBuf::new(), e)
+            })?)),
+        };
+        Ok(Sandbox { inner, pool })
+    }
+
+    /// Checks the settings against each other and this host; returns the host's CPU count.
+    fn validate(&self) -> Result<usize> {
         validate_env(&self.env)?;
         if self.warm > 0 && !self.gpu.is_empty() {
             return Err(Error::invalid(
@@ -289,42 +362,31 @@ impl SandboxBuilder {
         if self.cpu_time.is_some_and(|t| t.is_zero()) {
             return Err(Error::invalid("cpu time", "must be greater than zero"));
         }
-        let probe = crate::probe::host();
-        if !probe.userns {
-            return Err(Error::Unsupported {
-                feature: "user namespaces",
-                message: probe.userns_note.clone().unwrap_or_default(),
-            });
+        Ok(ncpu)
+    }
+
+    /// Where the system directories come from: the host, or the `rootfs` tree (which must
+    /// have a `usr`).
+    fn source(&self) -> Result<PathBuf> {
+        let Some(r) = &self.rootfs else {
+            return Ok(PathBuf::from("/"));
+        };
+        let c = std::fs::canonicalize(r)
+            .map_err(|e| Error::invalid("rootfs", format!("{}: {e}", r.display())))?;
+        if !c.join("usr").is_dir() {
+            return Err(Error::invalid(
+                "rootfs",
+                format!("{} has no usr directory", c.display()),
+            ));
         }
-        let source = match &self.rootfs {
-            None => PathBuf::from("/"),
-            Some(r) => {
-                let c = std::fs::canonicalize(r)
-                    .map_err(|e| Error::invalid("rootfs", format!("{}: {e}", r.display())))?;
-                if !c.join("usr").is_dir() {
-                    return Err(Error::invalid(
-                        "rootfs",
-                        format!("{} has no usr directory", c.display()),
-                    ));
-                }
-                c
-            }
-        };
-        let python = match &self.python {
-            Some(p) => Some(interp::resolve_python(p, &source)?),
-            None => interp::default_python(&source),
-        };
+        Ok(c)
+    }
 
-        let seccomp = crate::seccomp::load(&self.seccomp)?;
-        let template = template::ensure(&source)?;
-        let state_dir = crate::state::open_dir()?;
-        static SWEEP: Once = Once::new();
-        SWEEP.call_once(|| {
-            crate::state::sweep(&state_dir);
-        });
-
+    /// The interpreter's directories, then the caller's binds, each host path resolved and each
+    /// inside path checked.
+    fn binds(&self, python: Option<&Python>) -> Result<Vec<Bind>> {
         let mut binds = Vec::new();
-        if let Some(py) = &python {
+        if let Some(py) = python {
             for b in &py.binds {
                 binds.push(Bind {
                     host: b.clone(),
@@ -334,17 +396,11 @@ impl SandboxBuilder {
             }
         }
         for b in &self.binds {
-            let host = std::fs::canonicalize(&b.host).map_err(|e| {
-                Error::invalid(
-                    if b.writable { "rw" } else { "ro" },
-                    format!("{}: {e}", b.host.display()),
-                )
-            })?;
+            let field = if b.writable { "rw" } else { "ro" };
+            let host = std::fs::canonicalize(&b.host)
+                .map_err(|e| Error::invalid(field, format!("{}: {e}", b.host.display())))?;
             template::check_inside(&b.inside).map_err(|m| {
-                Error::invalid(
-                    if b.writable { "rw" } else { "ro" },
-                    format!("inside path {}: {m}", b.inside.display()),
-                )
+                Error::invalid(field, format!("inside path {}: {m}", b.inside.display()))
             })?;
             binds.push(Bind {
                 host,
@@ -352,37 +408,17 @@ impl SandboxBuilder {
                 writable: b.writable,
             });
         }
-        let mut env = Vec::new();
-        let gpu = if self.gpu.is_empty() {
-            None
-        } else {
-            Some(self.prepare_gpus(&source, &template, &mut binds, &mut env)?)
-        };
-        env.extend(self.env.iter().cloned());
-        // Parents before children, so nested binds land on their parent's contents.
-        binds.sort_by_key(|b| b.inside.components().count());
-        for b in &binds {
-            // Under /tmp the instance's own tmpfs hides the template: the reaper creates those.
-            if !in_instance_tmpfs(&b.inside) {
-                template.ensure_mount_point(&b.inside, b.host.is_dir())?;
-            } else if !b.host.is_dir() {
-                return Err(Error::invalid(
-                    "bind",
-                    format!(
-                        "{}: only directories can be bound under /tmp",
-                        b.inside.display()
-                    ),
-                ));
-            }
-        }
-        let plan_spec = PlanSpec {
-            source: source.clone(),
-            shm_size: self.shm_size,
-            tmp_size: self.tmp_size,
-            work_size: self.work_size,
-            binds,
-        };
-        let plan = mount_plan(&template, &plan_spec, None);
+        Ok(binds)
+    }
+
+    /// The Landlock plan: the writable places (work dir, `/tmp`, `/dev/shm`, `rw` binds) and
+    /// the device nodes (GPUs' included); TCP closed when the network is.
+    fn landlock(
+        &self,
+        probe: &HostProbe,
+        plan_spec: &PlanSpec,
+        gpu: Option<&GpuSetup>,
+    ) -> crate::landlock::Plan {
         let mut writable = vec![
             defaults::WORK_DIR.to_string(),
             "/tmp".into(),
@@ -397,88 +433,65 @@ impl SandboxBuilder {
         );
         let mut devices: Vec<String> = DEV_NODES.iter().map(|n| format!("/dev/{n}")).collect();
         devices.extend(gpu.iter().flat_map(|g| g.landlock_paths()));
-        let landlock = crate::landlock::plan(
+        crate::landlock::plan(
             probe.landlock_abi,
             &writable,
             &devices,
             self.net == Net::None,
-        );
-        if self.strict {
-            if landlock.abi == 0 {
-                return Err(Error::Unsupported {
-                    feature: "Landlock",
-                    message: "--strict asks for Landlock and this kernel has none".into(),
-                });
-            }
-            if seccomp.is_some() && !probe.seccomp {
-                return Err(Error::Unsupported {
-                    feature: "seccomp",
-                    message: "--strict asks for a seccomp filter and this kernel has none".into(),
-                });
-            }
+        )
+    }
+
+    /// Under `strict`, a layer this kernel cannot enforce (Landlock, seccomp) is an error.
+    fn check_strict(
+        &self,
+        probe: &HostProbe,
+        landlock: &crate::landlock::Plan,
+        filtered: bool,
+    ) -> Result<()> {
+        if !self.strict {
+            return Ok(());
         }
-        let cgroups = crate::cgroup::setup();
-        if let (true, Err(why)) = (self.strict, cgroups) {
+        if landlock.abi == 0 {
             return Err(Error::Unsupported {
-                feature: "cgroups",
-                message: format!("--strict asks for cgroup limits: {why}"),
+                feature: "Landlock",
+                message: "--strict asks for Landlock and this kernel has none".into(),
             });
         }
-        let (memory, cpu, pids, devices) = match cgroups {
-            Ok(s) => {
-                let devices = match s {
-                    crate::cgroup::Setup::V2 { .. } if crate::sys::ids().0 == 0 => "bpf",
-                    crate::cgroup::Setup::V1 { bases }
-                        if bases.iter().any(|(c, _)| *c == "devices") =>
-                    {
-                        "cgroup1"
-                    }
-                    _ => "mount-only",
-                };
-                (s.name(), s.name(), s.name(), devices)
+        if filtered && !probe.seccomp {
+            return Err(Error::Unsupported {
+                feature: "seccomp",
+                message: "--strict asks for a seccomp filter and this kernel has none".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// What will enforce each limit (the seccomp profile's name is left `none`): the cgroup
+    /// version in use, or without cgroups the fallbacks (an error under `strict`).
+    fn limit_mechanisms(&self, landlock: &crate::landlock::Plan) -> Result<Enforcement> {
+        let mut e = Enforcement {
+            memory: Mechanism::None,
+            cpu: Mechanism::None,
+            pids: Mechanism::None,
+            devices: Mechanism::MountOnly,
+            wall: Mechanism::Supervisor,
+            landlock: LandlockAbi::from_abi(landlock.abi),
+            seccomp: "none".into(),
+        };
+        match crate::cgroup::setup() {
+            Ok(setup) => {
+                let (limits, devices) = cgroup_mechanisms(setup);
+                (e.memory, e.cpu, e.pids, e.devices) = (limits, limits, limits, devices);
             }
-            // Without cgroups: pids by RLIMIT_NPROC (counted per user namespace), memory by
-            // the supervisor's watchdog, CPU time by RLIMIT_CPU plus the watchdog; the CPU
-            // quota only as affinity.
-            Err(_) => ("watchdog", "none", "rlimit", "mount-only"),
-        };
-        let enforcement = Enforcement {
-            memory: memory.into(),
-            cpu: cpu.into(),
-            pids: pids.into(),
-            devices: devices.into(),
-            wall: "supervisor".into(),
-            landlock: crate::landlock::describe(&landlock),
-            seccomp: seccomp.as_ref().map_or("none".into(), |c| c.name.clone()),
-        };
-        let inner = Arc::new(Policy {
-            timeout: self.timeout,
-            output_limit: self.output_limit,
-            env,
-            python,
-            template,
-            plan,
-            plan_spec,
-            gpu,
-            state_dir,
-            net: self.net,
-            hostname: CString::new(defaults::HOSTNAME).unwrap(),
-            enforcement,
-            seccomp,
-            landlock,
-            limits: self.limits,
-            cpu_time: self.cpu_time,
-            ncpu,
-            strict: self.strict,
-        });
-        let pool = match self.warm {
-            0 => None,
-            n => Some(Arc::new(
-                crate::pool::Pool::start(inner.clone(), n)
-                    .map_err(|e| Error::io("starting the warm pool's thread", PathBuf::new(), e))?,
-            )),
-        };
-        Ok(Sandbox { inner, pool })
+            Err(why) if self.strict => {
+                return Err(Error::Unsupported {
+                    feature: "cgroups",
+                    message: format!("--strict asks for cgroup limits: {why}"),
+                })
+            }
+            Err(_) => e.without_cgroups(),
+        }
+        Ok(e)
     }
 }
 
@@ -601,105 +614,100 @@ impl SandboxBuilder {
     }
 }
 
-/// A validated, immutable sandbox policy. Cheap to clone, `Send + Sync`: run it from as many
-/// threads as you like.
-#[derive(Clone)]
-pub struct Sandbox {
-    pub(crate) inner: Arc<Policy>,
-    pool: Option<Arc<crate::pool::Pool>>,
+/// The state directory, swept of dead supervisors' leftovers once per process.
+fn open_state_dir() -> Result<PathBuf> {
+    let state_dir = crate::state::open_dir()?;
+    static SWEEP: Once = Once::new();
+    SWEEP.call_once(|| {
+        crate::state::sweep(&state_dir);
+    });
+    Ok(state_dir)
 }
 
-impl Sandbox {
-    pub fn builder() -> SandboxBuilder {
-        SandboxBuilder::default()
-    }
-
-    /// One-shot run: create an instance, copy the command's files in, run it, destroy
-    /// everything. On timeout the whole instance is killed. With a warm pool
-    /// ([`SandboxBuilder::warm`]) the instance comes from the pool when one is ready, and is
-    /// destroyed by the pool's thread after this returns.
-    pub fn run(&self, cmd: &Command) -> Result<Outcome> {
-        if let Some(c) = &cmd.cancel {
-            c.check()?;
-        }
-        let inst = self.instance()?;
-        let out = inst.exec_inner(cmd, true);
-        self.retire(inst)?;
-        out
-    }
-
-    /// A fresh instance for one job (files in, runs, files out): from the warm pool when one is
-    /// ready, else created now. Give it back with [`Sandbox::retire`].
-    pub fn instance(&self) -> Result<Instance> {
-        match self.pool.as_ref().and_then(|p| p.take()) {
-            Some(i) => Ok(i),
-            None => self.create(),
+/// Sorts the binds parents first, so nested binds land on their parent's contents, and makes
+/// their mount points in the template.
+fn mount_points(template: &Template, binds: &mut [Bind]) -> Result<()> {
+    binds.sort_by_key(|b| b.inside.components().count());
+    for b in binds.iter() {
+        // Under /tmp the instance's own tmpfs hides the template: the reaper creates those.
+        if !in_instance_tmpfs(&b.inside) {
+            template.ensure_mount_point(&b.inside, b.host.is_dir())?;
+        } else if !b.host.is_dir() {
+            return Err(Error::invalid(
+                "bind",
+                format!(
+                    "{}: only directories can be bound under /tmp",
+                    b.inside.display()
+                ),
+            ));
         }
     }
+    Ok(())
+}
 
-    /// Destroys a used instance: on the warm pool's thread when this sandbox has a pool (so the
-    /// caller does not wait for the teardown), else here.
-    pub fn retire(&self, inst: Instance) -> Result<()> {
-        match &self.pool {
-            Some(p) => {
-                p.finish(inst);
-                Ok(())
-            }
-            None => inst.destroy(),
-        }
+/// What a cgroup setup enforces limits with, and devices with: the eBPF program on v2 (as
+/// root), the v1 devices controller where it is mounted, else the mount plan alone.
+fn cgroup_mechanisms(setup: &crate::cgroup::Setup) -> (Mechanism, Mechanism) {
+    match setup {
+        crate::cgroup::Setup::V2 { .. } => (
+            Mechanism::Cgroup2,
+            if crate::sys::ids().0 == 0 {
+                Mechanism::Bpf
+            } else {
+                Mechanism::MountOnly
+            },
+        ),
+        crate::cgroup::Setup::V1 { bases } => (
+            Mechanism::Cgroup1,
+            if bases.iter().any(|(c, _)| *c == "devices") {
+                Mechanism::Cgroup1
+            } else {
+                Mechanism::MountOnly
+            },
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The report's Landlock value covers every ABI the plan can ask for.
+    #[test]
+    fn landlock_abi_covers_the_highest_known() {
+        let top = crate::landlock::plan(u32::MAX, &[], &[], true);
+        assert_eq!(top.abi, crate::landlock::MAX_ABI);
+        assert_eq!(
+            LandlockAbi::from_abi(top.abi).abi(),
+            crate::landlock::MAX_ABI
+        );
+        let none = crate::landlock::plan(0, &[], &[], true);
+        assert_eq!(LandlockAbi::from_abi(none.abi), LandlockAbi::None);
+        assert_eq!(
+            LandlockAbi::from_abi(top.abi).as_str(),
+            crate::landlock::describe(&top)
+        );
     }
 
-    /// Changes how many idle instances the warm pool keeps (at most 64; 0 destroys the idle
-    /// ones and keeps the thread for teardown). No effect on a sandbox built without a pool.
-    pub fn set_warm(&self, n: usize) {
-        if let Some(p) = &self.pool {
-            p.set_warm(n.min(64));
-        }
-    }
-
-    /// The warm pool's figures (None: no pool).
-    pub fn pool_stats(&self) -> Option<crate::PoolStats> {
-        self.pool.as_ref().map(|p| p.stats())
-    }
-
-    /// Creates a live instance for many `exec`s (a session). With GPUs, its lease comes from
-    /// [`Sandbox::gpu_pool`], waiting up to `gpu_wait` for enough free GPUs.
-    pub fn create(&self) -> Result<Instance> {
-        Instance::create(self.inner.clone(), None)
-    }
-
-    /// Creates an instance holding GPUs its caller allocated from [`Sandbox::gpu_pool`] (a
-    /// daemon queueing requests itself); the lease must match [`Sandbox::gpu_request`]. It is
-    /// released when the instance is destroyed.
-    pub fn create_with_gpus(&self, lease: GpuLease) -> Result<Instance> {
-        Instance::create(self.inner.clone(), Some(lease))
-    }
-
-    /// The pool this sandbox's instances take their GPUs from (None: it asks for no GPU).
-    pub fn gpu_pool(&self) -> Option<&Arc<GpuPool>> {
-        self.inner.gpu.as_ref().map(|g| &g.pool)
-    }
-
-    /// What each instance asks its GPU pool for.
-    pub fn gpu_request(&self) -> GpuRequest {
-        self.inner
-            .gpu
-            .as_ref()
-            .map_or_else(GpuRequest::none, |g| g.request.clone())
-    }
-
-    /// What enforces each limit in instances of this sandbox.
-    pub fn enforcement(&self) -> &Enforcement {
-        &self.inner.enforcement
-    }
-
-    /// The root template directory in use.
-    pub fn template_dir(&self) -> &Path {
-        &self.inner.template.root
-    }
-
-    /// The state directory in use.
-    pub fn state_dir(&self) -> &Path {
-        &self.inner.state_dir
+    /// The builder's own checks come before anything touches the host.
+    #[test]
+    fn invalid_settings_are_refused_by_name() {
+        let field = |b: SandboxBuilder| match b.validate() {
+            Err(Error::Invalid { field, .. }) => field,
+            r => panic!("not refused: {r:?}"),
+        };
+        let b = SandboxBuilder::default;
+        assert_eq!(field(b().warm(65)), "warm pool");
+        assert_eq!(field(b().warm(1).gpus(1)), "warm pool");
+        assert_eq!(field(b().tmp_size(4095)), "tmp size");
+        assert_eq!(field(b().work_size(0)), "work size");
+        assert_eq!(field(b().shm_size(1)), "shm size");
+        assert_eq!(field(b().timeout(Duration::ZERO)), "timeout");
+        assert_eq!(field(b().cpus(0.0)), "cpus");
+        assert_eq!(field(b().memory(1 << 20)), "memory");
+        assert_eq!(field(b().pids(0)), "pids");
+        assert_eq!(field(b().cpu_time(Duration::ZERO)), "cpu time");
+        assert_eq!(field(b().env("A=B", "c")), "env");
+        assert!(b().validate().is_ok());
     }
 }
