@@ -186,31 +186,9 @@ impl Instance {
                         reason: format!("more than {LIST_MAX} entries"),
                     });
                 }
-                let c = CString::new(name).unwrap_or_default();
-                // O_PATH | O_NOFOLLOW opens a symlink itself; fstat then describes the link.
-                let Ok(fd) =
-                    sys::openat2(dir.as_fd(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0, RESOLVE)
-                else {
-                    continue; // removed meanwhile
-                };
-                let Ok(meta) = std::fs::File::from(fd).metadata() else {
-                    continue;
-                };
-                let t = meta.file_type();
-                out.push(DirEntry {
-                    name: String::from_utf8_lossy(name).into_owned(),
-                    size: meta.len(),
-                    mode: meta.permissions().mode() & 0o7777,
-                    kind: if t.is_symlink() {
-                        FileKind::Symlink
-                    } else if t.is_dir() {
-                        FileKind::Dir
-                    } else if t.is_file() {
-                        FileKind::File
-                    } else {
-                        FileKind::Other
-                    },
-                });
+                if let Some(entry) = describe(dir.as_fd(), name) {
+                    out.push(entry);
+                }
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -323,6 +301,29 @@ impl Instance {
                 )
             })
     }
+}
+
+/// The entry `name` of `dir` as `list_dir` reports it; `None` when it was removed meanwhile.
+fn describe(dir: BorrowedFd<'_>, name: &[u8]) -> Option<DirEntry> {
+    let c = CString::new(name).unwrap_or_default();
+    // O_PATH | O_NOFOLLOW opens a symlink itself; fstat then describes the link.
+    let fd = sys::openat2(dir, &c, libc::O_PATH | libc::O_NOFOLLOW, 0, RESOLVE).ok()?;
+    let meta = std::fs::File::from(fd).metadata().ok()?;
+    let t = meta.file_type();
+    Some(DirEntry {
+        name: String::from_utf8_lossy(name).into_owned(),
+        size: meta.len(),
+        mode: meta.permissions().mode() & 0o7777,
+        kind: if t.is_symlink() {
+            FileKind::Symlink
+        } else if t.is_dir() {
+            FileKind::Dir
+        } else if t.is_file() {
+            FileKind::File
+        } else {
+            FileKind::Other
+        },
+    })
 }
 
 #[cfg(test)]

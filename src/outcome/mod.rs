@@ -11,7 +11,8 @@ pub(crate) use classify::{classify, Facts};
 pub use enforcement::{Enforcement, LandlockAbi, Mechanism};
 
 /// The cause of termination, by precedence: timeout > cpu_time > memory > pids > seccomp >
-/// signal > exit > ok.
+/// signal > exit > ok (decided by `classify`). `OutputLimit` is never decided today: the
+/// output cap drops bytes and lists `output` in `limits_hit`, it does not end the run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]

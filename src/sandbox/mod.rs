@@ -13,6 +13,7 @@ use crate::policy::Policy;
 use crate::pool::{Pool, PoolStats};
 
 mod builder;
+mod gpus;
 
 pub use builder::SandboxBuilder;
 
