@@ -1,4 +1,5 @@
-//! The one table of defaults, shared by the CLI, the library and (later) the daemon (DESIGN.md §4).
+//! The one table of defaults, shared by the CLI, the library, the daemon and its compatible
+//! APIs (DESIGN.md §4).
 
 use std::time::Duration;
 

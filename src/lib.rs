@@ -112,7 +112,9 @@ fn check_alloc() {
 }
 pub use command::{Command, Stdin};
 pub use instance::{DirEntry, FileKind, Instance, GET_FILE_MAX, LIST_MAX};
-pub use outcome::{Enforcement, Limit, Outcome, SeccompViolation, Status, Usage};
+pub use outcome::{
+    Enforcement, LandlockAbi, Limit, Mechanism, Outcome, SeccompViolation, Status, Usage,
+};
 pub use policy::{Bind, Net};
 pub use sandbox::{Sandbox, SandboxBuilder};
 

@@ -29,15 +29,24 @@ pub enum Net {
     Loopback,
 }
 
+/// A network mode that `Net::from_str` does not know.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown network mode {value:?} (expected none or loopback)")]
+#[non_exhaustive]
+pub struct NetParseError {
+    /// The text given.
+    pub value: String,
+}
+
 impl std::str::FromStr for Net {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Net, String> {
+    type Err = NetParseError;
+    fn from_str(s: &str) -> std::result::Result<Net, NetParseError> {
         match s {
             "none" => Ok(Net::None),
             "loopback" => Ok(Net::Loopback),
-            _ => Err(format!(
-                "unknown network mode {s:?} (expected none or loopback)"
-            )),
+            _ => Err(NetParseError {
+                value: s.to_string(),
+            }),
         }
     }
 }
@@ -229,4 +238,21 @@ pub(crate) fn resolve(
             .collect::<Result<Vec<_>>>()?
     };
     Ok((argv, envp, paths))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_modes_parse_and_unknown_ones_are_named() {
+        assert_eq!("none".parse::<Net>(), Ok(Net::None));
+        assert_eq!("loopback".parse::<Net>(), Ok(Net::Loopback));
+        let e = "host".parse::<Net>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown network mode \"host\" (expected none or loopback)"
+        );
+        assert_eq!(e.value, "host");
+    }
 }

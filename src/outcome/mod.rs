@@ -4,8 +4,15 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+mod classify;
+mod enforcement;
+
+pub(crate) use classify::{classify, Facts};
+pub use enforcement::{Enforcement, LandlockAbi, Mechanism};
+
 /// The cause of termination, by precedence: timeout > cpu_time > memory > pids > seccomp >
-/// signal > exit > ok.
+/// signal > exit > ok (decided by `classify`). `OutputLimit` is never decided today: the
+/// output cap drops bytes and lists `output` in `limits_hit`, it does not end the run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -35,19 +42,6 @@ pub enum Limit {
     Memory,
     Pids,
     Output,
-}
-
-/// What enforced each kind of limit (`cgroup2`, `cgroup1`, `rlimit`, `watchdog`, `bpf`,
-/// `mount-only`, `supervisor`, `none`; Landlock as `abiN` or `none`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Enforcement {
-    pub memory: String,
-    pub cpu: String,
-    pub pids: String,
-    pub devices: String,
-    pub wall: String,
-    pub landlock: String,
-    pub seccomp: String,
 }
 
 /// What an instance uses now (`Instance::usage`).
@@ -244,10 +238,20 @@ mod tests {
         assert_eq!(encode_output(&cap(b"x", false), false), (None, None));
     }
 
+    /// The schema does not change: a stored report reads and writes back byte for byte.
+    #[test]
+    fn stored_report_round_trips_byte_identical() {
+        let text = include_str!("../../tests/data/report-ok.json").trim_end();
+        let o: Outcome = serde_json::from_str(text).unwrap();
+        assert_eq!(o.enforcement.devices, Mechanism::MountOnly);
+        assert_eq!(o.enforcement.landlock, LandlockAbi::None);
+        assert_eq!(serde_json::to_string(&o).unwrap(), text);
+    }
+
     #[test]
     fn cli_exit_codes_follow_the_design() {
         let mut o: Outcome =
-            serde_json::from_str(include_str!("../tests/data/report-ok.json")).unwrap();
+            serde_json::from_str(include_str!("../../tests/data/report-ok.json")).unwrap();
         assert_eq!(o.exit_code_for_cli(), 0);
         o.exit_code = Some(7);
         assert_eq!(o.exit_code_for_cli(), 7);
