@@ -2,16 +2,16 @@
 //! one API (parent side).
 //!
 //! Layout per instance (created beneath the supervisor's own cgroup, or a delegated subtree):
-//! - v2 ([`v2`]): `BASE/rsandbox-SLOT` carries the limits and holds the reaper, which is cloned
+//! - v2 (`v2.rs`): `BASE/rsandbox-SLOT` carries the limits and holds the reaper, which is cloned
 //!   straight into it (`CLONE_INTO_CGROUP`: no migration, none of the cold-attach cost). Each
 //!   run gets `rsandbox-SLOT/run-N` with no controllers enabled, so the no-internal-processes
 //!   rule never applies; the program is cloned into it by the reaper, `cgroup.kill` ends the
 //!   run, and the core `cpu.stat` gives its CPU time. Memory figures come from the instance.
-//! - v1 ([`v1`]): the same directories in each controller's hierarchy (memory, cpu, cpuacct,
+//! - v1 (`v1.rs`): the same directories in each controller's hierarchy (memory, cpu, cpuacct,
 //!   pids, devices). The supervisor moves the reaper in; a program joins its run's cgroups by
 //!   writing `0` to `cgroup.procs` files the supervisor opened for it.
 //!
-//! Which one a host gets is decided once, by [`setup`] ([`detect`]); from then on the version is
+//! Which one a host gets is decided once, by [`setup`] (`detect.rs`); from then on the version is
 //! the type of the instance's cgroups, not a flag the callers test.
 
 mod detect;

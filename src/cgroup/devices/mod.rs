@@ -1,5 +1,5 @@
 //! Device access control for instances: the allow list both cgroup versions enforce, as v1
-//! `devices.allow` lines ([`rules`]) or as the v2 BPF device program ([`ebpf`]).
+//! `devices.allow` lines (`rules.rs`) or as the v2 BPF device program ([`program`], [`attach`]).
 
 mod ebpf;
 mod rules;

@@ -56,7 +56,7 @@ pub fn minimal() -> Vec<DeviceRule> {
 }
 
 /// An instance's allow list, the one both cgroup versions enforce (v1 `devices.allow`, v2 the
-/// program of [`program`]): the minimal set plus `extra` (e.g. the GPU nodes it was granted).
+/// program of [`super::program`]): the minimal set plus `extra` (e.g. the GPU nodes it was granted).
 pub fn allow_list(extra: &[DeviceRule]) -> Vec<DeviceRule> {
     let mut rules: Vec<DeviceRule> = [3, 5, 7, 8, 9]
         .into_iter()
