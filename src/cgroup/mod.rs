@@ -2,25 +2,33 @@
 //! one API (parent side).
 //!
 //! Layout per instance (created beneath the supervisor's own cgroup, or a delegated subtree):
-//! - v2: `BASE/rsandbox-SLOT` carries the limits and holds the reaper, which is cloned straight
-//!   into it (`CLONE_INTO_CGROUP`: no migration, none of the cold-attach cost). Each run gets
-//!   `rsandbox-SLOT/run-N` with no controllers enabled, so the no-internal-processes rule never
-//!   applies; the program is cloned into it by the reaper, `cgroup.kill` ends the run, and the
-//!   core `cpu.stat` gives its CPU time. Memory figures come from the instance.
-//! - v1: the same directories in each controller's hierarchy (memory, cpu, cpuacct, pids,
-//!   devices). The supervisor moves the reaper in; a program joins its run's cgroups by writing
-//!   `0` to `cgroup.procs` files the supervisor opened for it.
+//! - v2 (`v2.rs`): `BASE/rsandbox-SLOT` carries the limits and holds the reaper, which is cloned
+//!   straight into it (`CLONE_INTO_CGROUP`: no migration, none of the cold-attach cost). Each
+//!   run gets `rsandbox-SLOT/run-N` with no controllers enabled, so the no-internal-processes
+//!   rule never applies; the program is cloned into it by the reaper, `cgroup.kill` ends the
+//!   run, and the core `cpu.stat` gives its CPU time. Memory figures come from the instance.
+//! - v1 (`v1.rs`): the same directories in each controller's hierarchy (memory, cpu, cpuacct,
+//!   pids, devices). The supervisor moves the reaper in; a program joins its run's cgroups by
+//!   writing `0` to `cgroup.procs` files the supervisor opened for it.
+//!
+//! Which one a host gets is decided once, by [`setup`] (`detect.rs`); from then on the version is
+//! the type of the instance's cgroups, not a flag the callers test.
 
+mod detect;
 pub mod devices;
+mod error;
+mod files;
+mod v1;
+mod v2;
 
-use std::fs;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
-use crate::error::{Error, Result};
-use crate::probe::{self, CgroupLayout};
+pub use error::{CgroupError, LeafError};
+
+use crate::error::Result;
 
 /// Limits for one instance (None: not limited).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -28,6 +36,11 @@ pub struct Limits {
     pub cpus: Option<f64>,
     pub memory: Option<u64>,
     pub pids: Option<u64>,
+}
+
+/// The CFS quota per 100 ms period for `cpus` CPUs, in microseconds (at least 1 ms).
+fn quota_us(cpus: f64) -> u64 {
+    (cpus * 100_000.0).round().max(1000.0) as u64
 }
 
 /// Where and how instances' cgroups are made on this host.
@@ -43,222 +56,110 @@ pub enum Setup {
 }
 
 impl Setup {
+    /// `cgroup2` or `cgroup1`: what the report names as enforcing memory, CPU and pids.
     pub fn name(&self) -> &'static str {
         match self {
             Setup::V2 { .. } => "cgroup2",
             Setup::V1 { .. } => "cgroup1",
         }
     }
-}
 
-fn read(p: &Path) -> std::io::Result<String> {
-    crate::sys::read_small(p)
-}
-
-fn write(p: &Path, v: &str) -> Result<()> {
-    fs::write(p, v).map_err(|e| Error::io("writing", p.to_path_buf(), e))
-}
-
-/// Writes a file the kernel may not have (no swap accounting, no cpu controller): absent is
-/// fine, any other failure is not. One `open` instead of a `stat` and an `open`.
-fn write_if_present(p: &Path, v: &str) -> Result<()> {
-    match fs::write(p, v) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        r => r.map_err(|e| Error::io("writing", p.to_path_buf(), e)),
+    pub fn is_v2(&self) -> bool {
+        matches!(self, Setup::V2 { .. })
     }
-}
 
-/// This process's cgroup path in the hierarchy whose `/proc/self/cgroup` line matches.
-fn own_path(matches: impl Fn(&str) -> bool) -> Option<String> {
-    probe::host().own_cgroups.iter().find_map(|l| {
-        let mut it = l.splitn(3, ':');
-        let (_, ctl, path) = (it.next()?, it.next()?, it.next()?);
-        matches(ctl).then(|| path.to_string())
-    })
-}
-
-/// The controllers rsandbox enables for its instances, among those `dir` offers.
-fn wanted_controllers(dir: &Path) -> std::result::Result<Vec<&'static str>, String> {
-    let controllers =
-        read(&dir.join("cgroup.controllers")).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let want: Vec<&str> = ["memory", "pids", "cpu"]
-        .into_iter()
-        .filter(|c| controllers.split_whitespace().any(|x| x == *c))
-        .collect();
-    if !want.contains(&"memory") || !want.contains(&"pids") {
-        return Err(format!(
-            "{} lacks the memory or pids controller (has: {})",
-            dir.display(),
-            controllers.trim()
-        ));
-    }
-    Ok(want)
-}
-
-/// Enables `want` in `dir/cgroup.subtree_control` (those not enabled yet).
-fn enable_controllers(dir: &Path, want: &[&str]) -> std::io::Result<()> {
-    let enabled = read(&dir.join("cgroup.subtree_control")).unwrap_or_default();
-    let missing: Vec<String> = want
-        .iter()
-        .filter(|c| !enabled.split_whitespace().any(|x| x == **c))
-        .map(|c| format!("+{c}"))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    fs::write(dir.join("cgroup.subtree_control"), missing.join(" "))
-}
-
-/// Prefix of the leaf a supervisor moves itself into (`BASE/rsandbox-supervisor-PID`).
-const SUPERVISOR_LEAF: &str = "rsandbox-supervisor-";
-
-/// Moves this process into a fresh leaf below `dir` when it is the only process in `dir`, so
-/// that `dir` can enable controllers for its children (the no-internal-processes rule): what a
-/// service started with systemd's `Delegate=yes` is expected to do. Empty leaves that earlier
-/// supervisors left behind are removed on the way (rmdir fails on a cgroup with processes).
-fn move_into_leaf(dir: &Path) -> std::result::Result<(), String> {
-    let me = std::process::id();
-    let procs = read(&dir.join("cgroup.procs")).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let others: Vec<&str> = procs
-        .split_whitespace()
-        .filter(|p| *p != me.to_string())
-        .collect();
-    if !others.is_empty() {
-        return Err(format!(
-            "other processes ({}) live in it, so it cannot enable controllers for children: \
-             start rsandbox from a leaf cgroup and set RSANDBOX_CGROUP to a delegated cgroup \
-             without processes",
-            others.join(" ")
-        ));
-    }
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(SUPERVISOR_LEAF) {
-                let _ = fs::remove_dir(e.path());
-            }
+    /// The directories instances' cgroups are made beneath: the one on v2, one per hierarchy
+    /// on v1 (the cpu and cpuacct entries are the same directory where they are co-mounted).
+    pub fn bases(&self) -> Vec<&Path> {
+        match self {
+            Setup::V2 { base } => vec![base],
+            Setup::V1 { bases } => bases.iter().map(|(_, b)| b.as_path()).collect(),
         }
     }
-    let leaf = dir.join(format!("{SUPERVISOR_LEAF}{me}"));
-    match fs::create_dir(&leaf) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(format!("creating {}: {e}", leaf.display())),
-    }
-    fs::write(leaf.join("cgroup.procs"), me.to_string())
-        .map_err(|e| format!("moving into {}: {e}", leaf.display()))
-}
 
-/// v2: instances go below `RSANDBOX_CGROUP` when set (a delegated cgroup with no processes of
-/// its own), else below this process's cgroup, which it leaves for a leaf of its own if needed.
-fn detect_v2() -> std::result::Result<Setup, String> {
-    let mount = probe::host()
-        .cgroup_mounts
-        .iter()
-        .find(|m| m.version == 2)
-        .ok_or("no cgroup2 mount")?;
-    if let Some(base) = std::env::var_os("RSANDBOX_CGROUP") {
-        let dir = PathBuf::from(base);
-        if !dir.starts_with(&mount.path) || !dir.join("cgroup.procs").exists() {
-            return Err(format!(
-                "RSANDBOX_CGROUP={}: not a cgroup below the cgroup2 mount {}",
-                dir.display(),
-                mount.path.display()
-            ));
-        }
-        let want = wanted_controllers(&dir)?;
-        enable_controllers(&dir, &want).map_err(|e| {
-            format!(
-                "RSANDBOX_CGROUP={}: cannot enable {} in its cgroup.subtree_control: {e}",
-                dir.display(),
-                want.join(" ")
-            )
-        })?;
-        return Ok(Setup::V2 { base: dir });
-    }
-    let own = own_path(|c| c.is_empty()).ok_or("no 0:: line in /proc/self/cgroup")?;
-    let dir = mount.path.join(own.trim_start_matches('/'));
-    let want = wanted_controllers(&dir)?;
-    match enable_controllers(&dir, &want) {
-        Ok(()) => {}
-        // EBUSY: processes live in our cgroup (the no-internal-processes rule).
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-            move_into_leaf(&dir).map_err(|why| format!("{}: {why}", dir.display()))?;
-            enable_controllers(&dir, &want).map_err(|e| {
-                format!(
-                    "cannot enable {} in {}/cgroup.subtree_control after moving into a leaf: {e}",
-                    want.join(" "),
-                    dir.display()
-                )
-            })?;
-        }
-        Err(e) => {
-            return Err(format!(
-                "cannot enable {} in {}/cgroup.subtree_control: {e}",
-                want.join(" "),
-                dir.display()
-            ))
+    /// The base directory that holds `controller`'s files: the one on v2, that hierarchy's on
+    /// v1 (None where it is not mounted).
+    pub fn base(&self, controller: &str) -> Option<&Path> {
+        match self {
+            Setup::V2 { base } => Some(base),
+            Setup::V1 { bases } => bases
+                .iter()
+                .find(|(c, _)| *c == controller)
+                .map(|(_, b)| b.as_path()),
         }
     }
-    Ok(Setup::V2 { base: dir })
-}
 
-fn detect_v1() -> std::result::Result<Setup, String> {
-    if crate::sys::ids().0 != 0 {
-        return Err("cgroup v1 hierarchies are not delegated to unprivileged users".into());
+    /// What controls device access for instances made by a process with effective uid
+    /// `euid`: `bpf` (v2, a device program, which needs root), `cgroup1` (the v1 devices
+    /// hierarchy), or None (the mount plan alone: `mount-only`).
+    pub fn device_control(&self, euid: u32) -> Option<&'static str> {
+        match self {
+            Setup::V2 { .. } => (euid == 0).then_some("bpf"),
+            Setup::V1 { bases } => bases
+                .iter()
+                .any(|(c, _)| *c == "devices")
+                .then_some("cgroup1"),
+        }
     }
-    let mut bases = Vec::new();
-    for ctl in ["memory", "cpu", "cpuacct", "pids", "devices"] {
-        let mount = probe::host()
-            .cgroup_mounts
-            .iter()
-            .find(|m| m.version == 1 && m.controllers.iter().any(|c| c == ctl));
-        let Some(mount) = mount else {
-            if ctl == "devices" {
-                continue;
-            }
-            return Err(format!("no cgroup v1 hierarchy with the {ctl} controller"));
-        };
-        let own = own_path(|c| c.split(',').any(|x| x == ctl)).unwrap_or_else(|| "/".into());
-        bases.push((ctl, mount.path.join(own.trim_start_matches('/'))));
+
+    /// The file giving the memory charged to everything beneath the bases (`memory.current`
+    /// on v2, `memory.usage_in_bytes` on v1), and the directory it is read in.
+    pub fn memory_usage_file(&self) -> Option<(&'static str, &Path)> {
+        match self {
+            Setup::V2 { base } => Some(("memory.current", base)),
+            Setup::V1 { .. } => Some(("memory.usage_in_bytes", self.base("memory")?)),
+        }
     }
-    Ok(Setup::V1 { bases })
 }
 
 /// The cgroup setup of this process, detected once; `Err` says why cgroups cannot be used.
-pub fn setup() -> &'static std::result::Result<Setup, String> {
-    static SETUP: OnceLock<std::result::Result<Setup, String>> = OnceLock::new();
-    SETUP.get_or_init(|| {
-        if std::env::var_os("RSANDBOX_NO_CGROUPS").is_some() {
-            return Err("disabled by RSANDBOX_NO_CGROUPS".into());
-        }
-        match probe::host().cgroup_layout {
-            CgroupLayout::V2 => detect_v2(),
-            // Hybrid hosts keep their controllers in v1.
-            CgroupLayout::V1 | CgroupLayout::Hybrid => detect_v1(),
-            CgroupLayout::None => Err("no cgroup filesystem is mounted".into()),
-        }
-    })
+pub fn setup() -> &'static std::result::Result<Setup, CgroupError> {
+    static SETUP: OnceLock<std::result::Result<Setup, CgroupError>> = OnceLock::new();
+    SETUP.get_or_init(|| detect::detect(&detect::Host::current()))
+}
+
+/// Removes a cgroup left by a dead supervisor: its run cgroups first, killing what is left.
+/// The version is read off the directory (`cgroup.kill` is v2's, `tasks` v1's).
+pub fn remove_tree(dir: &Path) {
+    if dir.join("cgroup.kill").exists() || !dir.join("tasks").exists() {
+        files::remove_tree(dir, v2::kill);
+    } else {
+        files::remove_tree(dir, v1::kill);
+    }
+}
+
+/// An instance's cgroups, per version.
+#[derive(Debug)]
+enum Cgroups {
+    V1(v1::Instance),
+    V2(v2::Instance),
+}
+
+/// A run's cgroups, per version.
+#[derive(Debug)]
+enum RunCgroups {
+    V1(v1::Run),
+    V2(v2::Run),
 }
 
 /// One instance's cgroups.
 #[derive(Debug)]
 pub struct InstanceCgroup {
+    /// Whether these are v2 cgroups. Kept only for callers that read the field; use
+    /// [`InstanceCgroup::is_v2`]. Nothing in this module reads it.
     pub v2: bool,
-    /// (controller, directory); one entry ("", dir) on v2.
-    pub dirs: Vec<(&'static str, PathBuf)>,
+    cgroups: Cgroups,
     next_run: AtomicU32,
 }
 
 /// One run's cgroups and what the program needs to join them.
 #[derive(Debug)]
 pub struct RunCgroup {
-    v2: bool,
-    pub dirs: Vec<(&'static str, PathBuf)>,
-    /// v2: the run directory (for CLONE_INTO_CGROUP); v1: each controller's cgroup.procs.
+    cgroups: RunCgroups,
+    /// v2: the run directory (for CLONE_INTO_CGROUP); v1: the `cgroup.procs` of each per-run
+    /// hierarchy (memory, pids, cpuacct). Empty for `as_run`: the program stays where the
+    /// reaper is.
     pub join: Vec<OwnedFd>,
-    /// The instance's own cgroups (`as_run`): their OOM and pids-limit counters are the
-    /// instance's, which [`InstanceCgroup::stats`] reads, so [`RunCgroup::stats`] skips them.
-    whole: bool,
 }
 
 /// What a run used, from its cgroups.
@@ -281,82 +182,6 @@ pub struct InstanceStats {
     pub pids_max_hits: u64,
 }
 
-fn keyed(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        let mut it = l.split_whitespace();
-        (it.next() == Some(key))
-            .then(|| it.next().and_then(|v| v.parse().ok()))
-            .flatten()
-    })
-}
-
-fn open_dir(p: &Path) -> Result<OwnedFd> {
-    fs::File::open(p)
-        .map(OwnedFd::from)
-        .map_err(|e| Error::io("opening", p.to_path_buf(), e))
-}
-
-/// Kills everything in `dir` (v2: cgroup.kill; v1: SIGKILL each listed pid until none is
-/// left) and waits until it is empty.
-fn kill_and_wait(v2: bool, dir: &Path) {
-    for _ in 0..200 {
-        let procs = read(&dir.join("cgroup.procs")).unwrap_or_default();
-        if procs.trim().is_empty() {
-            return;
-        }
-        if v2 {
-            let _ = fs::write(dir.join("cgroup.kill"), "1");
-        } else {
-            for pid in procs
-                .split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok())
-            {
-                let _ = crate::sys::kill(pid, libc::SIGKILL);
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-}
-
-/// rmdir with a few retries (tasks leave a cgroup asynchronously as they exit).
-fn remove(dir: &Path) {
-    for _ in 0..100 {
-        match fs::remove_dir(dir) {
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                std::thread::sleep(std::time::Duration::from_millis(2))
-            }
-            _ => return,
-        }
-    }
-}
-
-/// Removes a cgroup left by a dead supervisor: its run cgroups first, killing what is left.
-pub fn remove_tree(dir: &Path) {
-    let v2 = dir.join("cgroup.kill").exists() || !dir.join("tasks").exists();
-    remove_tree_as(v2, dir);
-}
-
-/// Removes `dir` and its run cgroups, killing what is left in them first.
-fn remove_tree_as(v2: bool, dir: &Path) {
-    // The common case: the processes are gone and no run cgroup is left.
-    if fs::remove_dir(dir).is_ok() {
-        return;
-    }
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                kill_and_wait(v2, &e.path());
-                remove(&e.path());
-            }
-        }
-    }
-    kill_and_wait(v2, dir);
-    remove(dir);
-}
-
-/// The v1 hierarchies in which each run of an instance gets its own cgroup.
-const RUN_V1: [&str; 3] = ["memory", "pids", "cpuacct"];
-
 impl InstanceCgroup {
     /// Creates the instance's cgroups and writes the limits; on v1 also the device allow list
     /// `rules` (on v2 [`InstanceCgroup::attach_devices`] does that).
@@ -367,316 +192,141 @@ impl InstanceCgroup {
         rules: &[devices::DeviceRule],
     ) -> Result<InstanceCgroup> {
         let name = format!("rsandbox-{slot}");
-        let (v2, dirs): (bool, Vec<(&'static str, PathBuf)>) = match setup {
-            Setup::V2 { base } => (true, vec![("", base.join(&name))]),
-            Setup::V1 { bases } => (
-                false,
-                bases.iter().map(|(c, b)| (*c, b.join(&name))).collect(),
-            ),
+        let cgroups = match setup {
+            Setup::V2 { base } => Cgroups::V2(v2::Instance::new(base, &name)),
+            Setup::V1 { bases } => Cgroups::V1(v1::Instance::new(bases, &name)),
         };
         let cg = InstanceCgroup {
-            v2,
-            dirs,
+            v2: matches!(cgroups, Cgroups::V2(_)),
+            cgroups,
             next_run: AtomicU32::new(0),
         };
-        for (_, d) in &cg.dirs {
-            let mut r = fs::create_dir(d);
-            if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists) {
-                // Left by a supervisor that died with this slot (its record was just cleaned).
-                remove_tree_as(cg.v2, d);
-                r = fs::create_dir(d);
-            }
-            if let Err(e) = r {
+        let kill = match cg.cgroups {
+            Cgroups::V1(_) => v1::kill,
+            Cgroups::V2(_) => v2::kill,
+        };
+        for d in cg.paths() {
+            if let Err(e) = files::create_fresh(&d, kill) {
                 cg.destroy();
-                return Err(Error::io("creating the cgroup", d.clone(), e));
+                return Err(e);
             }
         }
-        if let Err(e) = cg.write_limits(limits, rules) {
+        let written = match &cg.cgroups {
+            Cgroups::V1(c) => c.write_limits(limits, rules),
+            Cgroups::V2(c) => c.write_limits(limits),
+        };
+        if let Err(e) = written {
             cg.destroy();
             return Err(e);
         }
         Ok(cg)
     }
 
-    fn dir(&self, ctl: &str) -> Option<&Path> {
-        self.dirs
-            .iter()
-            .find(|(c, _)| self.v2 || *c == ctl)
-            .map(|(_, d)| d.as_path())
-    }
-
-    fn write_limits(&self, l: &Limits, rules: &[devices::DeviceRule]) -> Result<()> {
-        if self.v2 {
-            let d = &self.dirs[0].1;
-            if let Some(m) = l.memory {
-                write(&d.join("memory.max"), &m.to_string())?;
-                // No swap: a memory limit that swaps is no limit. Absent without swap support.
-                write_if_present(&d.join("memory.swap.max"), "0")?;
-            }
-            if let Some(p) = l.pids {
-                write(&d.join("pids.max"), &p.to_string())?;
-            }
-            if let Some(c) = l.cpus {
-                write_if_present(
-                    &d.join("cpu.max"),
-                    &format!("{} 100000", (c * 100_000.0).round().max(1000.0) as u64),
-                )?;
-            }
-        } else {
-            if let (Some(m), Some(d)) = (l.memory, self.dir("memory")) {
-                write(&d.join("memory.limit_in_bytes"), &m.to_string())?;
-                // memsw = memory: no swap. Absent when the kernel does not account swap.
-                write_if_present(&d.join("memory.memsw.limit_in_bytes"), &m.to_string())?;
-                let _ = fs::write(d.join("memory.swappiness"), "0");
-            }
-            if let (Some(p), Some(d)) = (l.pids, self.dir("pids")) {
-                write(&d.join("pids.max"), &p.to_string())?;
-            }
-            if let (Some(c), Some(d)) = (l.cpus, self.dir("cpu")) {
-                write(&d.join("cpu.cfs_period_us"), "100000")?;
-                write(
-                    &d.join("cpu.cfs_quota_us"),
-                    &((c * 100_000.0).round().max(1000.0) as u64).to_string(),
-                )?;
-            }
-            if let Some(d) = self.dir("devices") {
-                write(&d.join("devices.deny"), "a")?;
-                // One rule per write(2), all on one open file.
-                let p = d.join("devices.allow");
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .open(&p)
-                    .map_err(|e| Error::io("opening", p.clone(), e))?;
-                for r in rules {
-                    std::io::Write::write_all(&mut f, r.v1_entry().as_bytes())
-                        .map_err(|e| Error::io("writing", p.clone(), e))?;
-                }
-            }
-        }
-        Ok(())
+    /// Whether these are v2 cgroups (the reaper is cloned into them, runs are cloned into
+    /// theirs); v1 cgroups are joined by writing to `cgroup.procs`.
+    pub fn is_v2(&self) -> bool {
+        matches!(self.cgroups, Cgroups::V2(_))
     }
 
     /// v2: the directory fd the reaper is cloned into.
     pub fn clone_into(&self) -> Result<Option<OwnedFd>> {
-        if self.v2 {
-            open_dir(&self.dirs[0].1).map(Some)
-        } else {
-            Ok(None)
+        match &self.cgroups {
+            Cgroups::V1(_) => Ok(None),
+            Cgroups::V2(c) => c.clone_into().map(Some),
         }
     }
 
     /// v2: attaches the device program allowing `rules` (needs CAP_SYS_ADMIN); returns whether
     /// a device controller holds (v1: whether the devices hierarchy is there).
     pub fn attach_devices(&self, rules: &[devices::DeviceRule]) -> bool {
-        if !self.v2 {
-            return self.dir("devices").is_some();
-        }
-        match open_dir(&self.dirs[0].1) {
-            Ok(fd) => devices::attach(fd.as_fd(), rules).is_ok(),
-            Err(_) => false,
+        match &self.cgroups {
+            Cgroups::V1(c) => c.dir("devices").is_some(),
+            Cgroups::V2(c) => c.attach_devices(rules),
         }
     }
 
     /// v1: moves the reaper into the instance's cgroups (before it starts anything).
     pub fn attach(&self, pid: i32) -> Result<()> {
-        if !self.v2 {
-            for (_, d) in &self.dirs {
-                write(&d.join("cgroup.procs"), &pid.to_string())?;
-            }
+        match &self.cgroups {
+            Cgroups::V1(c) => c.attach(pid),
+            Cgroups::V2(_) => Ok(()),
         }
-        Ok(())
     }
 
     /// A cgroup for the next run. Earlier runs' cgroups that have emptied since are removed.
-    /// On v1 only the hierarchies that count something per run (memory: OOM kills, pids:
-    /// limit hits, cpuacct: CPU time) get a run directory; the run stays in the instance's
-    /// `cpu` and `devices` cgroups, whose limits and rules are the instance's anyway (a directory
-    /// there would cost a mkdir, a join and an rmdir per run and change nothing).
+    /// On v1 only the hierarchies that count something per run get a run directory.
     pub fn new_run(&self) -> Result<RunCgroup> {
         let n = self.next_run.fetch_add(1, Ordering::Relaxed);
-        let per_run: Vec<&(&'static str, PathBuf)> = self
-            .dirs
-            .iter()
-            .filter(|(c, _)| self.v2 || RUN_V1.contains(c))
-            .collect();
-        for (_, d) in &per_run {
-            if let Ok(rd) = fs::read_dir(d) {
-                for e in rd.flatten() {
-                    if e.file_name().to_string_lossy().starts_with("run-")
-                        && e.file_type().map(|t| t.is_dir()).unwrap_or(false)
-                    {
-                        let _ = fs::remove_dir(e.path()); // EBUSY while populated: kept
-                    }
+        Ok(match &self.cgroups {
+            Cgroups::V1(c) => {
+                let (run, join) = c.new_run(n)?;
+                RunCgroup {
+                    cgroups: RunCgroups::V1(run),
+                    join,
                 }
             }
-        }
-        let dirs: Vec<(&'static str, PathBuf)> = per_run
-            .iter()
-            .map(|(c, d)| (*c, d.join(format!("run-{n}"))))
-            .collect();
-        let mut run = RunCgroup {
-            v2: self.v2,
-            dirs: Vec::new(),
-            join: Vec::new(),
-            whole: false,
+            Cgroups::V2(c) => {
+                let (run, fd) = c.new_run(n)?;
+                RunCgroup {
+                    cgroups: RunCgroups::V2(run),
+                    join: vec![fd],
+                }
+            }
+        })
+    }
+
+    /// The instance's cgroups seen as one run (a one-shot run, whose program simply inherits
+    /// the reaper's cgroups: no per-run directories to create, join and remove).
+    pub fn as_run(&self) -> RunCgroup {
+        let cgroups = match &self.cgroups {
+            Cgroups::V1(c) => RunCgroups::V1(c.as_run()),
+            Cgroups::V2(c) => RunCgroups::V2(c.as_run()),
         };
-        for (c, d) in dirs {
-            fs::create_dir(&d).map_err(|e| Error::io("creating the cgroup", d.clone(), e))?;
-            run.dirs.push((c, d.clone()));
-            let fd = if self.v2 {
-                open_dir(&d)?
-            } else {
-                let p = d.join("cgroup.procs");
-                fs::OpenOptions::new()
-                    .write(true)
-                    .open(&p)
-                    .map(OwnedFd::from)
-                    .map_err(|e| Error::io("opening", p, e))?
-            };
-            run.join.push(fd);
+        RunCgroup {
+            cgroups,
+            join: Vec::new(),
         }
-        Ok(run)
     }
 
     /// Instance-level counters.
     pub fn stats(&self) -> InstanceStats {
-        let mut s = InstanceStats::default();
-        if self.v2 {
-            let d = &self.dirs[0].1;
-            s.peak_memory = read(&d.join("memory.peak"))
-                .ok()
-                .and_then(|v| v.trim().parse().ok());
-            s.oom_kills = read(&d.join("memory.events"))
-                .ok()
-                .and_then(|t| keyed(&t, "oom_kill"))
-                .unwrap_or(0);
-            s.pids_max_hits = read(&d.join("pids.events"))
-                .ok()
-                .and_then(|t| keyed(&t, "max"))
-                .unwrap_or(0);
-        } else {
-            if let Some(d) = self.dir("memory") {
-                s.peak_memory = read(&d.join("memory.max_usage_in_bytes"))
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok());
-                s.oom_kills = read(&d.join("memory.oom_control"))
-                    .ok()
-                    .and_then(|t| keyed(&t, "oom_kill"))
-                    .unwrap_or(0);
-            }
-            if let Some(d) = self.dir("pids") {
-                s.pids_max_hits = read(&d.join("pids.events"))
-                    .ok()
-                    .and_then(|t| keyed(&t, "max"))
-                    .unwrap_or(0);
-            }
+        match &self.cgroups {
+            Cgroups::V1(c) => c.stats(),
+            Cgroups::V2(c) => c.stats(),
         }
-        s
     }
 
     /// What the instance (all its runs and background processes) uses now.
     pub fn usage(&self) -> crate::outcome::Usage {
-        let num = |d: Option<&Path>, file: &str| {
-            d.and_then(|d| read(&d.join(file)).ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        let mut u = crate::outcome::Usage {
-            source: if self.v2 { "cgroup2" } else { "cgroup1" },
-            ..Default::default()
-        };
-        if self.v2 {
-            let d = Some(self.dirs[0].1.as_path());
-            u.cpu_ms = read(&self.dirs[0].1.join("cpu.stat"))
-                .ok()
-                .and_then(|t| keyed(&t, "usage_usec"))
-                .map_or(0.0, |us| us as f64 / 1000.0);
-            u.memory_bytes = num(d, "memory.current");
-            u.peak_memory_bytes = num(d, "memory.peak");
-            u.pids = num(d, "pids.current");
-        } else {
-            u.cpu_ms = num(self.dir("cpuacct"), "cpuacct.usage").map_or(0.0, |ns| ns as f64 / 1e6);
-            u.memory_bytes = num(self.dir("memory"), "memory.usage_in_bytes");
-            u.peak_memory_bytes = num(self.dir("memory"), "memory.max_usage_in_bytes");
-            u.pids = num(self.dir("pids"), "pids.current");
+        match &self.cgroups {
+            Cgroups::V1(c) => c.usage(),
+            Cgroups::V2(c) => c.usage(),
         }
-        u
     }
 
-    /// Every directory, deepest first (for the state record).
+    /// The instance's directories, one per hierarchy (for the state record).
     pub fn paths(&self) -> Vec<PathBuf> {
-        self.dirs.iter().map(|(_, d)| d.clone()).collect()
+        match &self.cgroups {
+            Cgroups::V1(c) => c.dirs().map(Path::to_path_buf).collect(),
+            Cgroups::V2(c) => vec![c.dir().to_path_buf()],
+        }
     }
 
     /// Kills whatever is left and removes every directory.
     pub fn destroy(&self) {
-        for (_, d) in &self.dirs {
-            remove_tree_as(self.v2, d);
-        }
-    }
-}
-
-impl InstanceCgroup {
-    /// The instance's cgroups seen as one run (a one-shot run, whose program simply inherits
-    /// the reaper's cgroups: no per-run directories to create, join and remove).
-    pub fn as_run(&self) -> RunCgroup {
-        RunCgroup {
-            v2: self.v2,
-            dirs: self.dirs.clone(),
-            join: Vec::new(),
-            whole: true,
+        match &self.cgroups {
+            Cgroups::V1(c) => c.destroy(),
+            Cgroups::V2(c) => c.destroy(),
         }
     }
 }
 
 impl RunCgroup {
     pub fn stats(&self) -> RunStats {
-        let mut s = RunStats::default();
-        if self.v2 {
-            if let Ok(t) = read(&self.dirs[0].1.join("cpu.stat")) {
-                s.cpu_us = keyed(&t, "usage_usec").unwrap_or(0);
-                s.user_us = keyed(&t, "user_usec").unwrap_or(0);
-                s.sys_us = keyed(&t, "system_usec").unwrap_or(0);
-            }
-        } else if !self.whole {
-            let dir = |ctl: &str| {
-                self.dirs
-                    .iter()
-                    .find(|(c, _)| *c == ctl)
-                    .map(|(_, d)| d.clone())
-            };
-            if let Some(d) = dir("memory") {
-                s.oom_kills = read(&d.join("memory.oom_control"))
-                    .ok()
-                    .and_then(|t| keyed(&t, "oom_kill"))
-                    .unwrap_or(0);
-            }
-            if let Some(d) = dir("pids") {
-                s.pids_max_hits = read(&d.join("pids.events"))
-                    .ok()
-                    .and_then(|t| keyed(&t, "max"))
-                    .unwrap_or(0);
-            }
+        match &self.cgroups {
+            RunCgroups::V1(r) => r.stats(),
+            RunCgroups::V2(r) => r.stats(),
         }
-        if self.v2 {
-        } else if let Some((_, d)) = self.dirs.iter().find(|(c, _)| *c == "cpuacct") {
-            s.cpu_us = read(&d.join("cpuacct.usage"))
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-                / 1000;
-            if let Ok(t) = read(&d.join("cpuacct.stat")) {
-                // USER_HZ ticks; scale so user + sys matches the exact total.
-                let (u, y) = (
-                    keyed(&t, "user").unwrap_or(0),
-                    keyed(&t, "system").unwrap_or(0),
-                );
-                if let Some(user_us) = (s.cpu_us * u).checked_div(u + y) {
-                    s.user_us = user_us;
-                    s.sys_us = s.cpu_us - user_us;
-                }
-            }
-        }
-        s
     }
 
     /// The CPU time used so far, in microseconds (for the `--cpu-time` watchdog).
@@ -686,8 +336,9 @@ impl RunCgroup {
 
     /// Kills every process of the run, including those that left its process group.
     pub fn kill(&self) {
-        for (_, d) in &self.dirs {
-            kill_and_wait(self.v2, d);
+        match &self.cgroups {
+            RunCgroups::V1(r) => r.kill(),
+            RunCgroups::V2(r) => r.kill(),
         }
     }
 
@@ -695,8 +346,118 @@ impl RunCgroup {
     /// a session (a server started for the next run) keep theirs until they exit or the
     /// instance is destroyed. Not for `as_run`: the instance's directories go with it.
     pub fn release(self) {
-        for (_, d) in &self.dirs {
-            let _ = fs::remove_dir(d);
+        match self.cgroups {
+            RunCgroups::V1(r) => r.release(),
+            RunCgroups::V2(r) => r.release(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn setup_answers_what_callers_ask() {
+        let v2 = Setup::V2 {
+            base: PathBuf::from("/cg/app"),
+        };
+        assert_eq!((v2.name(), v2.is_v2()), ("cgroup2", true));
+        assert_eq!(v2.bases(), [Path::new("/cg/app")]);
+        assert_eq!(v2.base("memory"), Some(Path::new("/cg/app")));
+        assert_eq!(v2.device_control(0), Some("bpf"));
+        assert_eq!(v2.device_control(1000), None);
+        assert_eq!(
+            v2.memory_usage_file(),
+            Some(("memory.current", Path::new("/cg/app")))
+        );
+        let v1 = Setup::V1 {
+            bases: vec![
+                ("memory", PathBuf::from("/m")),
+                ("cpu", PathBuf::from("/c")),
+                ("pids", PathBuf::from("/p")),
+            ],
+        };
+        assert_eq!((v1.name(), v1.is_v2()), ("cgroup1", false));
+        assert_eq!(v1.base("pids"), Some(Path::new("/p")));
+        assert_eq!(v1.base("devices"), None);
+        assert_eq!(v1.device_control(0), None);
+        assert_eq!(
+            v1.memory_usage_file(),
+            Some(("memory.usage_in_bytes", Path::new("/m")))
+        );
+        let with_devices = Setup::V1 {
+            bases: vec![("devices", PathBuf::from("/d"))],
+        };
+        assert_eq!(with_devices.device_control(0), Some("cgroup1"));
+        assert_eq!(with_devices.memory_usage_file(), None);
+    }
+
+    #[test]
+    fn quota_is_per_100ms_and_at_least_1ms() {
+        assert_eq!(quota_us(1.0), 100_000);
+        assert_eq!(quota_us(2.5), 250_000);
+        assert_eq!(quota_us(0.0001), 1000);
+    }
+
+    #[test]
+    fn create_makes_the_directories_and_writes_the_limits() {
+        let tmp = tempfile::tempdir().unwrap();
+        let setup = Setup::V2 {
+            base: tmp.path().to_path_buf(),
+        };
+        // A directory left by a dead supervisor with this slot is replaced.
+        fs::create_dir(tmp.path().join("rsandbox-9")).unwrap();
+        let limits = Limits {
+            memory: Some(1 << 20),
+            ..Limits::default()
+        };
+        let cg = InstanceCgroup::create(&setup, 9, &limits, &[]).unwrap();
+        assert!(cg.is_v2() && cg.v2);
+        assert_eq!(cg.paths(), [tmp.path().join("rsandbox-9")]);
+        assert_eq!(
+            fs::read_to_string(tmp.path().join("rsandbox-9/memory.max")).unwrap(),
+            "1048576"
+        );
+        assert!(cg.clone_into().unwrap().is_some());
+        assert!(cg.attach(1).is_ok());
+        assert!(cg.as_run().join.is_empty());
+        let run = cg.new_run().unwrap();
+        assert_eq!(run.join.len(), 1);
+        run.release();
+        let run = cg.new_run().unwrap();
+        assert!(tmp.path().join("rsandbox-9/run-1").is_dir());
+        run.release();
+
+        let v1 = Setup::V1 {
+            bases: vec![
+                ("memory", tmp.path().join("memory")),
+                ("pids", tmp.path().join("pids")),
+            ],
+        };
+        fs::create_dir(tmp.path().join("memory")).unwrap();
+        fs::create_dir(tmp.path().join("pids")).unwrap();
+        let cg = InstanceCgroup::create(&v1, 2, &Limits::default(), &[]).unwrap();
+        assert!(!cg.is_v2());
+        assert!(!cg.attach_devices(&[]), "no devices hierarchy");
+        assert!(cg.clone_into().unwrap().is_none());
+        assert_eq!(
+            cg.paths(),
+            [
+                tmp.path().join("memory/rsandbox-2"),
+                tmp.path().join("pids/rsandbox-2")
+            ]
+        );
+        // A base that is not there: creation fails and what was made is removed again.
+        let missing = Setup::V1 {
+            bases: vec![
+                ("memory", tmp.path().join("memory")),
+                ("pids", tmp.path().join("absent")),
+            ],
+        };
+        let e = InstanceCgroup::create(&missing, 3, &Limits::default(), &[]).unwrap_err();
+        assert!(e.to_string().contains("absent"), "{e}");
+        assert!(!tmp.path().join("memory/rsandbox-3").exists());
     }
 }
