@@ -74,54 +74,7 @@ fn detect() -> HostProbe {
             userns_note = Some("kernel.apparmor_restrict_unprivileged_userns is 1".to_string());
         }
     }
-    let mut cgroup_mounts = Vec::new();
-    for line in read("/proc/self/mountinfo").unwrap_or_default().lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mount_point = left.split_whitespace().nth(4).unwrap_or_default();
-        let mut r = right.split_whitespace();
-        let fstype = r.next().unwrap_or_default();
-        let super_opts = r.nth(1).unwrap_or_default();
-        match fstype {
-            "cgroup2" => cgroup_mounts.push(CgroupMount {
-                version: 2,
-                path: mount_point.into(),
-                controllers: vec![],
-            }),
-            "cgroup" => {
-                let known = [
-                    "cpu",
-                    "cpuacct",
-                    "cpuset",
-                    "memory",
-                    "pids",
-                    "devices",
-                    "freezer",
-                    "blkio",
-                    "hugetlb",
-                    "net_cls",
-                    "net_prio",
-                    "perf_event",
-                    "rdma",
-                    "misc",
-                ];
-                let controllers: Vec<String> = super_opts
-                    .split(',')
-                    .filter(|o| known.contains(o))
-                    .map(str::to_string)
-                    .collect();
-                if !controllers.is_empty() {
-                    cgroup_mounts.push(CgroupMount {
-                        version: 1,
-                        path: mount_point.into(),
-                        controllers,
-                    });
-                }
-            }
-            _ => {}
-        }
-    }
+    let cgroup_mounts = parse_cgroup_mounts(&read("/proc/self/mountinfo").unwrap_or_default());
     let has_v1 = cgroup_mounts.iter().any(|m| m.version == 1);
     let has_v2 = cgroup_mounts.iter().any(|m| m.version == 2);
     let cgroup_layout = match (has_v1, has_v2) {
@@ -152,6 +105,59 @@ fn detect() -> HostProbe {
         seccomp: !seccomp_actions.is_empty(),
         seccomp_actions,
     }
+}
+
+/// The cgroup mounts in `mountinfo`, as the probe reads them: every cgroup2 mount, and
+/// each v1 hierarchy with a controller rsandbox knows of (named ones like `name=systemd` are
+/// left out).
+pub(crate) fn parse_cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
+    const KNOWN: [&str; 14] = [
+        "cpu",
+        "cpuacct",
+        "cpuset",
+        "memory",
+        "pids",
+        "devices",
+        "freezer",
+        "blkio",
+        "hugetlb",
+        "net_cls",
+        "net_prio",
+        "perf_event",
+        "rdma",
+        "misc",
+    ];
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mount_point = left.split_whitespace().nth(4).unwrap_or_default();
+        let mut r = right.split_whitespace();
+        let fstype = r.next().unwrap_or_default();
+        let super_opts = r.nth(1).unwrap_or_default();
+        let (version, controllers) = match fstype {
+            "cgroup2" => (2, vec![]),
+            "cgroup" => (
+                1,
+                super_opts
+                    .split(',')
+                    .filter(|o| KNOWN.contains(o))
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            _ => continue,
+        };
+        if version == 1 && controllers.is_empty() {
+            continue;
+        }
+        out.push(CgroupMount {
+            version,
+            path: mount_point.into(),
+            controllers,
+        });
+    }
+    out
 }
 
 /// The cached probe of this host.

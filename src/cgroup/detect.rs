@@ -44,7 +44,7 @@ impl Host {
     /// mount point taken below `root` (a fixture directory; `/` for the real one).
     #[cfg(test)]
     pub(super) fn from_text(root: &Path, mountinfo: &str, cgroup: &str) -> Host {
-        let mounts: Vec<CgroupMount> = parse_mounts(mountinfo)
+        let mounts: Vec<CgroupMount> = probe::parse_cgroup_mounts(mountinfo)
             .into_iter()
             .map(|m| CgroupMount {
                 path: root.join(m.path.strip_prefix("/").unwrap_or(&m.path)),
@@ -77,60 +77,6 @@ impl Host {
             matches(ctl).then(|| path.to_string())
         })
     }
-}
-
-/// The cgroup mounts in `mountinfo`, as [`probe::host`] reads them: every cgroup2 mount, and
-/// each v1 hierarchy with a controller rsandbox knows of (named ones like `name=systemd` are
-/// left out).
-#[cfg(test)]
-fn parse_mounts(mountinfo: &str) -> Vec<CgroupMount> {
-    const KNOWN: [&str; 14] = [
-        "cpu",
-        "cpuacct",
-        "cpuset",
-        "memory",
-        "pids",
-        "devices",
-        "freezer",
-        "blkio",
-        "hugetlb",
-        "net_cls",
-        "net_prio",
-        "perf_event",
-        "rdma",
-        "misc",
-    ];
-    let mut out = Vec::new();
-    for line in mountinfo.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mount_point = left.split_whitespace().nth(4).unwrap_or_default();
-        let mut r = right.split_whitespace();
-        let fstype = r.next().unwrap_or_default();
-        let super_opts = r.nth(1).unwrap_or_default();
-        let (version, controllers) = match fstype {
-            "cgroup2" => (2, vec![]),
-            "cgroup" => (
-                1,
-                super_opts
-                    .split(',')
-                    .filter(|o| KNOWN.contains(o))
-                    .map(str::to_string)
-                    .collect(),
-            ),
-            _ => continue,
-        };
-        if version == 1 && controllers.is_empty() {
-            continue;
-        }
-        out.push(CgroupMount {
-            version,
-            path: mount_point.into(),
-            controllers,
-        });
-    }
-    out
 }
 
 /// Where instances' cgroups go on `host`, or why cgroups cannot be used there.
@@ -567,19 +513,5 @@ mod tests {
         let gone = dir.join("gone");
         let e = move_into_leaf(&gone, 1).unwrap_err().to_string();
         assert!(e.starts_with(&format!("{}: ", gone.display())), "{e}");
-    }
-
-    #[test]
-    fn fixture_parsing_matches_the_probe() {
-        let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
-            return;
-        };
-        let ours = parse_mounts(&text);
-        let probe = &probe::host().cgroup_mounts;
-        let key = |m: &CgroupMount| (m.version, m.path.clone(), m.controllers.clone());
-        assert_eq!(
-            ours.iter().map(key).collect::<Vec<_>>(),
-            probe.iter().map(key).collect::<Vec<_>>()
-        );
     }
 }

@@ -29,6 +29,7 @@ use std::sync::OnceLock;
 pub use error::{CgroupError, LeafError};
 
 use crate::error::Result;
+use crate::outcome::Mechanism;
 
 /// Limits for one instance (None: not limited).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -92,13 +93,21 @@ impl Setup {
     /// What controls device access for instances made by a process with effective uid
     /// `euid`: `bpf` (v2, a device program, which needs root), `cgroup1` (the v1 devices
     /// hierarchy), or None (the mount plan alone: `mount-only`).
-    pub fn device_control(&self, euid: u32) -> Option<&'static str> {
+    pub fn device_control(&self, euid: u32) -> Option<Mechanism> {
         match self {
-            Setup::V2 { .. } => (euid == 0).then_some("bpf"),
+            Setup::V2 { .. } => (euid == 0).then_some(Mechanism::Bpf),
             Setup::V1 { bases } => bases
                 .iter()
                 .any(|(c, _)| *c == "devices")
-                .then_some("cgroup1"),
+                .then_some(Mechanism::Cgroup1),
+        }
+    }
+
+    /// What enforces memory, CPU and pids limits with this setup.
+    pub fn mechanism(&self) -> Mechanism {
+        match self {
+            Setup::V2 { .. } => Mechanism::Cgroup2,
+            Setup::V1 { .. } => Mechanism::Cgroup1,
         }
     }
 
@@ -145,9 +154,6 @@ enum RunCgroups {
 /// One instance's cgroups.
 #[derive(Debug)]
 pub struct InstanceCgroup {
-    /// Whether these are v2 cgroups. Kept only for callers that read the field; use
-    /// [`InstanceCgroup::is_v2`]. Nothing in this module reads it.
-    pub v2: bool,
     cgroups: Cgroups,
     next_run: AtomicU32,
 }
@@ -197,7 +203,6 @@ impl InstanceCgroup {
             Setup::V1 { bases } => Cgroups::V1(v1::Instance::new(bases, &name)),
         };
         let cg = InstanceCgroup {
-            v2: matches!(cgroups, Cgroups::V2(_)),
             cgroups,
             next_run: AtomicU32::new(0),
         };
@@ -366,7 +371,7 @@ mod tests {
         assert_eq!((v2.name(), v2.is_v2()), ("cgroup2", true));
         assert_eq!(v2.bases(), [Path::new("/cg/app")]);
         assert_eq!(v2.base("memory"), Some(Path::new("/cg/app")));
-        assert_eq!(v2.device_control(0), Some("bpf"));
+        assert_eq!(v2.device_control(0), Some(Mechanism::Bpf));
         assert_eq!(v2.device_control(1000), None);
         assert_eq!(
             v2.memory_usage_file(),
@@ -390,7 +395,7 @@ mod tests {
         let with_devices = Setup::V1 {
             bases: vec![("devices", PathBuf::from("/d"))],
         };
-        assert_eq!(with_devices.device_control(0), Some("cgroup1"));
+        assert_eq!(with_devices.device_control(0), Some(Mechanism::Cgroup1));
         assert_eq!(with_devices.memory_usage_file(), None);
     }
 
@@ -414,7 +419,7 @@ mod tests {
             ..Limits::default()
         };
         let cg = InstanceCgroup::create(&setup, 9, &limits, &[]).unwrap();
-        assert!(cg.is_v2() && cg.v2);
+        assert!(cg.is_v2());
         assert_eq!(cg.paths(), [tmp.path().join("rsandbox-9")]);
         assert_eq!(
             fs::read_to_string(tmp.path().join("rsandbox-9/memory.max")).unwrap(),

@@ -104,24 +104,20 @@ fn number(p: &Path) -> Option<u64> {
 /// a v2 root cgroup, which has no `memory.current`, the sum over its `rsandbox-*` children: the
 /// daemon's own leaf and its instances.
 fn cgroup_memory() -> Option<(&'static str, u64)> {
-    match crate::cgroup::setup().as_ref().ok()? {
-        crate::cgroup::Setup::V2 { base } => {
-            let file = "memory.current";
-            if let Some(v) = number(&base.join(file)) {
-                return Some((file, v));
-            }
-            let sum = std::fs::read_dir(base)
-                .ok()?
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rsandbox-"))
-                .filter_map(|e| number(&e.path().join(file)))
-                .sum();
-            Some((file, sum))
-        }
-        crate::cgroup::Setup::V1 { bases } => {
-            let file = "memory.usage_in_bytes";
-            let (_, base) = bases.iter().find(|(c, _)| *c == "memory")?;
-            Some((file, number(&base.join(file))?))
-        }
+    let setup = crate::cgroup::setup().as_ref().ok()?;
+    let (file, dir) = setup.memory_usage_file()?;
+    if let Some(v) = number(&dir.join(file)) {
+        return Some((file, v));
     }
+    if !setup.is_v2() {
+        return None;
+    }
+    // A root cgroup has no memory.current: add up rsandbox's own cgroups beneath it.
+    let sum = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rsandbox-"))
+        .filter_map(|e| number(&e.path().join(file)))
+        .sum();
+    Some((file, sum))
 }

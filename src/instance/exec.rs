@@ -140,7 +140,7 @@ impl Instance {
     fn cgroup_mode(&self, run_cg: Option<&RunCgroup>) -> u32 {
         match (&self.cg, run_cg) {
             (_, Some(r)) if r.join.is_empty() => proto::CGROUP_NONE,
-            (Some(cg), Some(_)) if cg.v2 => proto::CGROUP_V2_CLONE_INTO,
+            (Some(cg), Some(_)) if cg.is_v2() => proto::CGROUP_V2_CLONE_INTO,
             (Some(_), Some(_)) => proto::CGROUP_V1_PROCS,
             _ => proto::CGROUP_NONE,
         }

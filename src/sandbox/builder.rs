@@ -522,24 +522,8 @@ fn mount_points(template: &Template, binds: &mut [Bind]) -> Result<()> {
 /// What a cgroup setup enforces limits with, and devices with: the eBPF program on v2 (as
 /// root), the v1 devices controller where it is mounted, else the mount plan alone.
 fn cgroup_mechanisms(setup: &crate::cgroup::Setup) -> (Mechanism, Mechanism) {
-    match setup {
-        crate::cgroup::Setup::V2 { .. } => (
-            Mechanism::Cgroup2,
-            if crate::sys::ids().0 == 0 {
-                Mechanism::Bpf
-            } else {
-                Mechanism::MountOnly
-            },
-        ),
-        crate::cgroup::Setup::V1 { bases } => (
-            Mechanism::Cgroup1,
-            if bases.iter().any(|(c, _)| *c == "devices") {
-                Mechanism::Cgroup1
-            } else {
-                Mechanism::MountOnly
-            },
-        ),
-    }
+    let devices = setup.device_control(crate::sys::ids().0);
+    (setup.mechanism(), devices.unwrap_or(Mechanism::MountOnly))
 }
 
 #[cfg(test)]
@@ -584,10 +568,4 @@ mod tests {
         assert_eq!(field(b().env("A=B", "c")), "env");
         assert!(b().validate().is_ok());
     }
-}
-
-#[allow(dead_code)]
-fn _assert_send_sync() {
-    fn ok<T: Send + Sync>() {}
-    ok::<Sandbox>();
 }
