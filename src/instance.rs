@@ -200,7 +200,7 @@ impl Instance {
             version: 1,
             supervisor_pid: std::process::id() as i32,
             reaper_pid: reaper.pid,
-            reaper_start: sys::process_start_time(reaper.pid).unwrap_or(0),
+            reaper_start: sys::host::process_start_time(reaper.pid).unwrap_or(0),
             host_uid: ids.host_uid,
             cgroups,
         };
@@ -357,7 +357,7 @@ impl Instance {
                 // A reaper that does not answer is stuck: end the instance, never hang.
                 Err(
                     e @ Error::Setup {
-                        stage: "reaper", ..
+                        stage: crate::error::Stage::Reaper, ..
                     },
                 ) => {
                     spawn::kill_reaper(reaper);
@@ -641,11 +641,11 @@ impl Instance {
     /// tmpfs belongs to the instance's user namespace, which refuses inodes owned by ids it
     /// does not map (EOVERFLOW), and the supervisor should have no more rights there than the
     /// program has. Per-thread; a no-op when unprivileged (our ids are the mapped ones).
-    fn act_as_sandbox(&self) -> Result<Option<sys::FsIdGuard>> {
+    fn act_as_sandbox(&self) -> Result<Option<sys::host::FsIdGuard>> {
         if !self.ids.privileged {
             return Ok(None);
         }
-        sys::act_as(self.ids.host_uid, self.ids.host_gid)
+        sys::host::act_as(self.ids.host_uid, self.ids.host_gid)
             .map(Some)
             .ok_or_else(|| {
                 Error::io(
@@ -880,10 +880,10 @@ impl Drop for Instance {
 /// the tree reaped, in microseconds (the CPU-time watchdog without cgroups). The reaper's own time is rsandbox's,
 /// not the program's.
 fn tree_cpu_us(pid: i32) -> u64 {
-    let tick_us = 1_000_000 / sys::clock_ticks();
+    let tick_us = 1_000_000 / sys::host::clock_ticks();
     let mut ticks = 0;
     for_tree(pid, |p, is_root| {
-        if let Ok(s) = sys::read_small(format!("/proc/{p}/stat")) {
+        if let Ok(s) = sys::host::read_small(format!("/proc/{p}/stat")) {
             // After ")": state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
             // cmajflt utime stime cutime cstime (fields 3-17 of stat; some may be negative).
             let f: Vec<&str> = s
@@ -913,7 +913,7 @@ fn for_tree(pid: i32, mut f: impl FnMut(i32, bool)) {
         f(p, p == pid);
         if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
             for t in tasks.flatten() {
-                if let Ok(c) = sys::read_small(t.path().join("children")) {
+                if let Ok(c) = sys::host::read_small(t.path().join("children")) {
                     stack.extend(c.split_whitespace().filter_map(|x| x.parse::<i32>().ok()));
                 }
             }
@@ -951,11 +951,11 @@ fn process_memory(p: i32, exact: bool) -> u64 {
             .sum()
     };
     let pss = || {
-        let s = sys::read_small(format!("/proc/{p}/smaps_rollup")).ok()?;
+        let s = sys::host::read_small(format!("/proc/{p}/smaps_rollup")).ok()?;
         kib(&s, ["Pss_Anon:", "Pss_Shmem:"])
     };
     let rss = || {
-        let s = sys::read_small(format!("/proc/{p}/status")).ok()?;
+        let s = sys::host::read_small(format!("/proc/{p}/status")).ok()?;
         kib(&s, ["RssAnon:", "RssShmem:"])
     };
     exact.then(pss).flatten().or_else(rss).unwrap_or(0) * 1024

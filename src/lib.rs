@@ -63,7 +63,7 @@ pub mod state;
 pub(crate) mod sys;
 
 pub use cancel::Cancel;
-pub use error::{Error, GpuError, Result};
+pub use error::{Error, GpuError, Result, Stage};
 pub use gpu::{GpuLease, GpuPool, GpuRequest};
 
 /// Whether the calling code runs in a sandbox child between `clone` and `execve`, where

@@ -52,7 +52,7 @@ impl Setup {
 }
 
 fn read(p: &Path) -> std::io::Result<String> {
-    crate::sys::read_small(p)
+    crate::sys::host::read_small(p)
 }
 
 fn write(p: &Path, v: &str) -> Result<()> {
