@@ -357,7 +357,8 @@ impl Instance {
                 // A reaper that does not answer is stuck: end the instance, never hang.
                 Err(
                     e @ Error::Setup {
-                        stage: crate::error::Stage::Reaper, ..
+                        stage: crate::error::Stage::Reaper,
+                        ..
                     },
                 ) => {
                     spawn::kill_reaper(reaper);

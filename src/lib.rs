@@ -32,6 +32,7 @@
 //! capabilities, `no_new_privs`, its own session, only fds 0-2, in a root of read-only system
 //! binds and tmpfs mounts. See the README for what each layer stops.
 #![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

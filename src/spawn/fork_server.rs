@@ -4,9 +4,9 @@
 //! Why: cloning a reaper straight from a busy, multi-threaded daemon copies the daemon's page
 //! tables into every instance, makes every page the daemon writes afterwards a copy-on-write
 //! fault with a TLB shootdown across all its threads, and copies the whole address space again
-//! when the reaper forks each program. Cloned from the fork server, a reaper starts from a few
-//! MiB, the daemon's memory is never shared with an instance, and pid 1 of an instance holds no
-//! snapshot of other requests' data or of the daemon's token.
+//! when the reaper forks each program. Cloned from the fork server, a reaper starts from the
+//! server's small address space, the daemon's memory is never shared with an instance, and pid 1
+//! of an instance holds no snapshot of other requests' data or of the daemon's token.
 //!
 //! Protocol, over a `SOCK_SEQPACKET` pair: the parent sends one message per reaper, the JSON of
 //! the reaper's settings with two or three descriptors (the reaper's control socket, the exec
