@@ -36,7 +36,7 @@ pub enum Error {
     /// Building the instance failed inside the child (a mount, pivot_root, ...).
     #[error("sandbox setup failed at {stage}{}: {source}", if detail.is_empty() { String::new() } else { format!(" ({detail})") })]
     Setup {
-        stage: &'static str,
+        stage: Stage,
         detail: String,
         #[source]
         source: io::Error,
@@ -94,7 +94,7 @@ impl Error {
             Error::Invalid { .. } => "policy",
             Error::Unsupported { .. } => "probe",
             Error::Io { .. } => "host",
-            Error::Setup { stage, .. } => stage,
+            Error::Setup { stage, .. } => stage.as_str(),
             Error::Exec { .. } => "exec",
             Error::Path { .. } => "files",
             Error::Gone => "instance",
@@ -118,6 +118,151 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where building an instance or starting a program failed. The child side reports it as a
+/// `u32` in its fixed-size error record (`Stage::from_raw` reads it back); the names are those of
+/// `{"error": {"stage": ...}}` and of `Error::Setup`'s message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum Stage {
+    /// A number no stage has (a record from a newer or corrupted child).
+    Unknown = 0,
+    WaitGo = 1,
+    Fds = 2,
+    Hostname = 3,
+    Loopback = 4,
+    MountPrivate = 5,
+    BindRoot = 6,
+    Mount = 7,
+    MountAttr = 8,
+    WorkFd = 9,
+    RootReadonly = 10,
+    PivotRoot = 11,
+    DetachOldRoot = 12,
+    Dumpable = 13,
+    Signals = 14,
+    Landlock = 15,
+    CgroupNs = 16,
+    Fork = 20,
+    Stdio = 21,
+    Setsid = 22,
+    Chdir = 23,
+    Rlimit = 24,
+    Setgroups = 25,
+    Setgid = 26,
+    Setuid = 27,
+    Caps = 28,
+    NoNewPrivs = 29,
+    CloseFds = 30,
+    Exec = 31,
+    Seccomp = 32,
+    /// Not a failure: the record carries the seccomp listener's descriptor (named "unknown"
+    /// should one ever arrive without it).
+    Listener = 33,
+    Cgroup = 34,
+    Affinity = 35,
+    /// Parent side: the instance's reaper did not answer, or exited during setup.
+    Reaper = 100,
+}
+
+impl Stage {
+    const ALL: [Stage; 34] = [
+        Stage::Unknown,
+        Stage::WaitGo,
+        Stage::Fds,
+        Stage::Hostname,
+        Stage::Loopback,
+        Stage::MountPrivate,
+        Stage::BindRoot,
+        Stage::Mount,
+        Stage::MountAttr,
+        Stage::WorkFd,
+        Stage::RootReadonly,
+        Stage::PivotRoot,
+        Stage::DetachOldRoot,
+        Stage::Dumpable,
+        Stage::Signals,
+        Stage::Landlock,
+        Stage::CgroupNs,
+        Stage::Fork,
+        Stage::Stdio,
+        Stage::Setsid,
+        Stage::Chdir,
+        Stage::Rlimit,
+        Stage::Setgroups,
+        Stage::Setgid,
+        Stage::Setuid,
+        Stage::Caps,
+        Stage::NoNewPrivs,
+        Stage::CloseFds,
+        Stage::Exec,
+        Stage::Seccomp,
+        Stage::Listener,
+        Stage::Cgroup,
+        Stage::Affinity,
+        Stage::Reaper,
+    ];
+
+    /// The stage a child's record names; `Unknown` for a number no stage has.
+    pub(crate) fn from_raw(raw: u32) -> Stage {
+        Stage::ALL
+            .into_iter()
+            .find(|s| *s as u32 == raw)
+            .unwrap_or(Stage::Unknown)
+    }
+
+    /// The name used in messages and in `{"error": {"stage": ...}}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::WaitGo => "wait-for-supervisor",
+            Stage::Fds => "fds",
+            Stage::Hostname => "hostname",
+            Stage::Loopback => "loopback",
+            Stage::MountPrivate => "mount-private",
+            Stage::BindRoot => "bind-root",
+            Stage::Mount => "mount",
+            Stage::MountAttr => "mount-setattr",
+            Stage::WorkFd => "work-dir",
+            Stage::RootReadonly => "root-readonly",
+            Stage::PivotRoot => "pivot-root",
+            Stage::DetachOldRoot => "detach-old-root",
+            Stage::Dumpable => "dumpable",
+            Stage::Signals => "signals",
+            Stage::Landlock => "landlock",
+            Stage::CgroupNs => "cgroup-namespace",
+            Stage::Fork => "fork",
+            Stage::Stdio => "stdio",
+            Stage::Setsid => "setsid",
+            Stage::Chdir => "chdir",
+            Stage::Rlimit => "rlimit",
+            Stage::Setgroups => "setgroups",
+            Stage::Setgid => "setgid",
+            Stage::Setuid => "setuid",
+            Stage::Caps => "capabilities",
+            Stage::NoNewPrivs => "no-new-privs",
+            Stage::CloseFds => "close-fds",
+            Stage::Exec => "exec",
+            Stage::Seccomp => "seccomp",
+            Stage::Cgroup => "cgroup",
+            Stage::Affinity => "cpu-affinity",
+            Stage::Reaper => "reaper",
+            Stage::Listener | Stage::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Stage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
 
 /// A GPU request that cannot be met.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -189,4 +334,71 @@ fn not_free(
         s.push_str(&format!(" (waited {:.1} s)", waited.as_secs_f64()));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stage names reach users in `{"error": {"stage": ...}}` and in messages: pinned, with
+    /// the numbers the child's record carries.
+    #[test]
+    fn stage_names_and_numbers_are_pinned() {
+        let want: &[(u32, &str)] = &[
+            (0, "unknown"),
+            (1, "wait-for-supervisor"),
+            (2, "fds"),
+            (3, "hostname"),
+            (4, "loopback"),
+            (5, "mount-private"),
+            (6, "bind-root"),
+            (7, "mount"),
+            (8, "mount-setattr"),
+            (9, "work-dir"),
+            (10, "root-readonly"),
+            (11, "pivot-root"),
+            (12, "detach-old-root"),
+            (13, "dumpable"),
+            (14, "signals"),
+            (15, "landlock"),
+            (16, "cgroup-namespace"),
+            (20, "fork"),
+            (21, "stdio"),
+            (22, "setsid"),
+            (23, "chdir"),
+            (24, "rlimit"),
+            (25, "setgroups"),
+            (26, "setgid"),
+            (27, "setuid"),
+            (28, "capabilities"),
+            (29, "no-new-privs"),
+            (30, "close-fds"),
+            (31, "exec"),
+            (32, "seccomp"),
+            (33, "unknown"),
+            (34, "cgroup"),
+            (35, "cpu-affinity"),
+            (100, "reaper"),
+        ];
+        assert_eq!(want.len(), Stage::ALL.len());
+        for &(raw, name) in want {
+            let s = Stage::from_raw(raw);
+            assert_eq!(s as u32, raw, "{name}");
+            assert_eq!(s.as_str(), name);
+            assert_eq!(s.to_string(), name);
+            assert_eq!(serde_json::to_value(s).unwrap(), name);
+        }
+        for raw in [17, 19, 36, 99, 101, u32::MAX] {
+            assert_eq!(Stage::from_raw(raw), Stage::Unknown);
+        }
+        let e = Error::Setup {
+            stage: Stage::PivotRoot,
+            detail: String::new(),
+            source: io::Error::from_raw_os_error(libc::EPERM),
+        };
+        assert_eq!(e.stage(), "pivot-root");
+        assert!(e
+            .to_string()
+            .starts_with("sandbox setup failed at pivot-root: "));
+    }
 }

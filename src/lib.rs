@@ -32,6 +32,7 @@
 //! capabilities, `no_new_privs`, its own session, only fds 0-2, in a root of read-only system
 //! binds and tmpfs mounts. See the README for what each layer stops.
 #![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]
@@ -66,7 +67,7 @@ pub mod state;
 pub(crate) mod sys;
 
 pub use cancel::Cancel;
-pub use error::{Error, GpuError, Result};
+pub use error::{Error, GpuError, Result, Stage};
 pub use gpu::{GpuLease, GpuPool, GpuRequest};
 
 /// Whether the calling code runs in a sandbox child between `clone` and `execve`, where

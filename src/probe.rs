@@ -49,7 +49,7 @@ pub struct HostProbe {
 }
 
 fn read(path: &str) -> Option<String> {
-    crate::sys::read_small(path)
+    crate::sys::host::read_small(path)
         .ok()
         .map(|s| s.trim().to_string())
 }

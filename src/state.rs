@@ -66,7 +66,9 @@ fn open_locked(path: &Path) -> std::io::Result<Option<fs::File>> {
 
 /// Cleans up after one dead instance as its record describes it.
 fn clean(info: &RecordInfo) {
-    if info.reaper_pid > 0 && sys::process_start_time(info.reaper_pid) == Some(info.reaper_start) {
+    if info.reaper_pid > 0
+        && sys::host::process_start_time(info.reaper_pid) == Some(info.reaper_start)
+    {
         let _ = sys::kill(info.reaper_pid, libc::SIGKILL);
     }
     for cg in &info.cgroups {

@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 pub(super) fn read(p: &Path) -> std::io::Result<String> {
-    crate::sys::read_small(p)
+    crate::sys::host::read_small(p)
 }
 
 pub(super) fn write(p: &Path, v: &str) -> Result<()> {

@@ -126,8 +126,8 @@ pub fn from_systemd() -> io::Result<Vec<Endpoint>> {
         .map_err(|_| io::Error::other(format!("LISTEN_FDS={fds:?} is not a number")))?;
     let mut out = Vec::new();
     for fd in 3..3 + n {
-        let owned: OwnedFd = sys::inherited_fd(fd)?;
-        match sys::socket_domain(owned.as_fd())? {
+        let owned: OwnedFd = sys::host::inherited_fd(fd)?;
+        match sys::host::socket_domain(owned.as_fd())? {
             libc::AF_UNIX => {
                 let l = std::os::unix::net::UnixListener::from(owned);
                 l.set_nonblocking(true)?;

@@ -187,7 +187,8 @@ impl Instance {
             // A reaper that does not answer is stuck: end the instance, never hang.
             Err(
                 e @ Error::Setup {
-                    stage: "reaper", ..
+                    stage: crate::error::Stage::Reaper,
+                    ..
                 },
             ) => {
                 spawn::kill_reaper(reaper);

@@ -287,11 +287,11 @@ impl Instance {
     /// tmpfs belongs to the instance's user namespace, which refuses inodes owned by ids it
     /// does not map (EOVERFLOW), and the supervisor should have no more rights there than the
     /// program has. Per-thread; a no-op when unprivileged (our ids are the mapped ones).
-    pub(super) fn act_as_sandbox(&self) -> Result<Option<sys::FsIdGuard>> {
+    pub(super) fn act_as_sandbox(&self) -> Result<Option<sys::host::FsIdGuard>> {
         if !self.ids.privileged {
             return Ok(None);
         }
-        sys::act_as(self.ids.host_uid, self.ids.host_gid)
+        sys::host::act_as(self.ids.host_uid, self.ids.host_gid)
             .map(Some)
             .ok_or_else(|| {
                 Error::io(

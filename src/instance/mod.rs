@@ -20,7 +20,10 @@ mod exec;
 mod files;
 mod procfs;
 
+// The daemon's file API checks paths and names a missing file as the library does.
+#[cfg_attr(not(feature = "daemon"), allow(unused_imports))]
 pub(crate) use files::components;
+#[cfg_attr(not(feature = "daemon"), allow(unused_imports))]
 pub use files::{DirEntry, FileKind, GET_FILE_MAX, LIST_MAX, NO_SUCH_FILE};
 
 /// One isolated instance: fresh namespaces, its own root and work dir, a reaper as pid 1.
@@ -84,7 +87,7 @@ impl Instance {
             version: 1,
             supervisor_pid: std::process::id() as i32,
             reaper_pid: reaper.pid,
-            reaper_start: sys::process_start_time(reaper.pid).unwrap_or(0),
+            reaper_start: sys::host::process_start_time(reaper.pid).unwrap_or(0),
             host_uid: ids.host_uid,
             cgroups,
         };

@@ -22,10 +22,10 @@ pub(super) fn usage(pid: i32) -> Usage {
 /// the tree reaped, in microseconds (the CPU-time watchdog without cgroups). The reaper's own
 /// time is rsandbox's, not the program's.
 pub(super) fn tree_cpu_us(pid: i32) -> u64 {
-    let tick_us = 1_000_000 / sys::clock_ticks();
+    let tick_us = 1_000_000 / sys::host::clock_ticks();
     let mut ticks = 0;
     for_tree(pid, |p, is_root| {
-        if let Ok(s) = sys::read_small(format!("/proc/{p}/stat")) {
+        if let Ok(s) = sys::host::read_small(format!("/proc/{p}/stat")) {
             // After ")": state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
             // cmajflt utime stime cutime cstime (fields 3-17 of stat; some may be negative).
             let f: Vec<&str> = s
@@ -55,7 +55,7 @@ fn for_tree(pid: i32, mut f: impl FnMut(i32, bool)) {
         f(p, p == pid);
         if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
             for t in tasks.flatten() {
-                if let Ok(c) = sys::read_small(t.path().join("children")) {
+                if let Ok(c) = sys::host::read_small(t.path().join("children")) {
                     stack.extend(c.split_whitespace().filter_map(|x| x.parse::<i32>().ok()));
                 }
             }
@@ -93,11 +93,11 @@ fn process_memory(p: i32, exact: bool) -> u64 {
             .sum()
     };
     let pss = || {
-        let s = sys::read_small(format!("/proc/{p}/smaps_rollup")).ok()?;
+        let s = sys::host::read_small(format!("/proc/{p}/smaps_rollup")).ok()?;
         kib(&s, ["Pss_Anon:", "Pss_Shmem:"])
     };
     let rss = || {
-        let s = sys::read_small(format!("/proc/{p}/status")).ok()?;
+        let s = sys::host::read_small(format!("/proc/{p}/status")).ok()?;
         kib(&s, ["RssAnon:", "RssShmem:"])
     };
     exact.then(pss).flatten().or_else(rss).unwrap_or(0) * 1024

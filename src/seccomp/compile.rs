@@ -177,7 +177,7 @@ fn add_arches(ctx: &mut ScmpFilterContext, spec: &Spec, origin: &str) -> Result<
 
 /// Exports the BPF through a memfd (Debian 12's libseccomp 2.5.4 has no export_bpf_mem).
 fn export(ctx: &ScmpFilterContext, origin: &str) -> Result<Vec<libc::sock_filter>> {
-    let mut f = crate::sys::memfd("rsandbox-seccomp")
+    let mut f = crate::sys::host::memfd("rsandbox-seccomp")
         .map_err(|e| Error::io("creating a memfd for", None, e))?;
     ctx.export_bpf(&f)
         .map_err(|e| bad(origin, format!("exporting BPF: {e}")))?;

@@ -4,27 +4,27 @@
 //! Why: cloning a reaper straight from a busy, multi-threaded daemon copies the daemon's page
 //! tables into every instance, makes every page the daemon writes afterwards a copy-on-write
 //! fault with a TLB shootdown across all its threads, and copies the whole address space again
-//! when the reaper forks each program. Cloned from the fork server, a reaper starts from a few
-//! MiB, the daemon's memory is never shared with an instance, and pid 1 of an instance holds no
-//! snapshot of other requests' data or of the daemon's token.
+//! when the reaper forks each program. Cloned from the fork server, a reaper starts from the
+//! server's small address space, the daemon's memory is never shared with an instance, and pid 1
+//! of an instance holds no snapshot of other requests' data or of the daemon's token.
 //!
 //! Protocol, over a `SOCK_SEQPACKET` pair: the parent sends one message per reaper, the JSON of
-//! the reaper's settings with three or four descriptors (the reaper's control socket, the exec
+//! the reaper's settings with two or three descriptors (the reaper's control socket, the exec
 //! region's memfd, optionally the cgroup for `CLONE_INTO_CGROUP`), and reads back the reaper's
 //! pid, `errno` (0 on success) and the address where the reaper has the region, with the
-//! reaper's pidfd. The server ignores SIGCHLD, so the
-//! kernel reaps the reapers; the parent waits for them on their pidfds (`sys::wait_exit`). The
+//! reaper's pidfd. The server ignores SIGCHLD, so the kernel reaps the reapers; the parent waits for them on their pidfds (`sys::wait_exit`). The
 //! server exits when its socket reaches end of stream or its parent dies (`PR_SET_PDEATHSIG`).
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
 use crate::landlock::Plan as LandlockPlan;
 use crate::ns::mount::MountPlan;
-use crate::sys::{self, Forked, SharedRegion};
+use crate::sys::host::SharedRegion;
+use crate::sys::{self, Forked};
 
 use super::{child, plan::REGION_LEN, ReaperSpec, NS_FLAGS};
 
@@ -63,7 +63,7 @@ static SERVER: std::sync::OnceLock<Server> = std::sync::OnceLock::new();
 
 /// Number of threads of this process, from `/proc/self/status`.
 fn threads() -> io::Result<usize> {
-    let status = sys::read_small("/proc/self/status")?;
+    let status = sys::host::read_small("/proc/self/status")?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("Threads:"))
@@ -127,7 +127,7 @@ pub(super) fn active() -> bool {
 /// settings are too large), and the caller clones directly.
 pub(super) fn clone_reaper(
     spec: &ReaperSpec<'_>,
-    fds: &[RawFd],
+    fds: &[BorrowedFd<'_>],
 ) -> Option<io::Result<(i32, OwnedFd, usize)>> {
     let server = SERVER.get()?;
     let msg = serde_json::to_vec(&SpecRef {
@@ -141,7 +141,7 @@ pub(super) fn clone_reaper(
         return None;
     }
     let mut guard = server.sock.lock().unwrap_or_else(|p| p.into_inner());
-    let sock = guard.as_ref()?.as_raw_fd();
+    let sock = guard.as_ref()?.as_fd();
     let mut reply = [0u8; REPLY_LEN];
     let mut got = [-1; 1];
     let answer = sys::send_with_fds(sock, &msg, fds)
@@ -175,40 +175,39 @@ pub(super) fn clone_reaper(
 
 /// The server's loop. Never returns.
 fn serve(sock: OwnedFd, parent: i32) -> ! {
-    // SAFETY: prctl/signal/getppid/dup/open/close_range with constant arguments.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        if libc::getppid() != parent {
-            libc::_exit(0);
-        }
-        libc::prctl(libc::PR_SET_NAME, c"rsandbox-fork".as_ptr(), 0, 0, 0);
-        for sig in IGNORED {
-            libc::signal(sig, libc::SIG_IGN);
-        }
-        // Keep the socket (as fd 3) and stderr; nothing of the parent's stays open in here.
-        let fd = sock.into_raw_fd();
-        if fd != 3 && libc::dup3(fd, 3, libc::O_CLOEXEC) < 0 {
-            libc::_exit(1);
-        }
-        sys::close_range(4, u32::MAX, 0).ok();
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
-        if null >= 0 {
-            libc::dup2(null, 0);
-            libc::dup2(null, 1);
-            libc::close(null);
-        }
+    // This process is single-threaded (forked while its parent was): ordinary Rust is fine here.
+    let _ = sys::set_parent_death_signal(libc::SIGKILL);
+    if sys::parent_pid() != parent {
+        sys::exit(0);
     }
+    sys::set_name(c"rsandbox-fork");
+    for sig in IGNORED {
+        sys::ignore_signal(sig);
+    }
+    // Keep the socket (as fd 3) and stderr; nothing of the parent's stays open in here.
     const SOCK: RawFd = 3;
+    let fd = sock.into_raw_fd();
+    if fd != SOCK && sys::dup_to(fd, SOCK, true).is_err() {
+        sys::exit(1);
+    }
+    sys::close_range(4, u32::MAX, 0).ok();
+    if let Ok(null) = sys::open(c"/dev/null", libc::O_RDWR, 0) {
+        let _ = sys::dup_to(null, 0, false);
+        let _ = sys::dup_to(null, 1, false);
+        sys::close(null);
+    }
+    // SAFETY: SOCK was made the socket above and stays open until this process exits.
+    let sock = unsafe { sys::borrow(SOCK) };
     let mut buf = vec![0u8; MAX_MSG + 1];
     loop {
         let mut raw = [-1; 4];
-        let (n, nfds) = match sys::recv_with_fds(SOCK, &mut buf, &mut raw) {
-            Ok((0, _)) | Err(_) => unsafe { libc::_exit(0) },
+        let (n, nfds) = match sys::recv_with_fds(sock, &mut buf, &mut raw) {
+            Ok((0, _)) | Err(_) => sys::exit(0),
             Ok(x) => x,
         };
-        // SAFETY: recv_with_fds handed us nfds new descriptors.
         let fds: Vec<OwnedFd> = raw[..nfds]
             .iter()
+            // SAFETY: recv_with_fds handed us nfds new descriptors, each taken once here.
             .map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) })
             .collect();
         let (pid, errno, pidfd, at) = match clone_one(&buf[..n], &fds) {
@@ -220,10 +219,9 @@ fn serve(sock: OwnedFd, parent: i32) -> ! {
         reply[..4].copy_from_slice(&pid.to_ne_bytes());
         reply[4..8].copy_from_slice(&errno.to_ne_bytes());
         reply[8..].copy_from_slice(&(at as u64).to_ne_bytes());
-        let pass: Vec<RawFd> = pidfd.iter().map(|f| f.as_raw_fd()).collect();
-        if sys::send_with_fds(SOCK, &reply, &pass).is_err() {
-            // SAFETY: _exit never returns.
-            unsafe { libc::_exit(0) }
+        let pass: Vec<BorrowedFd<'_>> = pidfd.iter().map(|f| f.as_fd()).collect();
+        if sys::send_with_fds(sock, &reply, &pass).is_err() {
+            sys::exit(0);
         }
     }
 }
@@ -245,14 +243,14 @@ fn clone_one(msg: &[u8], fds: &[OwnedFd]) -> io::Result<(i32, OwnedFd, usize)> {
         region: region.as_ptr(),
     };
     // SAFETY: the child resets the signals this server changed and runs reaper_main, which
-    // follows child.rs's rule and never returns.
+    // follows the child's rule (spawn/child/mod.rs) and never returns.
     match unsafe { sys::clone_fork(NS_FLAGS, fds.get(2).map(|f| f.as_raw_fd())) }? {
-        Forked::Child => unsafe {
+        Forked::Child => {
             for sig in IGNORED {
-                libc::signal(sig, libc::SIG_DFL);
+                sys::default_signal(sig);
             }
             child::reaper_main(&args)
-        },
+        }
         Forked::Parent { pid, pidfd } => Ok((pid, pidfd, region.as_ptr() as usize)),
     }
 }

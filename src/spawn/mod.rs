@@ -1,7 +1,7 @@
 //! The only code that forks: creating an instance's reaper and starting programs through it.
 //!
 //! Parent side here (may allocate, returns rich errors); the child side, which may not, is in
-//! `child.rs`. The supervisor talks to the reaper over a `SOCK_SEQPACKET` pair with fixed-size
+//! `child/`. The supervisor talks to the reaper over a `SOCK_SEQPACKET` pair with fixed-size
 //! records (`proto.rs`) and hands it exec plans through a shared region (`plan.rs`).
 #![allow(unsafe_code)]
 
@@ -13,12 +13,13 @@ pub(crate) mod wait;
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Stage};
 use crate::ns::mount::MountPlan;
 use crate::ns::user::IdMap;
-use crate::sys::{self, Forked, SharedRegion};
+use crate::sys::host::SharedRegion;
+use crate::sys::{self, Forked};
 use proto::{ChildError, Reply, Request};
 
 /// The namespaces every instance gets.
@@ -53,8 +54,8 @@ pub struct ReaperSpec<'a> {
 
 /// Turns a child's `(stage, errno)` record into an error naming the mount where there is one.
 pub fn setup_error(plan: &MountPlan, err: ChildError) -> Error {
-    let detail = match err.stage {
-        proto::stage::MOUNT | proto::stage::MOUNT_ATTR | proto::stage::WORK_FD => plan
+    let detail = match err.stage() {
+        Stage::Mount | Stage::MountAttr | Stage::WorkFd => plan
             .ops
             .get(err.detail as usize)
             .map(|op| op.inside.clone())
@@ -62,7 +63,7 @@ pub fn setup_error(plan: &MountPlan, err: ChildError) -> Error {
         _ => String::new(),
     };
     Error::Setup {
-        stage: proto::stage_name(err.stage),
+        stage: err.stage(),
         detail,
         source: io::Error::from_raw_os_error(err.errno),
     }
@@ -73,17 +74,21 @@ pub fn setup_error(plan: &MountPlan, err: ChildError) -> Error {
 pub const REPLY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Sends one request (with fds) and reads the reaper's reply (and its fd, if any).
-pub fn call(ctrl: RawFd, req: Request, fds: &[RawFd]) -> Result<(Reply, Option<OwnedFd>)> {
+pub fn call(
+    ctrl: BorrowedFd<'_>,
+    req: Request,
+    fds: &[BorrowedFd<'_>],
+) -> Result<(Reply, Option<OwnedFd>)> {
     sys::send_with_fds(ctrl, proto::as_bytes(&req), fds).map_err(|_| Error::Gone)?;
     let mut pfd = [libc::pollfd {
-        fd: ctrl,
+        fd: ctrl.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     }];
     let ms = REPLY_DEADLINE.as_millis() as i32;
     if sys::poll(&mut pfd, ms).map_err(|e| Error::io("waiting for the reaper", None, e))? == 0 {
         return Err(Error::Setup {
-            stage: "reaper",
+            stage: Stage::Reaper,
             detail: String::new(),
             source: io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -97,7 +102,7 @@ pub fn call(ctrl: RawFd, req: Request, fds: &[RawFd]) -> Result<(Reply, Option<O
     recv_reply(ctrl)
 }
 
-fn recv_reply(ctrl: RawFd) -> Result<(Reply, Option<OwnedFd>)> {
+fn recv_reply(ctrl: BorrowedFd<'_>) -> Result<(Reply, Option<OwnedFd>)> {
     let mut buf = [0u8; 64];
     let mut fds = [-1; 1];
     let (n, nfds) = sys::recv_with_fds(ctrl, &mut buf, &mut fds).map_err(|_| Error::Gone)?;
@@ -125,7 +130,9 @@ pub fn start_reaper(
     let (ctrl, child_ctrl) =
         sys::seqpacket_pair().map_err(|e| Error::io("creating the control socket", None, e))?;
     let served = region_fd.as_ref().and_then(|region_fd| {
-        let mut fds = vec![child_ctrl.as_raw_fd(), region_fd.as_raw_fd()];
+        // SAFETY: the cgroup descriptor is the caller's, open for the whole call.
+        let cgroup = cgroup.map(|fd| unsafe { sys::borrow(fd) });
+        let mut fds = vec![child_ctrl.as_fd(), region_fd.as_fd()];
         fds.extend(cgroup);
         fork_server::clone_reaper(spec, &fds)
     });
@@ -140,8 +147,8 @@ pub fn start_reaper(
                 loopback: spec.loopback,
                 region: region.as_ptr(),
             };
-            // SAFETY: the child branch calls only reaper_main, which follows child.rs's rule
-            // and never returns.
+            // SAFETY: the child branch calls only reaper_main, which follows the child's rule
+            // (spawn/child/mod.rs) and never returns.
             match unsafe { sys::clone_fork(NS_FLAGS, cgroup) } {
                 Ok(Forked::Child) => child::reaper_main(&args),
                 Ok(Forked::Parent { pid, pidfd }) => Ok((pid, pidfd, region.as_ptr() as usize)),
@@ -186,9 +193,9 @@ pub fn start_reaper(
         op: proto::OP_GO,
         ..Default::default()
     };
-    let reply = sys::send_with_fds(ctrl.as_raw_fd(), proto::as_bytes(&go), &[])
+    let reply = sys::send_with_fds(ctrl.as_fd(), proto::as_bytes(&go), &[])
         .map_err(|_| Error::Gone)
-        .and_then(|_| recv_reply(ctrl.as_raw_fd()));
+        .and_then(|_| recv_reply(ctrl.as_fd()));
     match reply {
         Ok((r, Some(work))) if r.kind == proto::REPLY_READY => Ok(Reaper {
             pid,
@@ -205,7 +212,7 @@ pub fn start_reaper(
         _ => {
             kill_and_reap(&pidfd);
             Err(Error::Setup {
-                stage: "reaper",
+                stage: Stage::Reaper,
                 detail: String::new(),
                 source: io::Error::other("the instance's reaper exited during setup"),
             })
@@ -239,22 +246,24 @@ pub fn start_program(
         sys::seqpacket_pair().map_err(|e| Error::io("creating a socket pair", None, e))?;
     let (status_r, status_w) = pipe()?;
     let mut fds = vec![
-        stdin_r.as_raw_fd(),
-        stdout_w.as_raw_fd(),
-        stderr_w.as_raw_fd(),
-        err_w.as_raw_fd(),
-        status_w.as_raw_fd(),
+        stdin_r.as_fd(),
+        stdout_w.as_fd(),
+        stderr_w.as_fd(),
+        err_w.as_fd(),
+        status_w.as_fd(),
     ];
-    fds.extend_from_slice(cgroup_fds);
+    // SAFETY: the cgroup descriptors are the caller's, open for the whole call.
+    fds.extend(cgroup_fds.iter().map(|&fd| unsafe { sys::borrow(fd) }));
     let req = Request {
         op: proto::OP_EXEC,
         ..Default::default()
     };
-    let (reply, _) = call(reaper.ctrl.as_raw_fd(), req, &fds)?;
+    let (reply, _) = call(reaper.ctrl.as_fd(), req, &fds)?;
+    drop(fds);
     drop((stdin_r, stdout_w, stderr_w, err_w, status_w));
     if reply.kind != proto::REPLY_STARTED {
         return Err(Error::Setup {
-            stage: proto::stage_name(reply.err.stage),
+            stage: reply.err.stage(),
             detail: String::new(),
             source: io::Error::from_raw_os_error(reply.err.errno),
         });
@@ -265,26 +274,26 @@ pub fn start_program(
     loop {
         let mut buf = [0u8; 64];
         let mut fds = [-1; 1];
-        let (n, nfds) = sys::recv_with_fds(err_r.as_raw_fd(), &mut buf, &mut fds)
+        let (n, nfds) = sys::recv_with_fds(err_r.as_fd(), &mut buf, &mut fds)
             .map_err(|e| Error::io("reading the exec status", None, e))?;
         if n == 0 {
             break;
         }
         let err: ChildError = proto::from_bytes(&buf[..n]).unwrap_or_default();
-        if err.stage == proto::stage::LISTENER && nfds == 1 {
+        if err.stage() == Stage::Listener && nfds == 1 {
             // SAFETY: recv_with_fds gave us this new descriptor.
             listener = Some(unsafe { OwnedFd::from_raw_fd(fds[0]) });
             continue;
         }
         let source = io::Error::from_raw_os_error(err.errno);
-        return Err(if err.stage == proto::stage::EXEC {
+        return Err(if err.stage() == Stage::Exec {
             Error::Exec {
                 program: program.to_string(),
                 source,
             }
         } else {
             Error::Setup {
-                stage: proto::stage_name(err.stage),
+                stage: err.stage(),
                 detail: String::new(),
                 source,
             }
@@ -305,7 +314,7 @@ pub fn start_program(
 /// Asks the reaper to signal a program's process group (or, with pid -1, everything).
 pub fn signal(reaper: &Reaper, pid: i32, sig: i32) -> Result<()> {
     call(
-        reaper.ctrl.as_raw_fd(),
+        reaper.ctrl.as_fd(),
         Request {
             op: proto::OP_KILL,
             pid,

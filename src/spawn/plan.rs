@@ -12,7 +12,7 @@ use std::os::raw::c_char;
 use std::ptr;
 
 use super::proto::{ExecPlan, Rlimit, MAX_RLIMITS};
-use crate::sys::SharedRegion;
+use crate::sys::host::SharedRegion;
 
 /// Size of each instance's shared region; bounds argv + environment of one program.
 pub const REGION_LEN: usize = 16 << 20;

@@ -5,15 +5,34 @@
 
 use std::os::raw::c_char;
 
+use crate::error::Stage;
+
 /// What went wrong and where, as the child side reports it: `(stage, errno, detail)`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ChildError {
+    /// A `Stage` as its number (every bit pattern must be a valid record).
     pub stage: u32,
     pub errno: i32,
     /// Stage-specific: the index of the mount op that failed, for example.
     pub detail: u32,
     pub _pad: u32,
+}
+
+impl ChildError {
+    pub const fn new(stage: Stage, errno: i32, detail: u32) -> ChildError {
+        ChildError {
+            stage: stage as u32,
+            errno,
+            detail,
+            _pad: 0,
+        }
+    }
+
+    /// The stage the record names.
+    pub fn stage(&self) -> Stage {
+        Stage::from_raw(self.stage)
+    }
 }
 
 /// Supervisor -> reaper.
@@ -59,82 +78,6 @@ pub struct ExitRecord {
     pub utime_us: i64,
     pub stime_us: i64,
     pub maxrss_kb: i64,
-}
-
-/// The stages a child reports failures from. Names are in `stage_name`.
-pub mod stage {
-    pub const WAIT_GO: u32 = 1;
-    pub const FDS: u32 = 2;
-    pub const HOSTNAME: u32 = 3;
-    pub const LOOPBACK: u32 = 4;
-    pub const MOUNT_PRIVATE: u32 = 5;
-    pub const BIND_ROOT: u32 = 6;
-    pub const MOUNT: u32 = 7;
-    pub const MOUNT_ATTR: u32 = 8;
-    pub const WORK_FD: u32 = 9;
-    pub const ROOT_READONLY: u32 = 10;
-    pub const PIVOT_ROOT: u32 = 11;
-    pub const DETACH_OLD_ROOT: u32 = 12;
-    pub const DUMPABLE: u32 = 13;
-    pub const SIGNALS: u32 = 14;
-    pub const FORK: u32 = 20;
-    pub const STDIO: u32 = 21;
-    pub const SETSID: u32 = 22;
-    pub const CHDIR: u32 = 23;
-    pub const RLIMIT: u32 = 24;
-    pub const SETGROUPS: u32 = 25;
-    pub const SETGID: u32 = 26;
-    pub const SETUID: u32 = 27;
-    pub const CAPS: u32 = 28;
-    pub const NO_NEW_PRIVS: u32 = 29;
-    pub const CLOSE_FDS: u32 = 30;
-    pub const EXEC: u32 = 31;
-    pub const SECCOMP: u32 = 32;
-    /// Not a failure: the record carries the seccomp listener fd.
-    pub const LISTENER: u32 = 33;
-    pub const LANDLOCK: u32 = 15;
-    pub const CGROUP_NS: u32 = 16;
-    pub const CGROUP: u32 = 34;
-    pub const AFFINITY: u32 = 35;
-}
-
-/// A stage's name for error messages and `{"error": {"stage": ...}}`.
-pub fn stage_name(s: u32) -> &'static str {
-    use stage::*;
-    match s {
-        WAIT_GO => "wait-for-supervisor",
-        FDS => "fds",
-        HOSTNAME => "hostname",
-        LOOPBACK => "loopback",
-        MOUNT_PRIVATE => "mount-private",
-        BIND_ROOT => "bind-root",
-        MOUNT => "mount",
-        MOUNT_ATTR => "mount-setattr",
-        WORK_FD => "work-dir",
-        ROOT_READONLY => "root-readonly",
-        PIVOT_ROOT => "pivot-root",
-        DETACH_OLD_ROOT => "detach-old-root",
-        DUMPABLE => "dumpable",
-        SIGNALS => "signals",
-        FORK => "fork",
-        STDIO => "stdio",
-        SETSID => "setsid",
-        CHDIR => "chdir",
-        RLIMIT => "rlimit",
-        SETGROUPS => "setgroups",
-        SETGID => "setgid",
-        SETUID => "setuid",
-        CAPS => "capabilities",
-        NO_NEW_PRIVS => "no-new-privs",
-        CLOSE_FDS => "close-fds",
-        EXEC => "exec",
-        SECCOMP => "seccomp",
-        LANDLOCK => "landlock",
-        CGROUP_NS => "cgroup-namespace",
-        CGROUP => "cgroup",
-        AFFINITY => "cpu-affinity",
-        _ => "unknown",
-    }
 }
 
 /// One resource limit for the program.

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 #[test]
 fn kernel_verifies_large_programs() {
-    // SAFETY: geteuid has no preconditions and touches no memory.
-    if unsafe { libc::geteuid() } != 0 {
+    if crate::sys::ids().0 != 0 {
         eprintln!("SKIP: cgroup::devices large-program load test needs root");
         return;
     }
@@ -60,8 +59,7 @@ fn kernel_verifies_large_programs() {
 
 #[test]
 fn kernel_rejection_carries_the_verifier_log() {
-    // SAFETY: geteuid has no preconditions and touches no memory.
-    if unsafe { libc::geteuid() } != 0 {
+    if crate::sys::ids().0 != 0 {
         eprintln!("SKIP: cgroup::devices verifier-log test needs root");
         return;
     }
@@ -185,19 +183,15 @@ fn port_node(tmp: &Path) -> io::Result<PathBuf> {
         }
     }
     let node = tmp.join("port");
-    let c = std::ffi::CString::new(node.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: a NUL-terminated path that lives across the call.
-    let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 4)) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    use rustix::fs::{makedev, mknodat, FileType, Mode, CWD};
+    let mode = Mode::from_raw_mode(0o600);
+    mknodat(CWD, &node, FileType::CharacterDevice, mode, makedev(1, 4))?;
     Ok(node)
 }
 
 #[test]
 fn kernel_denies_what_the_program_denies() {
-    // SAFETY: geteuid has no preconditions and touches no memory.
-    if unsafe { libc::geteuid() } != 0 {
+    if crate::sys::ids().0 != 0 {
         eprintln!("SKIP: cgroup::devices kernel test needs root");
         return;
     }

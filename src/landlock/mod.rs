@@ -1,5 +1,6 @@
 //! Landlock: the filesystem, network and scope rules of an instance, computed in the parent as
-//! plain data and applied by the reaper (raw syscalls) right after `pivot_root`.
+//! plain data (this file, the parent half: `plan`) and applied by the reaper right after
+//! `pivot_root` (`child.rs`, the child half: `restrict_self`).
 //!
 //! The ruleset is built inside the instance because the inodes it grants (the tmpfs work dir,
 //! `/tmp`, `/dev/shm`) only exist there. The reaper restricts itself, so every program it starts
@@ -10,6 +11,9 @@
 //! TCP bind/connect denied when the network is off.
 
 use std::ffi::CString;
+
+mod child;
+pub(crate) use child::restrict_self;
 
 /// Filesystem access rights (`LANDLOCK_ACCESS_FS_*`).
 pub mod fs {
