@@ -174,12 +174,34 @@ fn serve(args: &ReaperArgs<'_>, sfd: RawFd) -> ! {
                             }
                             send_reply(proto::REPLY_DONE, 0, ChildError::default(), None);
                         }
+                        Some(r) if r.op == proto::OP_OPEN_PTY => {
+                            fds[..nfds].iter().for_each(|&fd| sys::close(fd));
+                            open_pty();
+                        }
                         _ => fds[..nfds].iter().for_each(|&fd| sys::close(fd)),
                     }
                 }
                 // The supervisor is gone (or closed us): exiting pid 1 ends the instance.
                 _ => sys::exit(0),
             }
+        }
+    }
+}
+
+/// Opens a new pty of the instance's own devpts and hands its master to the supervisor. Done
+/// here, inside the instance's mount namespace, because the supervisor cannot reach that devpts
+/// by path (the reaper is non-dumpable, so `/proc/PID/root` is closed to an unprivileged
+/// supervisor) and no pty of the host may be used.
+fn open_pty() {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    match sys::open(c"/dev/pts/ptmx", flags, 0) {
+        Ok(fd) => {
+            send_reply(proto::REPLY_DONE, 0, ChildError::default(), Some(fd));
+            sys::close(fd);
+        }
+        Err(e) => {
+            let err = ChildError::new(Stage::Pty, sys::errno_of(&e), 0);
+            send_reply(proto::REPLY_START_FAILED, 0, err, None);
         }
     }
 }
