@@ -12,6 +12,7 @@ use rsandbox::{defaults, Command, Net, Outcome, Sandbox, Status, Stdin};
 mod client;
 pub mod serve;
 pub mod session;
+pub mod tty;
 pub use serve::ServeArgs;
 
 #[derive(Parser)]
@@ -154,6 +155,13 @@ pub struct RunArgs {
     /// Feed the program's stdin from a file, or - for this process's stdin [default: empty]
     #[arg(long, value_name = "FILE|-")]
     stdin: Option<PathBuf>,
+    /// Run the program on a terminal of the sandbox (a new pty as its stdin, stdout, stderr and
+    /// controlling terminal) relayed to this one, which must be a terminal: e.g. `-t -- /bin/bash`.
+    #[arg(short = 't', long, conflicts_with_all = ["stdin", "daemon"])]
+    tty: bool,
+    /// Ptys the sandbox's own /dev/pts may hold at once (1 to 1024); one more fails with ENOSPC.
+    #[arg(long, value_name = "N", default_value_t = defaults::MAX_PTYS)]
+    max_ptys: u32,
     /// Python interpreter (a real one, a pyenv shim or a virtualenv's python) [default: /usr/bin/python3]
     #[arg(long, value_name = "PATH")]
     python: Option<PathBuf>,
@@ -275,6 +283,7 @@ fn prepare(a: &RunArgs) -> anyhow::Result<(Sandbox, Command)> {
         .work_size(a.work_size)
         .output_limit(a.output_limit)
         .net(a.net)
+        .max_ptys(a.max_ptys)
         .seccomp(a.seccomp.clone())
         .strict(a.strict);
     for (h, i) in &a.ro {
@@ -340,7 +349,23 @@ pub fn run(a: &RunArgs) -> i32 {
     if let Some(socket) = &a.daemon {
         return client::run(a, socket);
     }
-    let result = prepare(a).and_then(|(sb, cmd)| sb.run(&cmd).map_err(anyhow::Error::from));
+    let mut signal = None;
+    let result = if a.tty {
+        // Refused before anything is built: without a terminal there is nothing to relay.
+        tty::require_terminal()
+            .and_then(|_| prepare(a))
+            .and_then(|(sb, cmd)| {
+                let r = tty::relay(|term, cancel| sb.run(&cmd.terminal(term).cancel_on(cancel)))?;
+                signal = r.signal;
+                Ok(r.value?)
+            })
+    } else {
+        prepare(a).and_then(|(sb, cmd)| sb.run(&cmd).map_err(anyhow::Error::from))
+    };
+    if let Some(sig) = signal {
+        eprintln!("rsandbox: received signal {sig}; the run was cancelled");
+        return 128 + sig;
+    }
     match result {
         Ok(out) => {
             if a.json {

@@ -20,6 +20,11 @@ type Running = [(libc::pid_t, RawFd); MAX_PROGRAMS];
 /// goes away. Never returns.
 pub fn reaper_main(args: &ReaperArgs<'_>) -> ! {
     IN_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Handlers the supervisor installed (tokio's for SIGTERM in the daemon, SIGWINCH and others
+    // in the terminal relay) were copied into us, and would run here if a program signalled
+    // pid 1 (which only gets signals it handles), writing to descriptor numbers that now mean
+    // something else: every disposition back to the default, nothing blocked.
+    sys::reset_signals();
     // Keep exactly the control socket (as fd 3) besides 0-2: another instance's supervisor
     // fds may have been copied into us by a concurrent clone in the same process.
     let moved = sys::dup_above(args.ctrl, 64).and_then(|tmp| sys::dup_to(tmp, CTRL, true));
