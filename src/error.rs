@@ -398,7 +398,7 @@ mod tests {
             assert_eq!(s.to_string(), name);
             assert_eq!(serde_json::to_value(s).unwrap(), name);
         }
-        for raw in [17, 19, 36, 99, 101, u32::MAX] {
+        for raw in [17, 19, 38, 99, 101, u32::MAX] {
             assert_eq!(Stage::from_raw(raw), Stage::Unknown);
         }
         let e = Error::Setup {
