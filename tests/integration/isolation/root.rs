@@ -167,10 +167,17 @@ fn root_holds_exactly_the_planned_mounts() {
 
     let mounts = mountinfo(mi);
     let points: BTreeSet<String> = mounts.iter().map(|m| m.0.clone()).collect();
-    let mut want: BTreeSet<String> = ["/", "/proc", "/dev/shm", "/tmp", "/home/sandbox"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut want: BTreeSet<String> = [
+        "/",
+        "/proc",
+        "/dev/pts",
+        "/dev/shm",
+        "/tmp",
+        "/home/sandbox",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     for d in rsandbox::ns::template::SYSTEM_DIRS {
         let host = Path::new("/").join(d);
         if std::fs::symlink_metadata(&host)
@@ -191,6 +198,7 @@ fn root_holds_exactly_the_planned_mounts() {
     );
     let fstype = |mp: &str| mounts.iter().find(|m| m.0 == mp).unwrap().2.clone();
     assert_eq!(fstype("/proc"), "proc");
+    assert_eq!(fstype("/dev/pts"), "devpts");
     for mp in ["/dev/shm", "/tmp", "/home/sandbox"] {
         assert_eq!(fstype(mp), "tmpfs", "{mp}");
     }
