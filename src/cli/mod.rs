@@ -107,7 +107,7 @@ fn parse_file(s: &str) -> Result<(PathBuf, String), String> {
     after_help = "Exit status: the program's own; 128+N when killed by signal N; 124 timeout; \
 125 the sandbox failed; 126 not executable; 127 not found.\n\nExamples:\n  rsandbox run script.py\n  \
 rsandbox run --timeout 5 --json -c 'print(1+1)'\n  rsandbox run --file data.csv:data.csv job.py\n  \
-rsandbox run -- /bin/sh -c 'ls /'\n  rsandbox run --gpus 1 -- nvidia-smi -L"
+rsandbox run -- /bin/sh -c 'ls /'\n  rsandbox run -t --timeout 3600 -- /bin/bash\n  rsandbox run --gpus 1 -- nvidia-smi -L"
 )]
 pub struct RunArgs {
     /// Python code to run (python -c CODE).
