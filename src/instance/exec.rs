@@ -2,7 +2,7 @@
 //! timeout, the CPU-time and memory watchdogs) and turned into the report.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use super::{procfs, Instance};
 use crate::cgroup::{InstanceStats, RunCgroup, RunStats};
@@ -15,7 +15,7 @@ use crate::policy;
 use crate::spawn::plan::{self, ExecSpec};
 use crate::spawn::proto::{self, Rlimit};
 use crate::spawn::wait::{self, Sink, StdinSource};
-use crate::spawn::{self, ProgramIo, Reaper};
+use crate::spawn::{self, ProgramIo, Reaper, StdioPlan};
 
 impl Instance {
     /// Runs a program in this instance and reports what it did. On timeout only this run is
@@ -63,6 +63,7 @@ impl Instance {
             notify: self.inner.seccomp.as_ref().is_some_and(|c| c.kills),
             cgroup_mode: self.cgroup_mode(run_cg.as_ref()),
             cpus: &cpus,
+            tty: cmd.tty.is_some(),
         };
         // Without a run cgroup the CPU-time watchdog counts the instance's tree from /proc,
         // from before the program starts: what earlier runs of a session used (and left in
@@ -71,7 +72,8 @@ impl Instance {
             (Some(_), None) => procfs::tree_cpu_us(reaper.pid),
             _ => 0,
         };
-        let (pid, io) = self.start(reaper, &spec, &cmd.name(), &cgroup_fds)?;
+        let tty_size = cmd.tty.as_ref().map(|t| t.size());
+        let (pid, io) = self.start(reaper, &spec, &cmd.name(), &cgroup_fds, tty_size)?;
         let run = Run {
             inst: self,
             reaper,
@@ -160,15 +162,26 @@ impl Instance {
         }
     }
 
-    /// Lays the exec plan out in the reaper's region and asks the reaper to start it.
+    /// Lays the exec plan out in the reaper's region and asks the reaper to start it; with
+    /// `tty` (rows, columns), on a new pty of the instance.
     fn start(
         &self,
         reaper: &Reaper,
         spec: &ExecSpec<'_>,
         name: &str,
         cgroup_fds: &[RawFd],
+        tty: Option<(u16, u16)>,
     ) -> Result<(i32, ProgramIo)> {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let stdio = match tty {
+            None => StdioPlan::Pipes,
+            Some((rows, cols)) => {
+                let master = spawn::open_pty(reaper)?;
+                crate::sys::host::set_window_size(master.as_fd(), rows, cols)
+                    .map_err(|e| Error::io("setting the pty's window size", None, e))?;
+                StdioPlan::Tty { master }
+            }
+        };
         plan::write(&reaper.region, reaper.region_at, spec).map_err(|t| {
             Error::invalid(
                 "command",
@@ -182,7 +195,7 @@ impl Instance {
         // The pipes' inodes belong to whoever creates them; the program reopens them through
         // /proc/self/fd (`> /dev/stdout`), which needs it to own them.
         let _as_sandbox = self.act_as_sandbox()?;
-        match spawn::start_program(reaper, name, cgroup_fds) {
+        match spawn::start_program(reaper, name, cgroup_fds, stdio) {
             Ok(started) => Ok(started),
             // A reaper that does not answer is stuck: end the instance, never hang.
             Err(
@@ -333,6 +346,7 @@ impl Run<'_> {
             self.inst.inner.output_limit,
             sink,
             cmd.cancel.as_ref().map(|c| c.fd()),
+            cmd.tty.as_ref(),
             &mut || self.kill(),
             &mut || self.watch(),
         )
