@@ -1,0 +1,2 @@
+//! Egress proxy bench (placeholder).
+fn main() {}
