@@ -179,6 +179,19 @@ async fn answer(client: &mut TcpStream, code: u16, reason: &str, msg: &str) {
     let _ = client.write_all(head.as_bytes()).await;
     let _ = client.write_all(body.as_bytes()).await;
     let _ = client.shutdown().await;
+    // Closing with unread input would reset the connection and could discard the answer
+    // before the client reads it: read what is left, for a moment, first.
+    let mut sink = [0u8; 4096];
+    let _ = timeout(std::time::Duration::from_secs(1), async {
+        let mut left = 1usize << 20;
+        while left > 0 {
+            match client.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

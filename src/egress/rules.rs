@@ -273,13 +273,15 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 /// unspecified, broadcast, or one of the host's own addresses `own`), or `None`.
 pub fn closed(ip: IpAddr, own: &[IpAddr]) -> Option<&'static str> {
     let ip = canonical(ip);
-    if own.iter().any(|o| canonical(*o) == ip) {
-        return Some("an address of this host");
-    }
-    match ip {
+    let fixed = match ip {
         IpAddr::V4(v4) => closed_v4(v4),
         IpAddr::V6(v6) => closed_v6(v6),
-    }
+    };
+    fixed.or_else(|| {
+        own.iter()
+            .any(|o| canonical(*o) == ip)
+            .then_some("an address of this host")
+    })
 }
 
 fn closed_v4(ip: Ipv4Addr) -> Option<&'static str> {
