@@ -111,7 +111,7 @@ pub(super) async fn relay(client: TcpStream, upstream: TcpStream, ctx: &Ctx) {
     let (mut cr, mut cw) = client.into_split();
     let (mut ur, mut uw) = upstream.into_split();
     let up = async {
-        let mut buf = vec![0u8; 64 << 10];
+        let mut buf = vec![0u8; 256 << 10];
         loop {
             match cr.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
@@ -127,7 +127,7 @@ pub(super) async fn relay(client: TcpStream, upstream: TcpStream, ctx: &Ctx) {
         let _ = uw.shutdown().await;
     };
     let down = async {
-        let mut buf = vec![0u8; 64 << 10];
+        let mut buf = vec![0u8; 256 << 10];
         loop {
             match ur.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
