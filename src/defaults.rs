@@ -65,3 +65,35 @@ pub const MAX_FETCH: u64 = 32 << 20;
 pub const QUEUE_PER_SLOT: usize = 64;
 /// How long SIGTERM waits for in-flight runs before cancelling them.
 pub const GRACE: Duration = Duration::from_secs(30);
+
+/// The egress proxies inside an instance (network `allowlist` or `all`): HTTP (CONNECT and plain
+/// forwarding) and SOCKS5, on the instance's own loopback.
+pub const HTTP_PROXY_PORT: u16 = 3128;
+pub const SOCKS_PROXY_PORT: u16 = 1080;
+/// Proxy connections one instance may hold open at once (`--egress-max-conns`).
+pub const EGRESS_MAX_CONNS: usize = 64;
+/// A client must send its request head (HTTP) or handshake (SOCKS) within this time.
+pub const EGRESS_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request head the HTTP proxy reads.
+pub const EGRESS_HEADER_MAX: usize = 32 << 10;
+/// A connection with no byte either way for this long is closed.
+pub const EGRESS_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long connecting to one resolved address (or resolving a name) may take.
+pub const EGRESS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The variables a run with an egress proxy gets, so pip, curl, git, urllib, requests and npm
+/// use it. `NO_PROXY` is left to the user (to reach servers inside the instance).
+pub fn proxy_environment() -> Vec<(String, String)> {
+    let http = format!("http://127.0.0.1:{HTTP_PROXY_PORT}");
+    let socks = format!("socks5h://127.0.0.1:{SOCKS_PROXY_PORT}");
+    let mut v = Vec::new();
+    for (k, val) in [
+        ("HTTP_PROXY", &http),
+        ("HTTPS_PROXY", &http),
+        ("ALL_PROXY", &socks),
+    ] {
+        v.push((k.to_string(), val.clone()));
+        v.push((k.to_ascii_lowercase(), val.clone()));
+    }
+    v
+}

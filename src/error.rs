@@ -144,6 +144,8 @@ pub enum Stage {
     Signals = 14,
     Landlock = 15,
     CgroupNs = 16,
+    /// The egress proxy's listening sockets inside the instance (127.0.0.1:3128 and :1080).
+    ProxySocket = 17,
     Fork = 20,
     Stdio = 21,
     Setsid = 22,
@@ -171,7 +173,7 @@ pub enum Stage {
 }
 
 impl Stage {
-    const ALL: [Stage; 36] = [
+    const ALL: [Stage; 37] = [
         Stage::Unknown,
         Stage::WaitGo,
         Stage::Fds,
@@ -189,6 +191,7 @@ impl Stage {
         Stage::Signals,
         Stage::Landlock,
         Stage::CgroupNs,
+        Stage::ProxySocket,
         Stage::Fork,
         Stage::Stdio,
         Stage::Setsid,
@@ -237,6 +240,7 @@ impl Stage {
             Stage::Signals => "signals",
             Stage::Landlock => "landlock",
             Stage::CgroupNs => "cgroup-namespace",
+            Stage::ProxySocket => "proxy-socket",
             Stage::Fork => "fork",
             Stage::Stdio => "stdio",
             Stage::Setsid => "setsid",
@@ -370,6 +374,7 @@ mod tests {
             (14, "signals"),
             (15, "landlock"),
             (16, "cgroup-namespace"),
+            (17, "proxy-socket"),
             (20, "fork"),
             (21, "stdio"),
             (22, "setsid"),
@@ -398,7 +403,7 @@ mod tests {
             assert_eq!(s.to_string(), name);
             assert_eq!(serde_json::to_value(s).unwrap(), name);
         }
-        for raw in [17, 19, 38, 99, 101, u32::MAX] {
+        for raw in [18, 19, 38, 99, 101, u32::MAX] {
             assert_eq!(Stage::from_raw(raw), Stage::Unknown);
         }
         let e = Error::Setup {

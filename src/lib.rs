@@ -22,7 +22,8 @@
 //! Layout: `sandbox` (builder, policy, one-shot runs), `instance` (a live instance), `outcome`
 //! (the report), `gpu` (GPU nodes, driver files, the `GpuPool` allocator), `probe` (host
 //! features), `ns` (id maps, mount plan, root template), `spawn` (the only code that forks; its
-//! child half never allocates), `state` (records and janitor), `sys` (raw syscalls). Unsafe code
+//! child half never allocates), `state` (records and janitor), `egress` (the allowlist proxy
+//! of networks `allowlist` and `all`), `sys` (raw syscalls). Unsafe code
 //! lives only in `sys` and `spawn`.
 //!
 //! Requirements: Linux 5.12+ (clone3, openat2, mount_setattr), user namespaces enabled.
@@ -45,6 +46,7 @@ mod command;
 #[cfg(feature = "daemon")]
 pub mod daemon;
 pub mod defaults;
+pub mod egress;
 mod error;
 pub mod gpu;
 mod instance;
@@ -115,7 +117,8 @@ fn check_alloc() {
 pub use command::{Command, Stdin};
 pub use instance::{DirEntry, FileKind, Instance, GET_FILE_MAX, LIST_MAX};
 pub use outcome::{
-    Enforcement, LandlockAbi, Limit, Mechanism, Outcome, SeccompViolation, Status, Usage,
+    Enforcement, LandlockAbi, Limit, Mechanism, NetworkStats, Outcome, SeccompViolation, Status,
+    Usage,
 };
 pub use policy::{Bind, Net};
 pub use sandbox::{Sandbox, SandboxBuilder};

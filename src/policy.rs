@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::command::{validate_env, Command, Program};
 use crate::defaults;
+use crate::egress::{Allow, Rule, RuleError};
 use crate::error::{Error, Result};
 use crate::gpu::{DevNode, GpuSetup};
 use crate::interp::Python;
@@ -19,7 +20,7 @@ use crate::ns::user::SANDBOX_ID;
 use crate::outcome::Enforcement;
 
 /// Network access of an instance.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Net {
     /// A network namespace with no interfaces up: nothing is reachable.
@@ -27,11 +28,57 @@ pub enum Net {
     None,
     /// A private loopback (`lo` up) in the instance's own namespace; the host is not reachable.
     Loopback,
+    /// A private loopback, and out only through rsandbox's proxy (`127.0.0.1:3128` HTTP,
+    /// `127.0.0.1:1080` SOCKS5 inside) to the destinations these rules name. Build it from
+    /// patterns with [`Net::allowlist`].
+    Allowlist(Vec<Rule>),
+    /// A private loopback, and out through the proxy to any destination outside the closed
+    /// set (loopback, private, CGNAT, ULA, link-local, multicast, the host's own addresses).
+    All,
+}
+
+impl Net {
+    /// `Net::Allowlist` from patterns (`example.org`, `example.org:8443`, `*.example.org`,
+    /// `127.0.0.1:8080`, `[::1]:8080`); the first invalid one is the error.
+    pub fn allowlist<S: AsRef<str>>(
+        patterns: impl IntoIterator<Item = S>,
+    ) -> std::result::Result<Net, RuleError> {
+        let rules = patterns
+            .into_iter()
+            .map(|p| p.as_ref().parse())
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(Net::Allowlist(rules))
+    }
+
+    /// The mode's name: `none`, `loopback`, `allowlist` or `all`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Net::None => "none",
+            Net::Loopback => "loopback",
+            Net::Allowlist(_) => "allowlist",
+            Net::All => "all",
+        }
+    }
+
+    /// What the egress proxy lets out; `None` for modes without one.
+    pub(crate) fn egress(&self) -> Option<Allow> {
+        match self {
+            Net::Allowlist(rules) => Some(Allow {
+                any: false,
+                rules: rules.clone(),
+            }),
+            Net::All => Some(Allow {
+                any: true,
+                rules: Vec::new(),
+            }),
+            Net::None | Net::Loopback => None,
+        }
+    }
 }
 
 /// A network mode that `Net::from_str` does not know.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown network mode {value:?} (expected none or loopback)")]
+#[error("unknown network mode {value:?} (expected none, loopback, allowlist or all)")]
 #[non_exhaustive]
 pub struct NetParseError {
     /// The text given.
@@ -44,6 +91,8 @@ impl std::str::FromStr for Net {
         match s {
             "none" => Ok(Net::None),
             "loopback" => Ok(Net::Loopback),
+            "allowlist" => Ok(Net::Allowlist(Vec::new())),
+            "all" => Ok(Net::All),
             _ => Err(NetParseError {
                 value: s.to_string(),
             }),
@@ -156,6 +205,9 @@ pub(crate) struct Policy {
     pub gpu: Option<GpuSetup>,
     pub state_dir: PathBuf,
     pub net: Net,
+    /// Proxy connections an instance may hold at once (networks `allowlist` and `all`).
+    #[cfg_attr(not(feature = "egress"), allow(dead_code))]
+    pub egress_max_conns: usize,
     pub hostname: CString,
     pub enforcement: Enforcement,
     pub seccomp: Option<crate::seccomp::Compiled>,
@@ -254,8 +306,24 @@ mod tests {
         let e = "host".parse::<Net>().unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown network mode \"host\" (expected none or loopback)"
+            "unknown network mode \"host\" (expected none, loopback, allowlist or all)"
         );
         assert_eq!(e.value, "host");
+        assert_eq!("all".parse::<Net>(), Ok(Net::All));
+        assert_eq!("allowlist".parse::<Net>(), Ok(Net::Allowlist(vec![])));
+    }
+
+    #[test]
+    fn allowlists_are_built_from_patterns_and_bad_ones_named() {
+        let n = Net::allowlist(["example.org", "127.0.0.1:8080"]).unwrap();
+        assert_eq!(n.name(), "allowlist");
+        let allow = n.egress().unwrap();
+        assert!(!allow.any);
+        assert_eq!(allow.rules.len(), 2);
+        let e = Net::allowlist(["example.org", "*"]).unwrap_err();
+        assert_eq!(e.pattern, "*");
+        assert!(Net::All.egress().unwrap().any);
+        assert!(Net::Loopback.egress().is_none());
+        assert!(Net::None.egress().is_none());
     }
 }

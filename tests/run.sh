@@ -7,15 +7,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-export RSANDBOX_TEST_EXPECT="${RSANDBOX_TEST_EXPECT:-userns,landlock,cgroup1,cpython-tests,fake-gpu,sandbox-fusion,systemd-analyze}"
+export RSANDBOX_TEST_EXPECT="${RSANDBOX_TEST_EXPECT:-userns,landlock,cgroup1,cpython-tests,fake-gpu,sandbox-fusion,systemd-analyze,pip-index}"
 stage() { echo "=== $1: $(( SECONDS - t0 ))s"; }
 
 # libseccomp-dev, pkg-config: the build; python3-venv: the SandboxFusion client's venv;
 # libpython3.11-testsuite: CPython's own tests under the strict profile; bubblewrap: a bench
 # row; gcc, libc6-dev: the hostile tests' C programs; util-linux, passwd: setpriv, runuser,
-# useradd; systemd: systemd-analyze, to verify the units (PID 1 need not be systemd).
+# useradd; systemd: systemd-analyze, to verify the units (PID 1 need not be systemd);
+# python3-pip: the egress tests' pip download through the proxy (feature pip-index, root pass).
 t0=$SECONDS
-packages=(libseccomp-dev pkg-config python3 python3-venv libpython3.11-testsuite bubblewrap curl
+packages=(libseccomp-dev pkg-config python3 python3-venv python3-pip libpython3.11-testsuite bubblewrap curl
           ca-certificates gcc libc6-dev util-linux passwd systemd)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=()

@@ -96,8 +96,12 @@ fn request(a: &RunArgs) -> anyhow::Result<serde_json::Value> {
     let mut limits = serde_json::json!({
         "cpus": a.cpus, "memory_mb": a.mem, "pids": a.pids,
         "timeout": a.timeout.as_secs_f64(),
-        "network": match a.net { rsandbox::Net::Loopback => "loopback", _ => "none" },
     });
+    let net = super::network(a.net.as_ref(), &a.allow_host)?;
+    limits["network"] = net.name().into();
+    if let rsandbox::Net::Allowlist(rules) = &net {
+        limits["allowed_hosts"] = rules.iter().map(|r| r.to_string()).collect();
+    }
     if let Some(t) = a.cpu_time {
         limits["cpu_time"] = t.as_secs_f64().into();
     }

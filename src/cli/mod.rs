@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
+use rsandbox::egress::Rule;
 use rsandbox::{defaults, Command, Net, Outcome, Sandbox, Status, Stdin};
 
 mod client;
@@ -137,9 +138,19 @@ pub struct RunArgs {
     /// Output kept per stream, in bytes (K, M, G suffixes); the rest is counted and dropped.
     #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "1M")]
     output_limit: u64,
-    /// Network: none (no interfaces) or loopback (a private lo).
-    #[arg(long, value_name = "MODE", default_value = "none")]
-    net: Net,
+    /// Network: none (no interfaces), loopback (a private lo), allowlist (out through
+    /// rsandbox's proxy to the --allow-host destinations only) or all (out through the proxy to
+    /// anything but loopback, private, link-local and the host's own addresses) [default: none]
+    #[arg(long, value_name = "MODE")]
+    net: Option<Net>,
+    /// Let the run reach this destination through the proxy: example.org (ports 80 and 443),
+    /// example.org:8443, *.example.org (subdomains), 127.0.0.1:8080, [::1]:8080. Repeatable;
+    /// implies --net allowlist.
+    #[arg(long, value_name = "PATTERN")]
+    allow_host: Vec<Rule>,
+    /// Proxy connections the run may hold open at once.
+    #[arg(long, value_name = "N", default_value_t = defaults::EGRESS_MAX_CONNS)]
+    egress_max_conns: usize,
     /// Bind a host path read-only (INSIDE defaults to HOST). Repeatable.
     #[arg(long, value_name = "HOST[:INSIDE]", value_parser = parse_bind)]
     ro: Vec<(PathBuf, Option<PathBuf>)>,
@@ -268,6 +279,19 @@ fn script_command(name: &str, data: &[u8]) -> anyhow::Result<(Command, u32)> {
     Ok((cmd, kind.mode()))
 }
 
+/// The network `--net` and `--allow-host` ask for: `--allow-host` alone means `allowlist`.
+pub(crate) fn network(net: Option<&Net>, hosts: &[Rule]) -> anyhow::Result<Net> {
+    Ok(match (net, hosts) {
+        (None, []) => Net::None,
+        (None | Some(Net::Allowlist(_)), h) => Net::Allowlist(h.to_vec()),
+        (Some(n), []) => n.clone(),
+        (Some(n), _) => bail!(
+            "--allow-host goes with --net allowlist, not --net {}",
+            n.name()
+        ),
+    })
+}
+
 /// Builds the sandbox and command from the options; `Err` is a usage or setup error.
 fn prepare(a: &RunArgs) -> anyhow::Result<(Sandbox, Command)> {
     let mut b = Sandbox::builder()
@@ -282,8 +306,9 @@ fn prepare(a: &RunArgs) -> anyhow::Result<(Sandbox, Command)> {
         .tmp_size(a.tmp_size)
         .work_size(a.work_size)
         .output_limit(a.output_limit)
-        .net(a.net)
+        .net(network(a.net.as_ref(), &a.allow_host)?)
         .max_ptys(a.max_ptys)
+        .egress_max_conns(a.egress_max_conns)
         .seccomp(a.seccomp.clone())
         .strict(a.strict);
     for (h, i) in &a.ro {

@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// Largest pids limit a request may ask for.
     #[arg(long, value_name = "N", default_value = "4096")]
     max_pids: u64,
+    /// The most egress a request may ask for: none (none and loopback), allowlist (also
+    /// limits.network "allowlist" with limits.allowed_hosts) or all (also "all").
+    #[arg(long, value_name = "MODE", default_value = "none")]
+    max_network: daemon::NetworkCap,
     /// Largest CPU quota a request may ask for [default: the number of cores]
     #[arg(long, value_name = "CPUS")]
     max_cpus: Option<f64>,
@@ -110,6 +114,7 @@ fn endpoints(a: &ServeArgs) -> anyhow::Result<(Vec<Endpoint>, daemon::Config)> {
         .filter(|m| *m >= 8 << 20)
         .ok_or_else(|| anyhow!("--max-memory must be 8..2^44 MiB"))?;
     config.max.pids = a.max_pids.max(1);
+    config.max.network = a.max_network;
     let sessions = &mut config.sessions;
     sessions.max = a.max_sessions;
     if let Some(m) = a.session_memory_mb {

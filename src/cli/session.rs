@@ -45,9 +45,13 @@ enum SessionCmd {
         /// Maximum processes and threads of the whole session.
         #[arg(long, value_name = "N")]
         pids: Option<u64>,
-        /// Network: none or loopback.
-        #[arg(long, value_name = "MODE", default_value = "none")]
-        net: Net,
+        /// Network: none, loopback, allowlist or all (see `rsandbox run --help`) [default: none]
+        #[arg(long, value_name = "MODE")]
+        net: Option<Net>,
+        /// A destination the session may reach through the proxy. Repeatable; implies --net
+        /// allowlist.
+        #[arg(long, value_name = "PATTERN")]
+        allow_host: Vec<rsandbox::egress::Rule>,
         /// seccomp profile: default or strict.
         #[arg(long, value_name = "PROFILE", default_value = "default")]
         seccomp: String,
@@ -258,6 +262,7 @@ fn command(socket: &Path, cmd: &SessionCmd) -> anyhow::Result<()> {
             mem,
             pids,
             net,
+            allow_host,
             seccomp,
             gpus,
             env,
@@ -265,9 +270,11 @@ fn command(socket: &Path, cmd: &SessionCmd) -> anyhow::Result<()> {
             lifetime,
             json,
         } => {
-            let mut limits = json!({
-                "network": match net { Net::Loopback => "loopback", _ => "none" },
-            });
+            let net = super::network(net.as_ref(), allow_host)?;
+            let mut limits = json!({ "network": net.name() });
+            if let Net::Allowlist(rules) = &net {
+                limits["allowed_hosts"] = rules.iter().map(|r| r.to_string()).collect();
+            }
             for (k, v) in [
                 ("cpus", cpus.map(Value::from)),
                 ("memory_mb", mem.map(Value::from)),

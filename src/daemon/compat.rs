@@ -131,7 +131,7 @@ pub(crate) fn to_job(r: RunCodeRequest, max: &Maxima) -> Result<Job, CompatError
             cpus_centi: (max.cpus * 100.0).round() as u32,
             memory,
             pids: crate::defaults::PIDS.min(max.pids),
-            loopback: false,
+            net: crate::Net::None,
             seccomp: "default",
             cpu_time_ms: None,
             gpus: Default::default(),

@@ -16,6 +16,62 @@ pub struct Maxima {
     pub cpus: f64,
     /// How long a request waits for GPUs held by other runs.
     pub gpu_wait: Duration,
+    /// The egress a request may ask for (`none` still allows `loopback`).
+    pub network: NetworkCap,
+}
+
+/// The most egress a daemon's requests may ask for (`rsandbox serve --max-network`), in order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum NetworkCap {
+    /// `none` and `loopback` only.
+    #[default]
+    None,
+    /// Also `allowlist`.
+    Allowlist,
+    /// Also `all`.
+    All,
+}
+
+impl NetworkCap {
+    /// The cap a network mode needs.
+    pub fn of(net: &crate::Net) -> NetworkCap {
+        match net {
+            crate::Net::Allowlist(_) => NetworkCap::Allowlist,
+            crate::Net::All => NetworkCap::All,
+            _ => NetworkCap::None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkCap::None => "none",
+            NetworkCap::Allowlist => "allowlist",
+            NetworkCap::All => "all",
+        }
+    }
+}
+
+/// A `--max-network` value that is not one.
+#[derive(Debug, thiserror::Error)]
+#[error("{value:?} is not none, allowlist or all")]
+#[non_exhaustive]
+pub struct NetworkCapError {
+    pub value: String,
+}
+
+impl std::str::FromStr for NetworkCap {
+    type Err = NetworkCapError;
+    fn from_str(s: &str) -> Result<NetworkCap, NetworkCapError> {
+        match s {
+            "none" => Ok(NetworkCap::None),
+            "allowlist" => Ok(NetworkCap::Allowlist),
+            "all" => Ok(NetworkCap::All),
+            _ => Err(NetworkCapError {
+                value: s.to_string(),
+            }),
+        }
+    }
 }
 
 impl Default for Maxima {
@@ -26,6 +82,7 @@ impl Default for Maxima {
             pids: crate::defaults::MAX_PIDS,
             cpus: cores() as f64,
             gpu_wait: Duration::from_secs(300),
+            network: NetworkCap::None,
         }
     }
 }
@@ -40,6 +97,7 @@ impl Maxima {
             pids: 100,
             cpus: 2.0,
             gpu_wait: Duration::from_secs(5),
+            network: NetworkCap::All,
         }
     }
 }

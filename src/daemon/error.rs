@@ -48,6 +48,15 @@ pub(crate) enum RequestError {
     /// Fields that do not go together, in a sentence.
     #[error("{0}")]
     Conflict(&'static str),
+    /// An allowlist pattern that is not one.
+    #[error("limits.allowed_hosts: {source}")]
+    Pattern { source: crate::egress::RuleError },
+    /// Egress beyond `--max-network`.
+    #[error("limits.network: {value:?} is above this daemon's maximum ({max}; see --max-network)")]
+    NetworkAboveMax {
+        value: &'static str,
+        max: &'static str,
+    },
     #[error("env: {name:?}: names must be non-empty without '=' or NUL, values without NUL")]
     Env { name: String },
     /// A file path (in `files`, `fetch`, `fetch_files`) the work dir refuses.

@@ -56,6 +56,7 @@ pub(crate) fn metrics(ctx: &Ctx) -> Response<Body> {
     ctx.pool.metrics(&mut out);
     ctx.sandboxes.metrics(&mut out);
     ctx.sessions.metrics(&mut out);
+    egress_metrics(&mut out);
     process_metrics(&mut out);
     let mut r = Response::new(Body::new(Bytes::from(out)));
     r.headers_mut().insert(
@@ -63,6 +64,14 @@ pub(crate) fn metrics(ctx: &Ctx) -> Response<Body> {
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     r
+}
+
+/// The egress proxies' decisions and bytes, every instance of this daemon together.
+fn egress_metrics(out: &mut String) {
+    use std::fmt::Write;
+    let t = crate::egress::totals();
+    let _ = writeln!(out, "# HELP rsandbox_egress_decisions_total Proxy requests by the allowlist's decision.\n# TYPE rsandbox_egress_decisions_total counter\nrsandbox_egress_decisions_total{{decision=\"allowed\"}} {}\nrsandbox_egress_decisions_total{{decision=\"denied\"}} {}", t.allowed, t.denied);
+    let _ = writeln!(out, "# HELP rsandbox_egress_bytes_total Bytes relayed by the egress proxies, out of instances (up) and into them (down).\n# TYPE rsandbox_egress_bytes_total counter\nrsandbox_egress_bytes_total{{direction=\"up\"}} {}\nrsandbox_egress_bytes_total{{direction=\"down\"}} {}", t.bytes_up, t.bytes_down);
 }
 
 /// This process's figures for `/metrics`: RSS, fds, threads, its memory cgroup's usage.

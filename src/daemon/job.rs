@@ -16,7 +16,7 @@ pub(crate) struct Policy {
     pub(crate) cpus_centi: u32,
     pub(crate) memory: u64,
     pub(crate) pids: u64,
-    pub(crate) loopback: bool,
+    pub(crate) net: Net,
     /// `default` or `strict`.
     pub(crate) seccomp: &'static str,
     pub(crate) cpu_time_ms: Option<u64>,
@@ -144,7 +144,7 @@ impl Sandboxes {
             .cpus(p.cpus_centi as f64 / 100.0)
             .memory(p.memory)
             .pids(p.pids)
-            .net(if p.loopback { Net::Loopback } else { Net::None })
+            .net(p.net.clone())
             .seccomp(match p.seccomp {
                 "strict" => Profile::Strict,
                 _ => Profile::Default,

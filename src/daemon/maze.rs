@@ -89,7 +89,7 @@ fn spec(r: &MazeRequest, cpus: f64, ctx: &Ctx) -> Spec {
             pids: crate::defaults::PIDS.min(max.pids),
             // Maze's containers have a network; here a private loopback (servers inside a
             // session answer each other, nothing outside is reachable).
-            loopback: true,
+            net: crate::Net::Loopback,
             seccomp: "default",
             cpu_time_ms: None,
             gpus: GpuAsk {

@@ -34,6 +34,6 @@ mod router;
 mod server;
 mod session;
 
-pub use config::{cores, Config, Maxima, SessionConfig};
+pub use config::{cores, Config, Maxima, NetworkCap, NetworkCapError, SessionConfig};
 pub use listen::{Access, Endpoint};
 pub use server::serve;

@@ -16,7 +16,8 @@ use super::error::RequestError;
 use super::http::{engine_error, error, json, read_json, Body};
 use super::job::{Done, GpuAsk, Job, Policy, Program, Step};
 use super::server::Ctx;
-use super::{lang, Maxima};
+use super::{lang, Maxima, NetworkCap};
+use crate::Net;
 use crate::Outcome;
 
 #[derive(Deserialize, Debug, Default)]
@@ -86,8 +87,10 @@ pub(crate) struct LimitsIn {
     pub(crate) compile_timeout: Option<f64>,
     /// CPU seconds of the run, all its processes together.
     pub(crate) cpu_time: Option<f64>,
-    /// `none` or `loopback`.
+    /// `none`, `loopback`, `allowlist` or `all` (at most the daemon's `--max-network`).
     pub(crate) network: Option<String>,
+    /// Destinations for `allowlist` (implied when `network` is absent).
+    pub(crate) allowed_hosts: Option<Vec<String>>,
     /// GPUs for the run: how many (any free ones), or which (`gpu_devices`, host indices).
     pub(crate) gpus: Option<u32>,
     pub(crate) gpu_devices: Option<Vec<u32>>,
@@ -153,7 +156,7 @@ pub(crate) fn policy(
         cpus_centi: (cpus * 100.0).round() as u32,
         memory: memory(l.memory_mb, max)?,
         pids: pids(l.pids, max)?,
-        loopback: loopback(l.network.as_deref())?,
+        net: network(l, max)?,
         seccomp: seccomp_profile(seccomp)?,
         cpu_time_ms: cpu_time.map(|d| d.as_millis().max(1) as u64),
         gpus: gpus(l)?,
@@ -207,17 +210,42 @@ fn pids(v: Option<u64>, max: &Maxima) -> Result<u64, RequestError> {
     }
 }
 
-/// `limits.network`: true for a private loopback.
-fn loopback(v: Option<&str>) -> Result<bool, RequestError> {
-    match v {
-        None | Some("none") => Ok(false),
-        Some("loopback") => Ok(true),
-        Some(n) => Err(RequestError::Value {
-            field: "limits.network",
-            value: n.to_string(),
-            reason: "is not none or loopback",
-        }),
+/// `limits.network` and `limits.allowed_hosts`, checked against `--max-network`; the
+/// patterns are parsed here, so a bad one is refused before anything starts.
+fn network(l: &LimitsIn, max: &Maxima) -> Result<Net, RequestError> {
+    let mode = match l.network.as_deref() {
+        None if l.allowed_hosts.is_some() => "allowlist",
+        None => "none",
+        Some(n) => n,
+    };
+    let net = match mode {
+        "none" => Net::None,
+        "loopback" => Net::Loopback,
+        "all" => Net::All,
+        "allowlist" => {
+            let patterns = l.allowed_hosts.as_deref().unwrap_or_default();
+            Net::allowlist(patterns).map_err(|source| RequestError::Pattern { source })?
+        }
+        n => {
+            return Err(RequestError::Value {
+                field: "limits.network",
+                value: n.to_string(),
+                reason: "is not none, loopback, allowlist or all",
+            })
+        }
+    };
+    if l.allowed_hosts.is_some() && !matches!(net, Net::Allowlist(_)) {
+        return Err(RequestError::Conflict(
+            "limits.allowed_hosts goes with limits.network \"allowlist\"",
+        ));
     }
+    if NetworkCap::of(&net) > max.network {
+        return Err(RequestError::NetworkAboveMax {
+            value: net.name(),
+            max: max.network.name(),
+        });
+    }
+    Ok(net)
 }
 
 fn seccomp_profile(v: Option<&str>) -> Result<&'static str, RequestError> {
@@ -504,6 +532,78 @@ mod tests {
         let j = job(serde_json::json!({"code": "1", "limits": {"memory_mb": 1024, "timeout": 60}}))
             .unwrap();
         assert_eq!(j.policy.memory, 1 << 30);
+    }
+
+    #[test]
+    fn network_modes_allowlists_and_the_cap() {
+        let net = |limits: serde_json::Value, max: NetworkCap| {
+            let mut m = Maxima::for_tests();
+            m.network = max;
+            let r =
+                serde_json::from_value(serde_json::json!({"code": "1", "limits": limits})).unwrap();
+            to_job(r, &m)
+                .map(|j| j.policy.net)
+                .map_err(|e| e.to_string())
+        };
+        let all = NetworkCap::All;
+        assert_eq!(net(serde_json::json!({}), NetworkCap::None), Ok(Net::None));
+        assert_eq!(
+            net(serde_json::json!({"network": "loopback"}), NetworkCap::None),
+            Ok(Net::Loopback)
+        );
+        assert_eq!(
+            net(serde_json::json!({"network": "all"}), all),
+            Ok(Net::All)
+        );
+        let want = Net::allowlist(["example.org", "127.0.0.1:8080"]).unwrap();
+        let hosts = serde_json::json!(["example.org", "127.0.0.1:8080"]);
+        assert_eq!(
+            net(
+                serde_json::json!({"network": "allowlist", "allowed_hosts": hosts}),
+                all
+            ),
+            Ok(want.clone())
+        );
+        // allowed_hosts alone means allowlist.
+        assert_eq!(
+            net(serde_json::json!({"allowed_hosts": hosts}), all),
+            Ok(want)
+        );
+        for (limits, max, words) in [
+            (
+                serde_json::json!({"network": "all"}),
+                NetworkCap::Allowlist,
+                "--max-network",
+            ),
+            (
+                serde_json::json!({"allowed_hosts": ["a.org"]}),
+                NetworkCap::None,
+                "above this daemon's maximum (none",
+            ),
+            (
+                serde_json::json!({"allowed_hosts": ["*"]}),
+                all,
+                "invalid allowlist pattern \"*\"",
+            ),
+            (
+                serde_json::json!({"allowed_hosts": ["10.0.0.0/8"]}),
+                all,
+                "CIDR",
+            ),
+            (
+                serde_json::json!({"network": "all", "allowed_hosts": ["a.org"]}),
+                all,
+                "goes with",
+            ),
+            (
+                serde_json::json!({"network": "host"}),
+                all,
+                "none, loopback, allowlist or all",
+            ),
+        ] {
+            let e = net(limits.clone(), max).unwrap_err();
+            assert!(e.contains(words), "{limits}: {e}");
+        }
     }
 
     #[test]

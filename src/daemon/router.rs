@@ -113,4 +113,44 @@ mod tests {
             );
         }
     }
+
+    /// The report's fields and the egress settings are described: every key of a report, the
+    /// network modes, `allowed_hosts`, the proxy's figures and its metrics.
+    #[test]
+    fn the_openapi_file_describes_the_report_and_egress() {
+        let spec = include_str!("../../api/openapi.yaml");
+        let report = spec
+            .split("\n    Report:\n")
+            .nth(1)
+            .and_then(|r| r.split("\n    RunResponse:").next())
+            .expect("a Report schema");
+        let mut out: crate::Outcome =
+            serde_json::from_str(include_str!("../../tests/data/report-ok.json")).unwrap();
+        out.network = Some(Default::default());
+        let v = serde_json::to_value(&out).unwrap();
+        for key in v.as_object().unwrap().keys() {
+            assert!(
+                report.contains(&format!("\n        {key}:")),
+                "the report's {key} is missing from api/openapi.yaml"
+            );
+        }
+        for key in v["network"].as_object().unwrap().keys() {
+            assert!(
+                report.contains(&format!("\n            {key}:")),
+                "network.{key}"
+            );
+        }
+        assert_eq!(
+            spec.matches("enum: [none, loopback, allowlist, all]")
+                .count(),
+            3
+        );
+        assert_eq!(spec.matches("\n            allowed_hosts:").count(), 3);
+        for m in [
+            "rsandbox_egress_decisions_total",
+            "rsandbox_egress_bytes_total",
+        ] {
+            assert!(spec.contains(m), "{m}");
+        }
+    }
 }

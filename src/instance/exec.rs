@@ -45,6 +45,7 @@ impl Instance {
             .flat_map(|r| r.join.iter().map(|f| f.as_raw_fd()))
             .collect();
         let cpus = self.cpu_set();
+        let net_before = self.network();
         // A one-shot run's instance is fresh: its counters start at zero.
         let before = match &self.cg {
             Some(c) if !one_shot => c.stats(),
@@ -95,7 +96,10 @@ impl Instance {
         if let Some(run) = run_cg.filter(|_| !one_shot) {
             run.release();
         }
-        self.report(sup, !cmd.pass_through, run_stats, before, after)
+        let network = self.network().zip(net_before).map(|(a, b)| a.since(b));
+        let mut out = self.report(sup, !cmd.pass_through, run_stats, before, after)?;
+        out.network = network;
+        Ok(out)
     }
 
     /// The program's resource limits: always core and open files; without cgroups also
@@ -272,6 +276,7 @@ impl Instance {
             }),
             enforcement: self.enforcement.clone(),
             queued_ms: None,
+            network: None,
         })
     }
 }

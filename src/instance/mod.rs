@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuLease;
 use crate::ns::mount::MountPlan;
 use crate::ns::user::IdMap;
-use crate::outcome::{Enforcement, Mechanism, Usage};
+use crate::outcome::{Enforcement, Mechanism, NetworkStats, Usage};
 use crate::policy::{self, Net, Policy};
 use crate::spawn::{self, Reaper, ReaperSpec};
 use crate::state::{self, Record, RecordInfo};
@@ -41,6 +41,9 @@ pub struct Instance {
     cpu_base: usize,
     /// Serialises use of the control socket and the exec region.
     lock: Mutex<()>,
+    /// The egress proxy (networks `allowlist` and `all`); it stops when dropped.
+    #[cfg(feature = "egress")]
+    proxy: Option<crate::egress::Proxy>,
 }
 
 impl Instance {
@@ -79,9 +82,18 @@ impl Instance {
         }) {
             return fail(record, &cg, e);
         }
-        let reaper = match start_reaper(&inner, plan, ids, cg.as_ref()) {
+        #[cfg_attr(not(feature = "egress"), allow(unused_mut))]
+        let mut reaper = match start_reaper(&inner, plan, ids, cg.as_ref()) {
             Ok(r) => r,
             Err(e) => return fail(record, &cg, e),
+        };
+        #[cfg(feature = "egress")]
+        let proxy = match start_proxy(&inner, &mut reaper) {
+            Ok(p) => p,
+            Err(e) => {
+                spawn::kill_reaper(&reaper);
+                return fail(record, &cg, e);
+            }
         };
         let info = RecordInfo {
             version: 1,
@@ -105,6 +117,8 @@ impl Instance {
             enforcement,
             cpu_base,
             lock: Mutex::new(()),
+            #[cfg(feature = "egress")]
+            proxy,
         };
         record.write(&info)?;
         inst.record = Some(record);
@@ -145,10 +159,20 @@ impl Instance {
         Ok(())
     }
 
+    /// The egress proxy's figures so far (`None`: this instance has no proxy).
+    pub(crate) fn network(&self) -> Option<NetworkStats> {
+        #[cfg(feature = "egress")]
+        return self.proxy.as_ref().map(|p| p.stats());
+        #[cfg(not(feature = "egress"))]
+        None
+    }
+
     fn teardown(&mut self) {
         if let Some(r) = self.reaper.take() {
             spawn::kill_reaper(&r);
         }
+        #[cfg(feature = "egress")]
+        drop(self.proxy.take());
         if let Some(cg) = self.cg.take() {
             cg.destroy();
         }
@@ -238,6 +262,7 @@ fn start_reaper(
         ids,
         hostname: &inner.hostname,
         loopback: inner.net == Net::Loopback,
+        proxy: inner.net.egress().is_some(),
     };
     let mut attach = |pid: i32| cg.map_or(Ok(()), |c| c.attach(pid));
     spawn::start_reaper(
@@ -245,6 +270,18 @@ fn start_reaper(
         clone_into.as_ref().map(|f| f.as_raw_fd()),
         &mut attach,
     )
+}
+
+/// Starts the egress proxy on the listening sockets the reaper made, for networks that have one.
+#[cfg(feature = "egress")]
+fn start_proxy(inner: &Policy, reaper: &mut Reaper) -> Result<Option<crate::egress::Proxy>> {
+    let Some(allow) = inner.net.egress() else {
+        return Ok(None);
+    };
+    let (http, socks) = reaper.listeners.take().ok_or(Error::Gone)?;
+    crate::egress::Proxy::start(http, socks, allow, inner.egress_max_conns)
+        .map(Some)
+        .map_err(|e| Error::io("starting the egress proxy", None, e))
 }
 
 #[allow(dead_code)]

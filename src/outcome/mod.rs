@@ -102,6 +102,35 @@ pub struct Outcome {
     pub seccomp_violation: Option<SeccompViolation>,
     pub enforcement: Enforcement,
     pub queued_ms: Option<f64>,
+    /// What the egress proxy did while the run ran (`None`: no proxy, i.e. network `none` or
+    /// `loopback`).
+    #[serde(default)]
+    pub network: Option<NetworkStats>,
+}
+
+/// The egress proxy's figures over one run (every process of the instance, background ones
+/// included, while the run ran).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkStats {
+    /// Connections the rules allowed (whether or not the destination then answered).
+    pub allowed: u64,
+    /// Requests the rules refused.
+    pub denied: u64,
+    /// Bytes sent out from the instance, and received into it, through the proxy.
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+}
+
+impl NetworkStats {
+    /// The figures since `before`.
+    pub fn since(self, before: NetworkStats) -> NetworkStats {
+        NetworkStats {
+            allowed: self.allowed.saturating_sub(before.allowed),
+            denied: self.denied.saturating_sub(before.denied),
+            bytes_up: self.bytes_up.saturating_sub(before.bytes_up),
+            bytes_down: self.bytes_down.saturating_sub(before.bytes_down),
+        }
+    }
 }
 
 impl Outcome {
@@ -246,6 +275,22 @@ mod tests {
         assert_eq!(o.enforcement.devices, Mechanism::MountOnly);
         assert_eq!(o.enforcement.landlock, LandlockAbi::None);
         assert_eq!(serde_json::to_string(&o).unwrap(), text);
+        // A report written before `network` existed still reads (as no proxy).
+        let old = text.replace(",\"network\":null", "");
+        assert_ne!(old, text);
+        assert_eq!(serde_json::from_str::<Outcome>(&old).unwrap().network, None);
+        let mut with = o.clone();
+        with.network = Some(NetworkStats {
+            allowed: 1,
+            denied: 2,
+            bytes_up: 3,
+            bytes_down: 4,
+        });
+        let v = serde_json::to_value(&with).unwrap();
+        assert_eq!(
+            v["network"],
+            serde_json::json!({"allowed": 1, "denied": 2, "bytes_up": 3, "bytes_down": 4})
+        );
     }
 
     #[test]

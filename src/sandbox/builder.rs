@@ -29,6 +29,7 @@ pub struct SandboxBuilder {
     work_size: u64,
     output_limit: u64,
     net: Net,
+    egress_max_conns: usize,
     binds: Vec<Bind>,
     env: Vec<(String, String)>,
     python: Option<PathBuf>,
@@ -53,6 +54,7 @@ impl Default for SandboxBuilder {
             work_size: defaults::WORK_SIZE,
             output_limit: defaults::OUTPUT_LIMIT,
             net: Net::None,
+            egress_max_conns: defaults::EGRESS_MAX_CONNS,
             binds: Vec::new(),
             env: Vec::new(),
             python: None,
@@ -106,8 +108,17 @@ impl SandboxBuilder {
         self.max_ptys = n;
         self
     }
+    /// Network access (default [`Net::None`]). [`Net::Allowlist`] and [`Net::All`] go out
+    /// through rsandbox's proxy; the run's environment names it (`HTTP_PROXY`, `HTTPS_PROXY`,
+    /// `ALL_PROXY` and their lower-case forms), and ports 3128 and 1080 inside are taken.
     pub fn net(mut self, net: Net) -> Self {
         self.net = net;
+        self
+    }
+    /// Proxy connections one instance may hold open at once (default 64); past it the proxy
+    /// answers 503 (HTTP) or refuses (SOCKS).
+    pub fn egress_max_conns(mut self, n: usize) -> Self {
+        self.egress_max_conns = n.max(1);
         self
     }
     /// Bind host path `host` read-only at `inside` (default: the same path).
@@ -263,6 +274,18 @@ impl SandboxBuilder {
         } else {
             Some(self.prepare_gpus(&source, &template, &mut binds, &mut env)?)
         };
+        if self.net.egress().is_some() {
+            if !cfg!(feature = "egress") {
+                return Err(Error::Unsupported {
+                    feature: "egress",
+                    message: format!(
+                        "network {} needs the proxy, and this build of rsandbox has none (cargo feature `egress`)",
+                        self.net.name()
+                    ),
+                });
+            }
+            env.extend(defaults::proxy_environment());
+        }
         env.extend(self.env.iter().cloned());
         mount_points(&template, &mut binds)?;
         let plan_spec = PlanSpec {
@@ -290,7 +313,8 @@ impl SandboxBuilder {
             plan_spec,
             gpu,
             state_dir,
-            net: self.net,
+            net: self.net.clone(),
+            egress_max_conns: self.egress_max_conns,
             hostname: CString::new(defaults::HOSTNAME).unwrap(),
             enforcement,
             seccomp,

@@ -43,6 +43,7 @@ struct SpecRef<'a> {
     landlock: &'a LandlockPlan,
     hostname: &'a CStr,
     loopback: bool,
+    proxy: bool,
 }
 
 #[derive(serde::Deserialize)]
@@ -51,6 +52,7 @@ struct Spec {
     landlock: LandlockPlan,
     hostname: CString,
     loopback: bool,
+    proxy: bool,
 }
 
 struct Server {
@@ -134,7 +136,8 @@ pub(super) fn clone_reaper(
         plan: spec.plan,
         landlock: spec.landlock,
         hostname: spec.hostname,
-        loopback: spec.loopback,
+        loopback: spec.loopback || spec.proxy,
+        proxy: spec.proxy,
     })
     .ok()?;
     if msg.len() > MAX_MSG {
@@ -240,6 +243,7 @@ fn clone_one(msg: &[u8], fds: &[OwnedFd]) -> io::Result<(i32, OwnedFd, usize)> {
         landlock: &spec.landlock,
         hostname: &spec.hostname,
         loopback: spec.loopback,
+        proxy: spec.proxy,
         region: region.as_ptr(),
     };
     // SAFETY: the child resets the signals this server changed and runs reaper_main, which

@@ -41,6 +41,9 @@ pub struct Reaper {
     pub region_at: usize,
     /// The work directory (an `O_PATH` fd onto the instance's tmpfs).
     pub work: OwnedFd,
+    /// The egress proxy's listening sockets inside the instance (HTTP, SOCKS5), when asked for.
+    #[cfg_attr(not(feature = "egress"), allow(dead_code))]
+    pub listeners: Option<(OwnedFd, OwnedFd)>,
 }
 
 /// Settings for one reaper.
@@ -50,6 +53,8 @@ pub struct ReaperSpec<'a> {
     pub ids: IdMap,
     pub hostname: &'a CStr,
     pub loopback: bool,
+    /// Listening sockets for the egress proxy (implies `loopback`).
+    pub proxy: bool,
 }
 
 /// Turns a child's `(stage, errno)` record into an error naming the mount where there is one.
@@ -60,6 +65,7 @@ pub fn setup_error(plan: &MountPlan, err: ChildError) -> Error {
             .get(err.detail as usize)
             .map(|op| op.inside.clone())
             .unwrap_or_default(),
+        Stage::ProxySocket => format!("127.0.0.1:{}", err.detail),
         _ => String::new(),
     };
     Error::Setup {
@@ -73,12 +79,12 @@ pub fn setup_error(plan: &MountPlan, err: ChildError) -> Error {
 /// so anything near this means it is stuck, and the instance is killed rather than waited on.
 pub const REPLY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Sends one request (with fds) and reads the reaper's reply (and its fd, if any).
+/// Sends one request (with fds) and reads the reaper's reply (and its fds, if any).
 pub fn call(
     ctrl: BorrowedFd<'_>,
     req: Request,
     fds: &[BorrowedFd<'_>],
-) -> Result<(Reply, Option<OwnedFd>)> {
+) -> Result<(Reply, Vec<OwnedFd>)> {
     sys::send_with_fds(ctrl, proto::as_bytes(&req), fds).map_err(|_| Error::Gone)?;
     let mut pfd = [libc::pollfd {
         fd: ctrl.as_raw_fd(),
@@ -102,14 +108,17 @@ pub fn call(
     recv_reply(ctrl)
 }
 
-fn recv_reply(ctrl: BorrowedFd<'_>) -> Result<(Reply, Option<OwnedFd>)> {
+fn recv_reply(ctrl: BorrowedFd<'_>) -> Result<(Reply, Vec<OwnedFd>)> {
     let mut buf = [0u8; 64];
-    let mut fds = [-1; 1];
+    let mut fds = [-1; 3];
     let (n, nfds) = sys::recv_with_fds(ctrl, &mut buf, &mut fds).map_err(|_| Error::Gone)?;
-    // SAFETY: recv_with_fds returned nfds new descriptors that we now own.
-    let fd = (nfds == 1).then(|| unsafe { OwnedFd::from_raw_fd(fds[0]) });
+    let fds = fds[..nfds]
+        .iter()
+        // SAFETY: recv_with_fds returned nfds new descriptors that we now own, each taken once.
+        .map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect();
     let reply: Reply = proto::from_bytes(&buf[..n]).ok_or(Error::Gone)?;
-    Ok((reply, fd))
+    Ok((reply, fds))
 }
 
 /// Clones the reaper into fresh namespaces, maps its ids, lets it build the root, and waits
@@ -144,7 +153,8 @@ pub fn start_reaper(
                 plan: spec.plan,
                 landlock: spec.landlock,
                 hostname: spec.hostname,
-                loopback: spec.loopback,
+                loopback: spec.loopback || spec.proxy,
+                proxy: spec.proxy,
                 region: region.as_ptr(),
             };
             // SAFETY: the child branch calls only reaper_main, which follows the child's rule
@@ -196,15 +206,22 @@ pub fn start_reaper(
     let reply = sys::send_with_fds(ctrl.as_fd(), proto::as_bytes(&go), &[])
         .map_err(|_| Error::Gone)
         .and_then(|_| recv_reply(ctrl.as_fd()));
+    let wanted = if spec.proxy { 3 } else { 1 };
     match reply {
-        Ok((r, Some(work))) if r.kind == proto::REPLY_READY => Ok(Reaper {
-            pid,
-            pidfd,
-            ctrl,
-            region,
-            region_at,
-            work,
-        }),
+        Ok((r, fds)) if r.kind == proto::REPLY_READY && fds.len() == wanted => {
+            let mut fds = fds.into_iter();
+            let work = fds.next().expect("counted above");
+            let listeners = fds.next().zip(fds.next());
+            Ok(Reaper {
+                pid,
+                pidfd,
+                ctrl,
+                region,
+                region_at,
+                work,
+                listeners,
+            })
+        }
         Ok((r, _)) if r.kind == proto::REPLY_SETUP_FAILED => {
             kill_and_reap(&pidfd);
             Err(setup_error(spec.plan, r.err))
@@ -250,7 +267,7 @@ pub fn open_pty(reaper: &Reaper) -> Result<OwnedFd> {
         ..Default::default()
     };
     match call(reaper.ctrl.as_fd(), req, &[])? {
-        (r, Some(master)) if r.kind == proto::REPLY_DONE => Ok(master),
+        (r, mut fds) if r.kind == proto::REPLY_DONE && fds.len() == 1 => Ok(fds.remove(0)),
         (r, _) => Err(Error::Setup {
             stage: Stage::Pty,
             detail: "/dev/pts/ptmx".into(),

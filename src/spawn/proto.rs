@@ -64,7 +64,8 @@ pub struct Reply {
     pub err: ChildError,
 }
 
-/// Setup done; the work directory's fd is attached.
+/// Setup done; the work directory's fd is attached, then with an egress proxy its two
+/// listening sockets (HTTP, SOCKS5).
 pub const REPLY_READY: u32 = 1;
 pub const REPLY_SETUP_FAILED: u32 = 2;
 pub const REPLY_STARTED: u32 = 3;

@@ -364,10 +364,13 @@ fn json_report_has_exactly_the_schema_v1_keys() {
         "seccomp_violation",
         "enforcement",
         "queued_ms",
+        "network",
     ]
     .into_iter()
     .collect();
     assert_eq!(keys, want);
+    // No proxy ran (network none): null, as the schema says.
+    assert!(v["network"].is_null(), "{v}");
     let enf: BTreeSet<&str> = v["enforcement"]
         .as_object()
         .unwrap()

@@ -11,6 +11,8 @@ static ALLOC: rsandbox::CheckedAlloc = rsandbox::CheckedAlloc;
 mod cli;
 // `rsandbox serve`: the native API, SandboxFusion, queue, access, signals, the fork server.
 mod daemon;
+// Networks allowlist and all: the egress proxy, loopback servers, the package index, the daemon.
+mod egress;
 // Files into and out of an instance's work dir: modes, refused paths, symlinks, limits.
 mod files;
 // Seccomp profiles (default, strict, Docker's), non-native ABIs, Landlock, `--strict`.

@@ -70,6 +70,7 @@ fn session_job(r: RunRequest, ctx: &Ctx) -> Result<Job, RequestError> {
         || l.memory_mb.is_some()
         || l.pids.is_some()
         || l.network.is_some()
+        || l.allowed_hosts.is_some()
         || l.cpu_time.is_some()
         || l.gpus.is_some()
         || l.gpu_devices.is_some()

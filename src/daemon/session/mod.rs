@@ -177,7 +177,11 @@ impl Session {
                 "cpus": p.cpus_centi as f64 / 100.0,
                 "memory_mb": p.memory >> 20,
                 "pids": p.pids,
-                "network": if p.loopback { "loopback" } else { "none" },
+                "network": p.net.name(),
+                "allowed_hosts": match &p.net {
+                    crate::Net::Allowlist(rules) => serde_json::json!(rules),
+                    _ => serde_json::Value::Null,
+                },
             },
             "seccomp": p.seccomp,
             "env": self.spec.env.iter().cloned().collect::<BTreeMap<_, _>>(),

@@ -57,6 +57,9 @@ pub struct ReaperArgs<'a> {
     pub landlock: &'a crate::landlock::Plan,
     pub hostname: &'a CStr,
     pub loopback: bool,
+    /// Create the egress proxy's listening sockets (`127.0.0.1:3128` and `:1080`, after `lo` is
+    /// up) and hand them over with the ready reply.
+    pub proxy: bool,
     /// Base of the shared region holding `ExecPlan`s.
     pub region: *const u8,
 }
@@ -68,18 +71,22 @@ fn ctrl() -> BorrowedFd<'static> {
     unsafe { sys::borrow(CTRL) }
 }
 
-/// Sends one record to the supervisor, with `fd` attached if given. Best effort: a supervisor
-/// that is gone reads nothing.
-fn send_reply(kind: u32, pid: i32, err: ChildError, fd: Option<RawFd>) {
+/// Sends one record to the supervisor with up to three descriptors attached. Best effort: a
+/// supervisor that is gone reads nothing.
+fn send_reply(kind: u32, pid: i32, err: ChildError, fds: &[RawFd]) {
     let r = Reply { kind, pid, err };
-    // SAFETY: fd is a descriptor of this process, open until after the call.
-    let fd = fd.map(|fd| unsafe { sys::borrow(fd) });
-    let _ = sys::send_with_fds(ctrl(), proto::as_bytes(&r), fd.as_slice());
+    let mut borrowed = [ctrl(); 3];
+    let n = fds.len().min(borrowed.len());
+    for (slot, &fd) in borrowed.iter_mut().zip(&fds[..n]) {
+        // SAFETY: fd is a descriptor of this process, open until after the call.
+        *slot = unsafe { sys::borrow(fd) };
+    }
+    let _ = sys::send_with_fds(ctrl(), proto::as_bytes(&r), &borrowed[..n]);
 }
 
 /// Reports a setup failure to the supervisor and exits.
 fn fail_setup(stage: Stage, errno: i32, detail: u32) -> ! {
     let err = ChildError::new(stage, errno, detail);
-    send_reply(proto::REPLY_SETUP_FAILED, 0, err, None);
+    send_reply(proto::REPLY_SETUP_FAILED, 0, err, &[]);
     sys::exit(125)
 }

@@ -7,6 +7,7 @@ use std::ptr;
 
 use super::super::proto::{self, ChildError, ExecPlan, ExitRecord, Request};
 use super::{ctrl, program, root, send_reply, ReaperArgs, CTRL, IN_CHILD};
+use crate::defaults::{HTTP_PROXY_PORT, SOCKS_PROXY_PORT};
 use crate::error::Stage;
 use crate::sys;
 
@@ -51,6 +52,17 @@ pub fn reaper_main(args: &ReaperArgs<'_>) -> ! {
     if args.loopback {
         check!(sys::loopback_up(), Stage::Loopback);
     }
+    // The egress proxy's sockets, bound in this namespace and accepted on by the supervisor
+    // from the host's side (made before the root, so a port clash fails setup early).
+    let mut listeners = [-1 as RawFd; 2];
+    if args.proxy {
+        for (slot, port) in listeners
+            .iter_mut()
+            .zip([HTTP_PROXY_PORT, SOCKS_PROXY_PORT])
+        {
+            *slot = check!(sys::listen_loopback(port, 1024), Stage::ProxySocket, port);
+        }
+    }
 
     let work_fd = root::setup_root(args.plan);
 
@@ -73,7 +85,19 @@ pub fn reaper_main(args: &ReaperArgs<'_>) -> ! {
     let sfd = check!(sys::signalfd_for(libc::SIGCHLD), Stage::Signals);
     sys::ignore_signal(libc::SIGPIPE);
 
-    send_reply(proto::REPLY_READY, 0, ChildError::default(), Some(work_fd));
+    if args.proxy {
+        let [http, socks] = listeners;
+        send_reply(
+            proto::REPLY_READY,
+            0,
+            ChildError::default(),
+            &[work_fd, http, socks],
+        );
+        sys::close(http);
+        sys::close(socks);
+    } else {
+        send_reply(proto::REPLY_READY, 0, ChildError::default(), &[work_fd]);
+    }
     sys::close(work_fd);
 
     serve(args, sfd)
@@ -177,7 +201,7 @@ fn serve(args: &ReaperArgs<'_>, sfd: RawFd) -> ! {
                                 let _ = sys::kill(-r.pid, r.sig);
                                 let _ = sys::kill(r.pid, r.sig);
                             }
-                            send_reply(proto::REPLY_DONE, 0, ChildError::default(), None);
+                            send_reply(proto::REPLY_DONE, 0, ChildError::default(), &[]);
                         }
                         Some(r) if r.op == proto::OP_OPEN_PTY => {
                             fds[..nfds].iter().for_each(|&fd| sys::close(fd));
@@ -201,12 +225,12 @@ fn open_pty() {
     let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
     match sys::open(c"/dev/pts/ptmx", flags, 0) {
         Ok(fd) => {
-            send_reply(proto::REPLY_DONE, 0, ChildError::default(), Some(fd));
+            send_reply(proto::REPLY_DONE, 0, ChildError::default(), &[fd]);
             sys::close(fd);
         }
         Err(e) => {
             let err = ChildError::new(Stage::Pty, sys::errno_of(&e), 0);
-            send_reply(proto::REPLY_START_FAILED, 0, err, None);
+            send_reply(proto::REPLY_START_FAILED, 0, err, &[]);
         }
     }
 }
@@ -249,7 +273,7 @@ fn start(args: &ReaperArgs<'_>, fds: &[RawFd], running: &mut Running) {
     let Some(slot) = running.iter().position(|s| s.0 == 0) else {
         close_all(false);
         let err = ChildError::new(Stage::Fork, libc::EAGAIN, 0);
-        send_reply(proto::REPLY_START_FAILED, 0, err, None);
+        send_reply(proto::REPLY_START_FAILED, 0, err, &[]);
         return;
     };
     // SAFETY: the shared region starts with an ExecPlan the supervisor wrote before sending
@@ -272,12 +296,12 @@ fn start(args: &ReaperArgs<'_>, fds: &[RawFd], running: &mut Running) {
         Ok(pid) => {
             close_all(true);
             running[slot] = (pid, fds[4]);
-            send_reply(proto::REPLY_STARTED, pid, ChildError::default(), None);
+            send_reply(proto::REPLY_STARTED, pid, ChildError::default(), &[]);
         }
         Err(e) => {
             let err = ChildError::new(Stage::Fork, sys::errno_of(&e), 0);
             close_all(false);
-            send_reply(proto::REPLY_START_FAILED, 0, err, None);
+            send_reply(proto::REPLY_START_FAILED, 0, err, &[]);
         }
     }
 }

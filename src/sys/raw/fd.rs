@@ -29,6 +29,24 @@ pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     )?)
 }
 
+/// A close-on-exec TCP socket listening on `127.0.0.1:port` in the caller's network namespace
+/// (`SO_REUSEADDR`, so a port freed by an earlier instance is taken at once). The caller owns
+/// the descriptor. No allocation: rustix encodes the address on the stack.
+pub fn listen_loopback(port: u16, backlog: i32) -> io::Result<RawFd> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let fd = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    rustix::net::sockopt::set_socket_reuseaddr(&fd, true)?;
+    let addr = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port);
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, backlog)?;
+    Ok(fd.into_raw_fd())
+}
+
 /// Sets or clears `O_NONBLOCK`.
 pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     use rustix::fs::OFlags;
