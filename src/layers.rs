@@ -16,7 +16,8 @@ const ORDER: &[&str] = &[
     "probe", "cancel", "landlock", "ns", "cgroup", "seccomp", "gpu", "interp",
     // State records, and the only code that forks.
     "state", "spawn",
-    // What to run, the prepared policy, a live instance, the warm pool.
+    // What to run, the prepared policy, a live instance, its stateful interpreters, the warm
+    // pool.
     "command", "policy", "instance", "pool",    // The public entry point.
     "sandbox", // The daemon, on top of the library's public API.
     "daemon",

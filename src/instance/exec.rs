@@ -2,7 +2,7 @@
 //! timeout, the CPU-time and memory watchdogs) and turned into the report.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use super::{procfs, Instance};
 use crate::cgroup::{InstanceStats, RunCgroup, RunStats};
@@ -28,6 +28,41 @@ impl Instance {
     /// `exec`, or with `one_shot` the only run of a fresh instance (`Sandbox::run`): its
     /// program stays in the instance's cgroup, and a timeout ends the whole instance.
     pub(crate) fn exec_inner(&self, cmd: &Command, one_shot: bool) -> Result<Outcome> {
+        let stdin = stdin_source(&cmd.stdin)?;
+        let l = self.launch(cmd, one_shot, None)?;
+        let reaper = self.reaper()?;
+        let run = Run {
+            inst: self,
+            reaper,
+            pid: l.pid,
+            run_cg: l.run_cg.as_ref(),
+            one_shot,
+            cpu_limit_us: self.inner.cpu_time.map(|t| t.as_micros() as u64),
+            cpu_base_us: l.cpu_base_us,
+            mem_limit: self
+                .cg
+                .is_none()
+                .then_some(self.inner.limits.memory)
+                .flatten(),
+        };
+        let sup = run.supervise(cmd, l.io, stdin);
+        // A one-shot run's `as_run` leaves the instance's OOM and pids counters to `after`.
+        let run_stats = l.run_cg.as_ref().map(|r| r.stats());
+        let after = self.cg.as_ref().map(|c| c.stats()).unwrap_or_default();
+        if let Some(run) = l.run_cg.filter(|_| !one_shot) {
+            run.release();
+        }
+        self.report(sup, !cmd.pass_through, run_stats, l.before, after)
+    }
+
+    /// Everything of a run up to the program's start: its files copied in, argv and
+    /// environment resolved, its run cgroup, the exec plan written and the reaper asked.
+    pub(super) fn launch(
+        &self,
+        cmd: &Command,
+        one_shot: bool,
+        stdin: Option<OwnedFd>,
+    ) -> Result<Launched> {
         let reaper = self.reaper()?;
         if let Some(c) = &cmd.cancel {
             c.check()?;
@@ -36,7 +71,6 @@ impl Instance {
             self.put_file(path, data, *mode)?;
         }
         let (argv, envp, paths) = policy::resolve(&self.inner, cmd)?;
-        let stdin = stdin_source(&cmd.stdin)?;
         let cwd = CString::new(defaults::WORK_DIR).unwrap();
         let rlimits = self.rlimits();
         let run_cg = self.run_cgroup(one_shot)?;
@@ -71,29 +105,14 @@ impl Instance {
             (Some(_), None) => procfs::tree_cpu_us(reaper.pid),
             _ => 0,
         };
-        let (pid, io) = self.start(reaper, &spec, &cmd.name(), &cgroup_fds)?;
-        let run = Run {
-            inst: self,
-            reaper,
+        let (pid, io) = self.start(reaper, &spec, &cmd.name(), &cgroup_fds, stdin)?;
+        Ok(Launched {
             pid,
-            run_cg: run_cg.as_ref(),
-            one_shot,
-            cpu_limit_us: self.inner.cpu_time.map(|t| t.as_micros() as u64),
+            io,
+            run_cg,
+            before,
             cpu_base_us,
-            mem_limit: self
-                .cg
-                .is_none()
-                .then_some(self.inner.limits.memory)
-                .flatten(),
-        };
-        let sup = run.supervise(cmd, io, stdin);
-        // A one-shot run's `as_run` leaves the instance's OOM and pids counters to `after`.
-        let run_stats = run_cg.as_ref().map(|r| r.stats());
-        let after = self.cg.as_ref().map(|c| c.stats()).unwrap_or_default();
-        if let Some(run) = run_cg.filter(|_| !one_shot) {
-            run.release();
-        }
-        self.report(sup, !cmd.pass_through, run_stats, before, after)
+        })
     }
 
     /// The program's resource limits: always core and open files; without cgroups also
@@ -167,6 +186,7 @@ impl Instance {
         spec: &ExecSpec<'_>,
         name: &str,
         cgroup_fds: &[RawFd],
+        stdin: Option<OwnedFd>,
     ) -> Result<(i32, ProgramIo)> {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         plan::write(&reaper.region, reaper.region_at, spec).map_err(|t| {
@@ -182,7 +202,7 @@ impl Instance {
         // The pipes' inodes belong to whoever creates them; the program reopens them through
         // /proc/self/fd (`> /dev/stdout`), which needs it to own them.
         let _as_sandbox = self.act_as_sandbox()?;
-        match spawn::start_program(reaper, name, cgroup_fds) {
+        match spawn::start_program(reaper, name, cgroup_fds, stdin) {
             Ok(started) => Ok(started),
             // A reaper that does not answer is stuck: end the instance, never hang.
             Err(
@@ -299,6 +319,18 @@ fn cpu_split(sup: &wait::Supervised, run_stats: Option<RunStats>) -> (f64, f64) 
         }
     }
     (user_ms, sys_ms)
+}
+
+/// A program just started by [`Instance::launch`].
+pub(super) struct Launched {
+    /// The program's pid in the instance.
+    pub(super) pid: i32,
+    pub(super) io: ProgramIo,
+    pub(super) run_cg: Option<RunCgroup>,
+    /// The instance's counters before the run.
+    pub(super) before: InstanceStats,
+    /// The tree's CPU time before the run (counted from `/proc` without a run cgroup).
+    pub(super) cpu_base_us: u64,
 }
 
 /// One started run: how to end it, and the watchdogs polled while it runs.

@@ -222,7 +222,8 @@ pub fn start_reaper(
 
 /// The supervisor's ends of one program's pipes.
 pub struct ProgramIo {
-    pub stdin: OwnedFd,
+    /// The write end of the program's stdin pipe; `None` when the caller gave its own stdin.
+    pub stdin: Option<OwnedFd>,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
     pub status: OwnedFd,
@@ -231,14 +232,19 @@ pub struct ProgramIo {
 }
 
 /// Starts the program whose plan was just written into the region. The caller holds the exec
-/// lock. Returns the program's pid inside the instance and its pipes.
+/// lock. Returns the program's pid inside the instance and its pipes. `stdin`: a descriptor the
+/// program gets as its fd 0 instead of a pipe (a context's control socket).
 pub fn start_program(
     reaper: &Reaper,
     program: &str,
     cgroup_fds: &[RawFd],
+    stdin: Option<OwnedFd>,
 ) -> Result<(i32, ProgramIo)> {
     let pipe = || sys::pipe().map_err(|e| Error::io("creating a pipe", None, e));
-    let (stdin_r, stdin_w) = pipe()?;
+    let (stdin_r, stdin_w) = match stdin {
+        Some(fd) => (fd, None),
+        None => pipe().map(|(r, w)| (r, Some(w)))?,
+    };
     let (stdout_r, stdout_w) = pipe()?;
     let (stderr_r, stderr_w) = pipe()?;
     // A socket, not a pipe: besides (stage, errno) records it carries the seccomp listener.

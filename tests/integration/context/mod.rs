@@ -1,0 +1,4 @@
+//! Stateful contexts: variables across cells, results and errors, streaming, timeouts and
+//! interrupts, restarts, and a driver that turns hostile.
+
+mod library;
