@@ -20,6 +20,9 @@ use crate::sys;
 /// own stdout never gets one.
 const MARKER_WAIT: Duration = Duration::from_secs(1);
 
+/// How often an interrupt the driver has not acted on is sent again.
+const RESEND: Duration = Duration::from_millis(250);
+
 /// What one poll brought.
 pub(super) enum Step {
     Frame(Map<String, Value>),
@@ -284,6 +287,7 @@ impl Driver {
         let mut done: Option<(Instant, String, u64)> = None;
         let mut interrupting: Option<(Instant, CellStatus)> = None;
         let mut gone = false;
+        let mut last_sigint = Instant::now();
         if frame::send(&self.ctrl, &msg).is_err() {
             // The driver is gone (its socket is closed): the cell never ran.
             return Ok(Outcome {
@@ -297,7 +301,7 @@ impl Driver {
             }
             let until = match (&done, &interrupting) {
                 (Some((at, ..)), _) => *at + MARKER_WAIT,
-                (None, Some((grace, _))) => *grace,
+                (None, Some((grace, _))) => (*grace).min(last_sigint + RESEND),
                 (None, None) => deadline,
             };
             let mut chunks: Vec<(usize, Vec<u8>)> = Vec::new();
@@ -349,19 +353,29 @@ impl Driver {
                     }
                 },
                 Step::Deadline if done.is_some() => break,
-                Step::Deadline if interrupting.is_some() => {
-                    gone = true;
-                    break;
-                }
-                Step::Deadline => {
-                    let _ = inst.signal_pid(self.pid(), libc::SIGINT);
-                    interrupting = Some((Instant::now() + INTERRUPT_GRACE, CellStatus::Timeout));
-                }
+                Step::Deadline => match interrupting {
+                    Some((grace, _)) if Instant::now() >= grace => {
+                        gone = true;
+                        break;
+                    }
+                    // The driver ignores a SIGINT that lands between cells (or just before
+                    // this one started): repeat it until the grace is over.
+                    Some(_) => {
+                        let _ = inst.signal_pid(self.pid(), libc::SIGINT);
+                        last_sigint = Instant::now();
+                    }
+                    None => {
+                        let _ = inst.signal_pid(self.pid(), libc::SIGINT);
+                        last_sigint = Instant::now();
+                        interrupting = Some((last_sigint + INTERRUPT_GRACE, CellStatus::Timeout));
+                    }
+                },
                 Step::Cancelled => {
                     if interrupting.is_none() && done.is_none() {
                         let _ = inst.signal_pid(self.pid(), libc::SIGINT);
+                        last_sigint = Instant::now();
                         interrupting =
-                            Some((Instant::now() + INTERRUPT_GRACE, CellStatus::Interrupted));
+                            Some((last_sigint + INTERRUPT_GRACE, CellStatus::Interrupted));
                     }
                 }
                 Step::Gone(_) => {

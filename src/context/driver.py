@@ -18,13 +18,15 @@ Driver -> supervisor
   {"ev": "result", "id": ID, "data": {MIME: value}, "main": BOOL}
       main=true: the value of the cell's trailing expression statement;
       main=false: display() calls and matplotlib figures.  Binary values
-      (image/png, image/jpeg) are base64 strings.
+      (image/png, image/jpeg) are base64 strings.  A bundle whose frame
+      would exceed 64 MiB is replaced by a truncated text/plain.
   {"ev": "error", "id": ID, "name": STR, "value": STR, "traceback": STR}
   {"ev": "done", "id": ID, "status": "ok"|"error"|"interrupted",
    "execution_count": INT}                        (last frame of an execute)
 Before "done" the driver flushes sys.stdout/sys.stderr and writes
-MARKER + "\\n" straight to fd 1 and to fd 2, so that whatever the cell wrote
-to a stream precedes the marker on that stream.
+MARKER + "\\n" straight to fd 1 and to fd 2, so whatever the cell wrote to a
+stream precedes the marker on that stream.  Frames are handled one at a
+time: a ping sent during a cell is answered after its "done".
 
 SIGINT interrupts the running cell (KeyboardInterrupt, status
 "interrupted"); between cells it is ignored.  RSANDBOX_CONTEXT_IPYTHON=0
@@ -42,11 +44,10 @@ _CTL = os.dup(0)
 _null = os.open(os.devnull, os.O_RDONLY)
 os.dup2(_null, 0)
 os.close(_null)
-del _null
 
 # Only cheap modules here: an idle context without IPython must stay small.
-# _signal and _ast are the C modules behind signal/ast; the Python wrappers
-# would pull in enum and friends for nothing.
+# _signal and _ast are the C modules behind signal and ast, whose Python
+# wrappers would pull in enum and more for nothing.
 import _ast
 import _signal
 import _thread
@@ -57,16 +58,14 @@ import json
 import linecache
 
 MAX_FRAME = 64 << 20
+_AWAIT = getattr(_ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0)  # `await` in cells
 _G = globals()  # identifies the driver's own frames (see _strip)
 _MAIN_THREAD = _thread.get_ident()
 _SEND_LOCK = _thread.allocate_lock()  # cells may display() from threads
 _MIME_REPRS = (
-    ("_repr_html_", "text/html"),
-    ("_repr_markdown_", "text/markdown"),
-    ("_repr_svg_", "image/svg+xml"),
-    ("_repr_png_", "image/png"),
-    ("_repr_jpeg_", "image/jpeg"),
-    ("_repr_latex_", "text/latex"),
+    ("_repr_html_", "text/html"), ("_repr_markdown_", "text/markdown"),
+    ("_repr_svg_", "image/svg+xml"), ("_repr_png_", "image/png"),
+    ("_repr_jpeg_", "image/jpeg"), ("_repr_latex_", "text/latex"),
     ("_repr_json_", "application/json"),
 )
 
@@ -74,43 +73,42 @@ _MIME_REPRS = (
 class _St:
     """Mutable driver state (module globals would need `global` everywhere)."""
     busy = False      # a cell is running: SIGINT raises KeyboardInterrupt
-    pending = False   # SIGINT arrived while a frame was being written
+    pending = False   # SIGINT arrived while busy was lifted for a write
     count = 0         # execution_count
     id = None         # id of the current (or last) execute request
     ipython = False   # IPython will be / is used
-    shell = None      # the InteractiveShell, created at the first cell
-    main_fig = None   # Figure shown as the main result (not flushed twice)
+    shell = None      # the InteractiveShell, created by the first cell
     child = False     # we are a fork of the driver made by cell code
+    loop = None       # asyncio event loop for cells that use top-level await
+    run_result = None  # IPython ExecutionResult of the current cell
 
 
-# The cells get a fresh __main__ module: when run as a file the driver's own
-# globals are the original __main__, and cells must neither see nor clobber
-# them (a cell doing `json = 1` must not break the driver).
+# Cells get a fresh __main__ module: run as a file, the driver's own globals
+# are the original __main__, and cells must neither see nor clobber them (a
+# cell doing `json = 1` must not break the driver).
 _DRIVER_MODULE = sys.modules.get("__main__")  # keep it alive regardless
 _USER = type(sys)("__main__")
 _USER.__builtins__ = builtins
 sys.modules["__main__"] = _USER
 _NS = _USER.__dict__
 sys.argv = [""]  # what the REPL gives code that reads argv
-_file = _G.get("__file__")
-if _file and sys.path and sys.path[0] == os.path.dirname(os.path.abspath(_file)):
+if sys.path and "__file__" in _G and sys.path[0] == os.path.dirname(
+        os.path.realpath(__file__)):
     # Run as a file, sys.path[0] is this file's directory; make it '' as in
     # the REPL and `python3 -c`, so cells import from the working directory.
     sys.path[0] = ""
-del _file
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 # ---------------------------------------------------------------- transport
 
 def _exit(code):
-    for s in (sys.stdout, sys.stderr):
+    for stream in (sys.stdout, sys.stderr):
         try:
-            s.flush()
+            stream.flush()
         except Exception:
             pass
-    # os._exit: non-daemon threads started by cells must not keep us alive.
-    os._exit(code)
+    os._exit(code)  # non-daemon threads started by cells must not hold us
 
 
 def _write_all(fd, data):
@@ -120,10 +118,10 @@ def _write_all(fd, data):
 
 
 def _encode(msg):
-    # ensure_ascii=False + 'replace': lone surrogates (which serde_json would
-    # reject even when escaped) become '?' instead of breaking the frame.
-    data = json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
-    return data.encode("utf-8", "replace")
+    # 'replace': lone surrogates (which serde_json rejects even as \ud800
+    # escapes) become '?' instead of breaking the frame.
+    text = json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8", "replace")
 
 
 def _send(msg, data=None):
@@ -133,7 +131,7 @@ def _send(msg, data=None):
     frame = len(data).to_bytes(4, "big") + data
     # A KeyboardInterrupt in the middle of a frame would desynchronise the
     # stream for good, so while the main thread writes, SIGINT is only noted
-    # (busy=False makes the handler set `pending`) and raised afterwards.
+    # (busy=False makes _on_sigint set `pending`) and raised afterwards.
     main = _thread.get_ident() == _MAIN_THREAD
     was_busy = _St.busy
     if main:
@@ -196,47 +194,33 @@ def _after_fork_in_child():
 
 # ------------------------------------------------------------- MIME bundles
 
-def _b64(data):
-    return binascii.b2a_base64(bytes(data), newline=False).decode("ascii")
-
-
-def _method(obj, name):
+def _rich(obj, name, **kwargs):
+    """obj.name(**kwargs), or None where that is missing or fails."""
     try:
-        m = getattr(obj, name, None)
-    except Exception:
-        return None
-    return m if callable(m) else None
-
-
-def _call(m, *args, **kwargs):
-    try:
-        r = m(*args, **kwargs)
+        r = getattr(obj, name)(**kwargs)
     except Exception:
         return None  # like IPython: a failing rich repr is just left out
-    if isinstance(r, tuple) and len(r) == 2:
-        r = r[0]  # (data, metadata)
-    return r
+    return r[0] if isinstance(r, tuple) and len(r) == 2 else r  # (data, meta)
 
 
 def _std_bundle(obj):
     """IPython's display protocol, for when IPython is not used."""
     data = {}
     # Classes would hand back unbound methods; objects that answer every
-    # attribute (mocks, proxies) are detected with IPython's canary name.
-    rich = not isinstance(obj, type) and _method(
-        obj, "_ipython_canary_method_should_not_exist_") is None
+    # attribute (mocks, proxies) are caught with IPython's canary name.
+    try:
+        rich = not isinstance(obj, type) and getattr(
+            obj, "_ipython_canary_method_should_not_exist_", None) is None
+    except Exception:
+        rich = False
     if rich:
-        m = _method(obj, "_repr_mimebundle_")
-        if m is not None:
-            r = _call(m, include=None, exclude=None)
-            if isinstance(r, dict):
-                data.update(r)
+        bundle = _rich(obj, "_repr_mimebundle_", include=None, exclude=None)
+        if isinstance(bundle, dict):
+            data.update(bundle)
         for name, mime in _MIME_REPRS:
-            m = None if mime in data else _method(obj, name)
-            if m is not None:
-                r = _call(m)
-                if r is not None:
-                    data[mime] = r
+            value = None if mime in data else _rich(obj, name)
+            if value is not None:
+                data[mime] = value
     if "text/plain" not in data:
         data["text/plain"] = repr(obj)
     return data
@@ -270,7 +254,7 @@ def _clean(data):
         if not isinstance(key, str):
             continue
         if isinstance(value, (bytes, bytearray, memoryview)):
-            value = _b64(value)
+            value = binascii.b2a_base64(bytes(value), newline=False).decode()
         elif not isinstance(value, str):
             try:
                 json.dumps(value, allow_nan=False)
@@ -281,14 +265,17 @@ def _clean(data):
 
 
 def _emit(data, main):
-    msg = {"ev": "result", "id": _St.id, "data": _clean(data), "main": main}
+    data = _clean(data)
+    if not data:
+        return  # e.g. IPython's formatter failed (and printed why)
+    msg = {"ev": "result", "id": _St.id, "data": data, "main": main}
     encoded = _encode(msg)
     if len(encoded) > MAX_FRAME - 4096:
-        # The supervisor would reject the frame (and with it the context);
-        # degrade to a truncated text/plain instead.
+        # The supervisor would reject the frame (and with it the context):
+        # degrade to a truncated text/plain.
         text = str(msg["data"].get("text/plain", ""))[:1 << 20]
-        msg["data"] = {"text/plain": "%s\n[output of %d bytes dropped: over the "
-                       "frame limit]" % (text, len(encoded))}
+        msg["data"] = {"text/plain": "%s\n[display data of %d bytes dropped: "
+                       "over the frame limit]" % (text, len(encoded))}
         encoded = None
     _send(msg, encoded)
 
@@ -310,26 +297,20 @@ def _flush_figures():
     """Emit every open pyplot figure as display data and close them all."""
     plt = sys.modules.get("matplotlib.pyplot")
     helpers = sys.modules.get("matplotlib._pylab_helpers")
-    if plt is None or helpers is None:
-        return
-    managers = helpers.Gcf.get_all_fig_managers()
-    if not managers:
+    if plt is None or helpers is None or not helpers.Gcf.get_all_fig_managers():
         return
     try:
-        for manager in managers:
+        for manager in helpers.Gcf.get_all_fig_managers():
             fig = manager.canvas.figure
-            if fig is not _St.main_fig:
-                _emit({"image/png": _figure_png(fig), "text/plain": repr(fig)}, False)
+            _emit({"image/png": _figure_png(fig), "text/plain": repr(fig)}, False)
     finally:
         plt.close("all")
 
 
 def _patch_pyplot(plt):
-    """Make plt.show() emit and close figures, as Jupyter's inline backend.
-
-    Flushing only after the cell would merge `plt.plot(a); plt.show();
-    plt.plot(b); plt.show()` into a single figure.
-    """
+    """Make plt.show() emit and close the figures, as Jupyter's inline
+    backend does: flushing only after the cell would merge `plt.plot(a);
+    plt.show(); plt.plot(b); plt.show()` into one figure."""
     real = plt.show
     if getattr(real, "_rsandbox", False):
         return
@@ -346,11 +327,9 @@ def _patch_pyplot(plt):
 
 
 class _PyplotHook:
-    """Meta path finder that patches matplotlib.pyplot as it is imported.
-
-    This lets the very cell that first imports pyplot get the inline-style
-    show(), without the driver ever importing matplotlib itself.
-    """
+    """Meta path finder that patches matplotlib.pyplot as it is imported,
+    so that the very cell that imports it gets the inline-style show(),
+    without the driver ever importing matplotlib itself."""
 
     def find_spec(self, name, path=None, target=None):
         if name != "matplotlib.pyplot":
@@ -359,7 +338,7 @@ class _PyplotHook:
         spec = PathFinder.find_spec(name, path)
         loader = getattr(spec, "loader", None)
         if loader is None or not hasattr(loader, "exec_module"):
-            return None  # unusual install: _post_run patches it afterwards
+            return None  # an unusual install: _post_run patches it later
         real = loader.exec_module
 
         def exec_module(module):
@@ -376,7 +355,7 @@ def _want_ipython():
     flag = os.environ.get("RSANDBOX_CONTEXT_IPYTHON", "1").strip().lower()
     if flag in ("0", "false", "no", "off"):
         return False
-    # Look IPython up without importing it (that costs ~0.5 s and 40+ MiB).
+    # Find IPython without importing it (that costs ~0.3 s and ~30 MiB).
     for finder in sys.meta_path:
         try:
             if finder.find_spec("IPython", None) is not None:
@@ -390,13 +369,13 @@ def _shell():
     if _St.shell is not None or not _St.ipython:
         return _St.shell
     saved = sys.stdout, sys.stderr
-    # Whatever IPython says while starting up (ipython dir not writable,
-    # virtualenv warnings) is not the cell's output.
+    # What IPython says while starting (ipython dir not writable, virtualenv
+    # warnings) is not the cell's output.
     sys.stdout = sys.stderr = io.StringIO()
     # Completion is no part of this protocol and jedi costs ~5 MiB and 100
-    # modules: IPython sees it as missing, cells can still import it.
-    had_jedi = "jedi" in sys.modules
-    if not had_jedi:
+    # modules: IPython sees it as missing; cells can still import it.
+    block_jedi = "jedi" not in sys.modules
+    if block_jedi:
         sys.modules["jedi"] = None
     try:
         from traitlets.config import Config
@@ -411,9 +390,11 @@ def _shell():
         # stderr apart) rather than through a pexpect pty, which turns "\n"
         # into "\r\n", merges stderr into stdout and needs /dev/ptmx.
         shell.system = shell.system_raw
-        # IPython's exit/quit only set a flag its REPL loop would read; here
-        # they would silently do nothing.  Fall back to the builtins, which
-        # raise SystemExit (reported as an error).
+        # `%matplotlib inline` calls enable_gui, which only subclasses (the
+        # terminal, ipykernel) implement; there is no GUI event loop here.
+        shell.enable_gui = lambda gui=None: None
+        # IPython's exit/quit only set a flag for its REPL loop: here they
+        # would do nothing.  The builtins raise SystemExit (an error frame).
         for name in ("exit", "quit"):
             _NS.pop(name, None)
             shell.user_ns_hidden.pop(name, None)
@@ -423,7 +404,7 @@ def _shell():
         saved[1].write("rsandbox: IPython unavailable (%s: %s); using the "
                        "standard-library driver\n" % (type(e).__name__, e))
     finally:
-        if not had_jedi and sys.modules.get("jedi", 0) is None:
+        if block_jedi and sys.modules.get("jedi", 0) is None:
             del sys.modules["jedi"]
         sys.stdout, sys.stderr = saved
     return _St.shell
@@ -433,26 +414,49 @@ def _shell():
 
 def _quiet(src, node):
     """True if the trailing expression is followed by ';' (Jupyter's rule)."""
-    lines = src.split("\n")
-    # end_col_offset counts UTF-8 bytes.
-    line = lines[node.end_lineno - 1].encode("utf-8")[node.end_col_offset:]
-    return line.decode("utf-8", "replace").lstrip().startswith(";")
+    line = src.split("\n")[node.end_lineno - 1].encode("utf-8")  # offsets: bytes
+    return line[node.end_col_offset:].decode("utf-8", "replace").lstrip().startswith(";")
+
+
+def _eval(code):
+    result = eval(code, _NS)
+    if not code.co_flags & 0x80:  # CO_COROUTINE: the cell awaits at top level
+        return result
+    # As in Jupyter: run it to completion on an event loop that persists
+    # across cells, so tasks that one cell starts progress in later ones.
+    import asyncio
+    if _St.loop is None:
+        _St.loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(_St.loop)
+    task = _St.loop.create_task(result)
+    try:
+        return _St.loop.run_until_complete(task)
+    finally:
+        if not task.done():
+            task.cancel()  # interrupted: it must not resume in a later cell
 
 
 def _run(src, n):
     filename = "<cell-%d>" % n
     shell = _shell()
+    code = src
     if shell is not None:
-        shell.execution_count = n
+        # The events run_cell() would fire: %autoreload and other extensions
+        # hook pre_run_cell / post_run_cell.
+        from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult
+        try:
+            info = ExecutionInfo(src, True, False, True, None)
+        except TypeError:  # IPython 7: no cell_id
+            info = ExecutionInfo(src, True, False, True)
+        _St.run_result = ExecutionResult(info)
+        _St.run_result.execution_count = shell.execution_count = n
         shell.events.trigger("pre_execute")
+        shell.events.trigger("pre_run_cell", info)
         code = shell.transform_cell(src)  # %magics, !shell, %%cell magics
         shell.history_manager.store_inputs(n, code, src)  # In, _i, _iN
-    else:
-        code = src
-    # As linecache itself would: '\n'-split (not splitlines(), which also
-    # splits at \f or \u2028 and would shift line numbers), every line
-    # '\n'-terminated (traceback aligns its carets on that).  mtime None:
-    # linecache.checkcache() never evicts the entry.
+    # As linecache itself would: '\n'-split (splitlines() also splits at \f
+    # or \u2028 and would shift line numbers), every line '\n'-terminated
+    # (traceback aligns its carets on that).  mtime None: never evicted.
     lines = [line + "\n" for line in code.split("\n")]
     if code.endswith("\n"):
         lines.pop()
@@ -462,29 +466,36 @@ def _run(src, n):
     if tree.body and isinstance(tree.body[-1], _ast.Expr) and not _quiet(code, tree.body[-1]):
         last = tree.body.pop()
     if tree.body:
-        exec(compile(tree, filename, "exec", dont_inherit=True), _NS)
+        _eval(compile(tree, filename, "exec", _AWAIT, dont_inherit=True))
     if last is None:
         return
-    value = eval(compile(_ast.Expression(body=last.value), filename, "eval",
-                         dont_inherit=True), _NS)
+    value = _eval(compile(_ast.Expression(body=last.value), filename, "eval",
+                          _AWAIT, dont_inherit=True))
     if value is None:
         return
     data = _bundle(value)
-    if _is_figure(value):
-        _St.main_fig = value
+    if _is_figure(value) and "matplotlib.pyplot" in sys.modules:
+        # Shown now: closing it keeps the end-of-cell flush (ours or the
+        # inline backend's) from showing it a second time.
+        sys.modules["matplotlib.pyplot"].close(value)
     if shell is not None:
         shell.displayhook.update_user_ns(value)  # _, __, _N, Out[N]
+        _St.run_result.result = value
     else:
         _NS["_"] = value
     _emit(data, True)
 
 
-def _post_run():
+def _post_run(exc):
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is not None:
         _patch_pyplot(plt)
     if _St.shell is not None:
         _St.shell.events.trigger("post_execute")  # e.g. %matplotlib inline
+        if _St.run_result is not None:
+            _St.run_result.error_in_exec = exc
+            _St.shell.events.trigger("post_run_cell", _St.run_result)
+            _St.run_result = None
     _flush_figures()
 
 
@@ -497,7 +508,7 @@ def _guarded(fn, *args):
         finally:
             _St.busy = False
             # A cell may have installed its own handler; between cells ours
-            # must be in place or an idle SIGINT could kill the driver.
+            # must be back, or an idle SIGINT could kill the driver.
             if _signal.getsignal(_signal.SIGINT) is not _on_sigint:
                 _signal.signal(_signal.SIGINT, _on_sigint)
     except BaseException as e:  # SystemExit included: the context goes on
@@ -507,10 +518,12 @@ def _guarded(fn, *args):
 
 
 def _strip(tb):
-    """Drop the driver's frames, so a traceback starts at the cell."""
+    """Drop the driver's frames (and the asyncio ones that lead up to a cell
+    that awaits), so a traceback starts at the cell."""
     keep = []
     while tb is not None:
-        if tb.tb_frame.f_globals is not _G:
+        g = tb.tb_frame.f_globals
+        if g is not _G and (keep or not str(g.get("__name__")).startswith("asyncio.")):
             keep.append(tb)
         tb = tb.tb_next
     for a, b in zip(keep, keep[1:] + [None]):
@@ -520,15 +533,15 @@ def _strip(tb):
 
 def _report(exc):
     import traceback  # only needed once something fails
-    seen = set()
-    e = exc
+    seen, e = set(), exc
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         e.__traceback__ = _strip(e.__traceback__)
         e = e.__cause__ or e.__context__
+    # For pdb.pm() and friends, as the REPL does.
     sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, exc.__traceback__
     if sys.version_info >= (3, 12):
-        sys.last_exc = exc  # what pdb.pm() reads there
+        sys.last_exc = exc
     try:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     except Exception:
@@ -542,9 +555,9 @@ def _report(exc):
 
 
 def _mark(marker):
-    for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:
-            s.flush()
+            stream.flush()
         except Exception:
             pass
     if "ctypes" in sys.modules:
@@ -566,12 +579,9 @@ def _execute(msg):
     n = _St.count
     _St.id = msg["id"]
     _St.pending = False  # an idle SIGINT must not hit this cell
-    _St.main_fig = None
     exc = _guarded(_run, msg["code"], n)
-    post_exc = _guarded(_post_run)  # after errors too, as in Jupyter
-    if exc is None:
-        exc = post_exc
-    _St.main_fig = None
+    post_exc = _guarded(_post_run, exc)  # after errors too, as in Jupyter
+    exc = post_exc if exc is None else exc
     if _St.child:
         _exit(0)  # a forked child came back out of its cell
     status = "ok"
@@ -602,7 +612,7 @@ def main():
         body = _read_frame()
         try:
             msg = json.loads(body.decode("utf-8"))
-        except Exception:  # bad UTF-8 or JSON, or nesting too deep
+        except Exception:  # bad UTF-8 or JSON, or nested too deep
             _exit(3)
         if not isinstance(msg, dict):
             _exit(3)

@@ -1,4 +1,5 @@
 //! Stateful contexts: variables across cells, results and errors, streaming, timeouts and
 //! interrupts, restarts, and a driver that turns hostile.
 
+mod daemon;
 mod library;
