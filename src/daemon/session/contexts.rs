@@ -104,25 +104,38 @@ fn list(s: &Session) -> Response<Body> {
     json(StatusCode::OK, &json!({"contexts": all}))
 }
 
-/// The context `cid` of `s`, or the answer: 404 for an id never seen, 410 for a deleted one.
-fn lookup(s: &Session, cid: &str) -> Result<Arc<Context>, Response<Body>> {
-    let cs = s.contexts();
-    if let Some(c) = cs.live.get(cid) {
-        return Ok(c.clone());
+/// A context id that names no live context of the session.
+enum Missing {
+    Deleted,
+    Unknown,
+}
+
+impl Missing {
+    /// 410 for a deleted context, 404 for an id never seen.
+    fn answer(self, s: &Session, cid: &str) -> Response<Body> {
+        match self {
+            Missing::Deleted => error(
+                StatusCode::GONE,
+                "context",
+                format!("context {cid} was deleted"),
+            ),
+            Missing::Unknown => error(
+                StatusCode::NOT_FOUND,
+                "context",
+                format!("no context {cid} in session {}", s.id),
+            ),
+        }
     }
-    Err(if cs.ended.contains(cid) {
-        error(
-            StatusCode::GONE,
-            "context",
-            format!("context {cid} was deleted"),
-        )
-    } else {
-        error(
-            StatusCode::NOT_FOUND,
-            "context",
-            format!("no context {cid} in session {}", s.id),
-        )
-    })
+}
+
+/// The context `cid` of `s`.
+fn lookup(s: &Session, cid: &str) -> Result<Arc<Context>, Missing> {
+    let cs = s.contexts();
+    match cs.live.get(cid) {
+        Some(c) => Ok(c.clone()),
+        None if cs.ended.contains(cid) => Err(Missing::Deleted),
+        None => Err(Missing::Unknown),
+    }
 }
 
 async fn create(ctx: &Arc<Ctx>, s: &Arc<Session>, req: Request<Incoming>) -> Response<Body> {
@@ -219,7 +232,10 @@ async fn delete(s: &Session, cid: &str) -> Response<Body> {
         let mut cs = s.contexts();
         let Some(c) = cs.live.remove(cid) else {
             drop(cs);
-            return lookup(s, cid).err().unwrap_or_else(|| no_endpoint(cid));
+            return match lookup(s, cid) {
+                Err(m) => m.answer(s, cid),
+                Ok(_) => no_endpoint(cid),
+            };
         };
         cs.ended.insert(cid.to_string());
         if cs.default.as_deref() == Some(cid) {
@@ -236,7 +252,7 @@ async fn delete(s: &Session, cid: &str) -> Response<Body> {
 async fn restart(s: &Session, cid: &str) -> Response<Body> {
     let c = match lookup(s, cid) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(m) => return m.answer(s, cid),
     };
     match tokio::task::spawn_blocking(move || c.restart())
         .await
@@ -250,7 +266,7 @@ async fn restart(s: &Session, cid: &str) -> Response<Body> {
 async fn interrupt(s: &Session, cid: &str) -> Response<Body> {
     let c = match lookup(s, cid) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(m) => return m.answer(s, cid),
     };
     match tokio::task::spawn_blocking(move || c.interrupt())
         .await
@@ -285,7 +301,7 @@ async fn execute(
     let (cid, c) = match &r.context_id {
         Some(cid) => match lookup(s, cid) {
             Ok(c) => (cid.clone(), c),
-            Err(resp) => return resp,
+            Err(m) => return m.answer(s, cid),
         },
         None => {
             let existing = {
