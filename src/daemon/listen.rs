@@ -185,19 +185,34 @@ fn supplementary_groups(pid: i32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// A group by number, or by name through the system's group database (`getgrnam_r`: NSS, so
-/// groups from LDAP or sssd resolve as well as those in /etc/group).
+/// A group by number, or by name through the system's group database: `getent group NAME`
+/// resolves through NSS as `getgrnam_r` does, so groups from LDAP or sssd work. rsandbox's own
+/// binary is linked statically, and a static glibc cannot load NSS modules (`getgrnam_r` there
+/// crashes), so it asks getent; without getent, /etc/group is read.
 pub fn group_id(name: &str) -> io::Result<u32> {
     if let Ok(n) = name.parse() {
         return Ok(n);
     }
-    match nix::unistd::Group::from_name(name) {
-        Ok(Some(g)) => Ok(g.gid.as_raw()),
-        Ok(None) => Err(io::Error::other(format!(
-            "no group named {name:?} in the group database"
-        ))),
-        Err(e) => Err(io::Error::from(e)),
-    }
+    let from_getent = std::process::Command::new("getent")
+        .args(["group", name])
+        .stderr(std::process::Stdio::null())
+        .output();
+    let (text, source) = match from_getent {
+        // getent exits 2 for a name it does not know.
+        Ok(o) if o.status.success() || o.status.code() == Some(2) => (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            "the group database",
+        ),
+        _ => (std::fs::read_to_string("/etc/group")?, "/etc/group"),
+    };
+    text.lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next() == Some(name))
+                .then(|| f.nth(1).and_then(|g| g.parse().ok()))
+                .flatten()
+        })
+        .ok_or_else(|| io::Error::other(format!("no group named {name:?} in {source}")))
 }
 
 /// Compares a presented bearer token with ours in time independent of where they differ.
