@@ -32,6 +32,7 @@ mod maze;
 mod native;
 mod pool;
 mod router;
+mod run_jupyter;
 mod server;
 mod session;
 

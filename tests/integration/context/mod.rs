@@ -2,4 +2,5 @@
 //! interrupts, restarts, and a driver that turns hostile.
 
 mod daemon;
+mod jupyter;
 mod library;
