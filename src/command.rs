@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::cancel::Cancel;
 use crate::error::{Error, Result};
+use crate::terminal::Terminal;
 
 /// Where a program's stdin comes from.
 #[derive(Clone, Debug, Default)]
@@ -36,6 +37,8 @@ pub struct Command {
     pub(crate) pass_through: bool,
     pub(crate) files: Vec<(String, Vec<u8>, u32)>,
     pub(crate) cancel: Option<Cancel>,
+    /// Run on a pty of the instance (the handle, when the caller wants to type and resize).
+    pub(crate) tty: Option<Terminal>,
 }
 
 impl Command {
@@ -48,6 +51,7 @@ impl Command {
             pass_through: false,
             files: Vec::new(),
             cancel: None,
+            tty: None,
         }
     }
     /// A program looked up on the instance's PATH (or a path inside it).
@@ -104,6 +108,22 @@ impl Command {
     /// while it runs, it is killed (as on a timeout). The run then returns `Err(Cancelled)`.
     pub fn cancel_on(mut self, cancel: &Cancel) -> Command {
         self.cancel = Some(cancel.clone());
+        self
+    }
+
+    /// Runs the program on a new pty of the instance's own devpts: the pty's slave is its
+    /// stdin, stdout, stderr and controlling terminal (24x80), and the run's output is the
+    /// terminal's one byte stream (in `stdout`; `stderr` stays empty). `stdin` is typed into the
+    /// terminal (a terminal has no end of input but a typed `\x04`).
+    pub fn tty(mut self, on: bool) -> Command {
+        self.tty = on.then(|| self.tty.take().unwrap_or_default());
+        self
+    }
+
+    /// [`Command::tty`] with a handle to type into the terminal and resize it while the run
+    /// goes on (from another thread).
+    pub fn terminal(mut self, terminal: &Terminal) -> Command {
+        self.tty = Some(terminal.clone());
         self
     }
 

@@ -19,6 +19,11 @@ pub const CPUS: f64 = 1.0;
 pub const MEMORY: u64 = 512 << 20;
 /// Processes and threads per instance.
 pub const PIDS: u64 = 256;
+/// Ptys an instance's own devpts may hold at once (`--max-ptys`).
+pub const MAX_PTYS: u32 = 64;
+/// The largest `--max-ptys`: the host's non-initial devpts instances share
+/// `kernel.pty.max - kernel.pty.reserve` ptys (3072 by default).
+pub const MAX_PTYS_LIMIT: u32 = 1024;
 /// RLIMIT_NOFILE of programs.
 pub const NOFILE: u64 = 1024;
 /// RLIMIT_CORE of programs.

@@ -178,12 +178,16 @@ pub enum Stage {
     Listener = 33,
     Cgroup = 34,
     Affinity = 35,
+    /// The program's pty could not be made its controlling terminal.
+    Tty = 36,
+    /// The reaper could not open the instance's `/dev/pts/ptmx` for a terminal run.
+    Pty = 37,
     /// Parent side: the instance's reaper did not answer, or exited during setup.
     Reaper = 100,
 }
 
 impl Stage {
-    const ALL: [Stage; 34] = [
+    const ALL: [Stage; 36] = [
         Stage::Unknown,
         Stage::WaitGo,
         Stage::Fds,
@@ -217,6 +221,8 @@ impl Stage {
         Stage::Listener,
         Stage::Cgroup,
         Stage::Affinity,
+        Stage::Tty,
+        Stage::Pty,
         Stage::Reaper,
     ];
 
@@ -262,6 +268,8 @@ impl Stage {
             Stage::Seccomp => "seccomp",
             Stage::Cgroup => "cgroup",
             Stage::Affinity => "cpu-affinity",
+            Stage::Tty => "controlling-terminal",
+            Stage::Pty => "open-pty",
             Stage::Reaper => "reaper",
             Stage::Listener | Stage::Unknown => "unknown",
         }
@@ -394,6 +402,8 @@ mod tests {
             (33, "unknown"),
             (34, "cgroup"),
             (35, "cpu-affinity"),
+            (36, "controlling-terminal"),
+            (37, "open-pty"),
             (100, "reaper"),
         ];
         assert_eq!(want.len(), Stage::ALL.len());
@@ -404,7 +414,7 @@ mod tests {
             assert_eq!(s.to_string(), name);
             assert_eq!(serde_json::to_value(s).unwrap(), name);
         }
-        for raw in [17, 19, 36, 99, 101, u32::MAX] {
+        for raw in [17, 19, 38, 99, 101, u32::MAX] {
             assert_eq!(Stage::from_raw(raw), Stage::Unknown);
         }
         let e = Error::Setup {

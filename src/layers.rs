@@ -13,7 +13,7 @@ const ORDER: &[&str] = &[
     // Leaves: the error and report types, constants, raw syscalls, host paths.
     "error", "sys", "defaults", "outcome", "paths",
     // Host facts and kernel concepts, each on its own.
-    "probe", "cancel", "landlock", "ns", "cgroup", "seccomp", "gpu", "interp",
+    "probe", "cancel", "landlock", "ns", "cgroup", "seccomp", "gpu", "interp", "terminal",
     // State records, and the only code that forks.
     "state", "spawn",
     // What to run, the prepared policy, a live instance, its stateful interpreters, the warm

@@ -66,6 +66,7 @@ pub(crate) mod spawn;
 pub use spawn::fork_server;
 pub mod state;
 pub(crate) mod sys;
+mod terminal;
 
 pub use cancel::Cancel;
 pub use context::{CellError, CellStatus, Context, ContextOptions, DisplayData, Event, Execution};
@@ -120,6 +121,7 @@ pub use outcome::{
 };
 pub use policy::{Bind, Net};
 pub use sandbox::{Sandbox, SandboxBuilder};
+pub use terminal::Terminal;
 
 /// Internals the integration tests inspect (state records, host probes, compiled filters).
 /// Not part of the API: no stability promise.

@@ -70,6 +70,8 @@ pub(crate) struct PlanSpec {
     pub work_size: u64,
     /// Sorted parents first.
     pub binds: Vec<Bind>,
+    /// Bound on the ptys of the instance's own devpts.
+    pub max_ptys: u32,
 }
 
 /// The mount plan of DESIGN.md §3 step 6, as data. `gpu_nodes`: an instance with GPUs, which
@@ -105,6 +107,7 @@ pub(crate) fn mount_plan(t: &Template, s: &PlanSpec, gpu_nodes: Option<&[DevNode
     for n in DEV_NODES {
         p.bind(&dev.join(n), &dev.join(n), false, DEV_ATTRS);
     }
+    p.devpts(&dev.join("pts"), SANDBOX_ID, s.max_ptys);
     if let Some(nodes) = gpu_nodes {
         for n in nodes {
             p.bind(&n.source, &dev.join(&n.name), false, DEV_ATTRS);

@@ -12,6 +12,7 @@ use rsandbox::{defaults, Command, Net, Outcome, Sandbox, Status, Stdin};
 mod client;
 pub mod serve;
 pub mod session;
+pub mod tty;
 pub use serve::ServeArgs;
 
 #[derive(Parser)]
@@ -106,7 +107,7 @@ fn parse_file(s: &str) -> Result<(PathBuf, String), String> {
     after_help = "Exit status: the program's own; 128+N when killed by signal N; 124 timeout; \
 125 the sandbox failed; 126 not executable; 127 not found.\n\nExamples:\n  rsandbox run script.py\n  \
 rsandbox run --timeout 5 --json -c 'print(1+1)'\n  rsandbox run --file data.csv:data.csv job.py\n  \
-rsandbox run -- /bin/sh -c 'ls /'\n  rsandbox run --gpus 1 -- nvidia-smi -L"
+rsandbox run -- /bin/sh -c 'ls /'\n  rsandbox run -t --timeout 3600 -- /bin/bash\n  rsandbox run --gpus 1 -- nvidia-smi -L"
 )]
 pub struct RunArgs {
     /// Python code to run (python -c CODE).
@@ -154,6 +155,13 @@ pub struct RunArgs {
     /// Feed the program's stdin from a file, or - for this process's stdin [default: empty]
     #[arg(long, value_name = "FILE|-")]
     stdin: Option<PathBuf>,
+    /// Run the program on a terminal of the sandbox (a new pty as its stdin, stdout, stderr and
+    /// controlling terminal) relayed to this one, which must be a terminal: e.g. `-t -- /bin/bash`.
+    #[arg(short = 't', long, conflicts_with_all = ["stdin", "daemon"])]
+    tty: bool,
+    /// Ptys the sandbox's own /dev/pts may hold at once (1 to 1024); one more fails with ENOSPC.
+    #[arg(long, value_name = "N", default_value_t = defaults::MAX_PTYS)]
+    max_ptys: u32,
     /// Python interpreter (a real one, a pyenv shim or a virtualenv's python) [default: /usr/bin/python3]
     #[arg(long, value_name = "PATH")]
     python: Option<PathBuf>,
@@ -275,6 +283,7 @@ fn prepare(a: &RunArgs) -> anyhow::Result<(Sandbox, Command)> {
         .work_size(a.work_size)
         .output_limit(a.output_limit)
         .net(a.net)
+        .max_ptys(a.max_ptys)
         .seccomp(a.seccomp.clone())
         .strict(a.strict);
     for (h, i) in &a.ro {
@@ -340,7 +349,23 @@ pub fn run(a: &RunArgs) -> i32 {
     if let Some(socket) = &a.daemon {
         return client::run(a, socket);
     }
-    let result = prepare(a).and_then(|(sb, cmd)| sb.run(&cmd).map_err(anyhow::Error::from));
+    let mut signal = None;
+    let result = if a.tty {
+        // Refused before anything is built: without a terminal there is nothing to relay.
+        tty::require_terminal()
+            .and_then(|_| prepare(a))
+            .and_then(|(sb, cmd)| {
+                let r = tty::relay(|term, cancel| sb.run(&cmd.terminal(term).cancel_on(cancel)))?;
+                signal = r.signal;
+                Ok(r.value?)
+            })
+    } else {
+        prepare(a).and_then(|(sb, cmd)| sb.run(&cmd).map_err(anyhow::Error::from))
+    };
+    if let Some(sig) = signal {
+        eprintln!("rsandbox: received signal {sig}; the run was cancelled");
+        return 128 + sig;
+    }
     match result {
         Ok(out) => {
             if a.json {

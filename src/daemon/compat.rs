@@ -132,6 +132,7 @@ pub(crate) fn to_job(r: RunCodeRequest, max: &Maxima) -> Result<Job, CompatError
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         fetch: r.fetch_files,
+        tty: false,
     })
 }
 

@@ -56,6 +56,8 @@ pub(crate) struct Job {
     pub(crate) stdin: Vec<u8>,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) fetch: Vec<String>,
+    /// The run step on a pty of the instance (its output one stream, in `stdout`).
+    pub(crate) tty: bool,
 }
 
 /// What came of a job.
@@ -239,7 +241,9 @@ pub(crate) fn steps(inst: &Instance, job: &Job, cancel: &Cancel, one_shot: bool)
             return Ok(done);
         }
     }
-    let cmd = command(&job.run, job, cancel).stdin(Stdin::Bytes(job.stdin.clone()));
+    let cmd = command(&job.run, job, cancel)
+        .stdin(Stdin::Bytes(job.stdin.clone()))
+        .tty(job.tty);
     done.run = Some(inst.exec_inner(&cmd, one_shot)?);
     let mut budget = crate::defaults::MAX_FETCH;
     for path in &job.fetch {

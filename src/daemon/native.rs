@@ -46,6 +46,10 @@ pub(crate) struct RunRequest {
     /// `default` or `strict`.
     #[serde(default)]
     pub(crate) seccomp: Option<String>,
+    /// Run on a pty of the instance (for programs that only behave on a terminal): the output
+    /// is the terminal's one stream, in `stdout`; `stdin` is typed into it.
+    #[serde(default)]
+    pub(crate) tty: bool,
 }
 
 impl RunRequest {
@@ -296,6 +300,7 @@ fn build_job(r: RunRequest, max: &Maxima, stem: Option<&str>) -> Result<Job, Req
         stdin,
         env,
         fetch: r.fetch,
+        tty: r.tty,
     })
 }
 

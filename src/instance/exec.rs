@@ -2,7 +2,7 @@
 //! timeout, the CPU-time and memory watchdogs) and turned into the report.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use super::{procfs, Instance};
 use crate::cgroup::{InstanceStats, RunCgroup, RunStats};
@@ -15,7 +15,7 @@ use crate::policy;
 use crate::spawn::plan::{self, ExecSpec};
 use crate::spawn::proto::{self, Rlimit};
 use crate::spawn::wait::{self, Sink, StdinSource};
-use crate::spawn::{self, ProgramIo, Reaper};
+use crate::spawn::{self, ProgramIo, Reaper, StdioPlan};
 
 impl Instance {
     /// Runs a program in this instance and reports what it did. On timeout only this run is
@@ -57,11 +57,12 @@ impl Instance {
 
     /// Everything of a run up to the program's start: its files copied in, argv and
     /// environment resolved, its run cgroup, the exec plan written and the reaper asked.
+    /// `socket`: the program's stdin instead of a pipe (a context's control socket).
     pub(super) fn launch(
         &self,
         cmd: &Command,
         one_shot: bool,
-        stdin: Option<OwnedFd>,
+        socket: Option<OwnedFd>,
     ) -> Result<Launched> {
         let reaper = self.reaper()?;
         if let Some(c) = &cmd.cancel {
@@ -97,6 +98,7 @@ impl Instance {
             notify: self.inner.seccomp.as_ref().is_some_and(|c| c.kills),
             cgroup_mode: self.cgroup_mode(run_cg.as_ref()),
             cpus: &cpus,
+            tty: cmd.tty.is_some(),
         };
         // Without a run cgroup the CPU-time watchdog counts the instance's tree from /proc,
         // from before the program starts: what earlier runs of a session used (and left in
@@ -105,7 +107,12 @@ impl Instance {
             (Some(_), None) => procfs::tree_cpu_us(reaper.pid),
             _ => 0,
         };
-        let (pid, io) = self.start(reaper, &spec, &cmd.name(), &cgroup_fds, stdin)?;
+        let stdio = match (cmd.tty.as_ref().map(|t| t.size()), socket) {
+            (Some(size), _) => Stdio::Tty(size),
+            (None, Some(s)) => Stdio::Socket(s),
+            (None, None) => Stdio::Pipes,
+        };
+        let (pid, io) = self.start(reaper, &spec, &cmd.name(), &cgroup_fds, stdio)?;
         Ok(Launched {
             pid,
             io,
@@ -179,16 +186,27 @@ impl Instance {
         }
     }
 
-    /// Lays the exec plan out in the reaper's region and asks the reaper to start it.
+    /// Lays the exec plan out in the reaper's region and asks the reaper to start it; with
+    /// `Stdio::Tty` (rows, columns), on a new pty of the instance.
     fn start(
         &self,
         reaper: &Reaper,
         spec: &ExecSpec<'_>,
         name: &str,
         cgroup_fds: &[RawFd],
-        stdin: Option<OwnedFd>,
+        stdio: Stdio,
     ) -> Result<(i32, ProgramIo)> {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let stdio = match stdio {
+            Stdio::Pipes => StdioPlan::Pipes,
+            Stdio::Socket(s) => StdioPlan::Socket(s),
+            Stdio::Tty((rows, cols)) => {
+                let master = spawn::open_pty(reaper)?;
+                crate::sys::host::set_window_size(master.as_fd(), rows, cols)
+                    .map_err(|e| Error::io("setting the pty's window size", None, e))?;
+                StdioPlan::Tty { master }
+            }
+        };
         plan::write(&reaper.region, reaper.region_at, spec).map_err(|t| {
             Error::invalid(
                 "command",
@@ -202,7 +220,7 @@ impl Instance {
         // The pipes' inodes belong to whoever creates them; the program reopens them through
         // /proc/self/fd (`> /dev/stdout`), which needs it to own them.
         let _as_sandbox = self.act_as_sandbox()?;
-        match spawn::start_program(reaper, name, cgroup_fds, stdin) {
+        match spawn::start_program(reaper, name, cgroup_fds, stdio) {
             Ok(started) => Ok(started),
             // A reaper that does not answer is stuck: end the instance, never hang.
             Err(
@@ -321,6 +339,15 @@ fn cpu_split(sup: &wait::Supervised, run_stats: Option<RunStats>) -> (f64, f64) 
     (user_ms, sys_ms)
 }
 
+/// What a program's fds 0-2 are, as a run asks for them.
+enum Stdio {
+    Pipes,
+    /// A new pty of the instance, of this size (rows, columns).
+    Tty((u16, u16)),
+    /// This socket as stdin, pipes for output.
+    Socket(OwnedFd),
+}
+
 /// A program just started by [`Instance::launch`].
 pub(super) struct Launched {
     /// The program's pid in the instance.
@@ -365,6 +392,7 @@ impl Run<'_> {
             self.inst.inner.output_limit,
             sink,
             cmd.cancel.as_ref().map(|c| c.fd()),
+            cmd.tty.as_ref(),
             &mut || self.kill(),
             &mut || self.watch(),
         )

@@ -31,7 +31,10 @@ impl Instance {
         Ok(Process {
             pid: l.pid,
             stdout: l.io.stdout,
-            stderr: l.io.stderr,
+            stderr: l
+                .io
+                .stderr
+                .expect("a socket-stdin program has a stderr pipe"),
             status: l.io.status,
             listener: l.io.listener,
             run_cg: l.run_cg,

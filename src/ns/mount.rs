@@ -174,6 +174,24 @@ impl PlanBuilder {
         });
     }
 
+    /// A private devpts instance (`newinstance`): ptys owned by `owner` (an inside id), mode
+    /// 0620, its `ptmx` node 0666, at most `max` of them at once. No pty of the host or of
+    /// another instance is in it.
+    pub fn devpts(&mut self, inside: &Path, owner: u32, max: u32) {
+        let data = format!("newinstance,ptmxmode=0666,mode=0620,uid={owner},gid={owner},max={max}");
+        self.ops.push(MountOp {
+            kind: MountKind::Fs {
+                fstype: CString::new("devpts").unwrap(),
+                flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+                data: CString::new(data).unwrap(),
+            },
+            dst: self.dst(inside),
+            attrs: 0,
+            inside: inside.display().to_string(),
+            is_work: false,
+        });
+    }
+
     /// A fresh procfs for the instance's pid namespace.
     pub fn proc(&mut self, inside: &Path) {
         self.ops.push(MountOp {

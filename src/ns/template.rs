@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::sys;
 
 /// Bumped whenever the template's contents change, so old templates are not reused.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Written beside a finished template (`root-v1.ready`), outside what instances see.
 const MARKER: &str = "ready";
 
@@ -33,6 +33,8 @@ pub const DEV_LINKS: &[(&str, &str)] = &[
     ("stdin", "/proc/self/fd/0"),
     ("stdout", "/proc/self/fd/1"),
     ("stderr", "/proc/self/fd/2"),
+    // The instance's own devpts (mounted with `newinstance` at /dev/pts) has its ptmx there.
+    ("ptmx", "pts/ptmx"),
 ];
 
 /// Small files copied from the source root's /etc (when present): loader cache, certificates,

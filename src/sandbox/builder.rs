@@ -38,6 +38,7 @@ pub struct SandboxBuilder {
     limits: crate::cgroup::Limits,
     cpu_time: Option<Duration>,
     warm: usize,
+    max_ptys: u32,
     pub(super) gpu: GpuRequest,
     pub(super) gpu_wait: Duration,
     pub(super) gpu_test: GpuTest,
@@ -65,6 +66,7 @@ impl Default for SandboxBuilder {
             },
             cpu_time: None,
             warm: 0,
+            max_ptys: defaults::MAX_PTYS,
             gpu: GpuRequest::none(),
             gpu_wait: Duration::ZERO,
             gpu_test: GpuTest::default(),
@@ -96,6 +98,12 @@ impl SandboxBuilder {
     /// Output kept per stream in bytes (default 1 MiB); the rest is counted and dropped.
     pub fn output_limit(mut self, bytes: u64) -> Self {
         self.output_limit = bytes;
+        self
+    }
+    /// Ptys each instance's own devpts may hold at once (default 64; 1 to 1024): one more
+    /// fails inside with `ENOSPC`.
+    pub fn max_ptys(mut self, n: u32) -> Self {
+        self.max_ptys = n;
         self
     }
     pub fn net(mut self, net: Net) -> Self {
@@ -263,6 +271,7 @@ impl SandboxBuilder {
             tmp_size: self.tmp_size,
             work_size: self.work_size,
             binds,
+            max_ptys: self.max_ptys,
         };
         let plan = mount_plan(&template, &plan_spec, None);
         let landlock = self.landlock(probe, &plan_spec, gpu.as_ref());
@@ -326,6 +335,16 @@ impl SandboxBuilder {
                     format!("{v} bytes is below the minimum of 4096"),
                 ));
             }
+        }
+        if !(1..=defaults::MAX_PTYS_LIMIT).contains(&self.max_ptys) {
+            return Err(Error::invalid(
+                "max ptys",
+                format!(
+                    "{} is outside 1..={}",
+                    self.max_ptys,
+                    defaults::MAX_PTYS_LIMIT
+                ),
+            ));
         }
         if self.timeout.is_zero() {
             return Err(Error::invalid("timeout", "must be greater than zero"));
@@ -425,6 +444,8 @@ impl SandboxBuilder {
                 .map(|b| b.inside.display().to_string()),
         );
         let mut devices: Vec<String> = DEV_NODES.iter().map(|n| format!("/dev/{n}")).collect();
+        // The instance's own devpts: its ptmx and the ptys opened through it.
+        devices.push("/dev/pts".into());
         devices.extend(gpu.iter().flat_map(|g| g.landlock_paths()));
         crate::landlock::plan(
             probe.landlock_abi,

@@ -220,44 +220,97 @@ pub fn start_reaper(
     }
 }
 
-/// The supervisor's ends of one program's pipes.
+/// The supervisor's ends of one program's pipes (or of its terminal).
 pub struct ProgramIo {
-    /// The write end of the program's stdin pipe; `None` when the caller gave its own stdin.
+    /// Where its input goes: a pipe, or with a terminal a copy of the pty's master; `None` when
+    /// the caller gave the program a socket of its own as stdin.
     pub stdin: Option<OwnedFd>,
+    /// Its output: a pipe, or with a terminal the pty's master (stdout and stderr in one).
     pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+    /// `None` with a terminal, whose one stream is `stdout`.
+    pub stderr: Option<OwnedFd>,
     pub status: OwnedFd,
     /// The seccomp user-notification listener, when the filter reports violations.
     pub listener: Option<OwnedFd>,
 }
 
+/// How a program's fds 0-2 are made.
+pub enum StdioPlan {
+    /// Three pipes; the supervisor keeps their other ends.
+    Pipes,
+    /// A pty of the instance's own devpts (a master from [`open_pty`]): its slave is the
+    /// program's 0, 1 and 2 and its controlling terminal; the supervisor keeps the master.
+    Tty { master: OwnedFd },
+    /// The caller's socket as fd 0 (a context's control socket), pipes for 1 and 2.
+    Socket(OwnedFd),
+}
+
+/// Opens a new pty in the instance's devpts (through the reaper, which is in its mount
+/// namespace) and returns its master. The caller holds the exec lock.
+pub fn open_pty(reaper: &Reaper) -> Result<OwnedFd> {
+    let req = Request {
+        op: proto::OP_OPEN_PTY,
+        ..Default::default()
+    };
+    match call(reaper.ctrl.as_fd(), req, &[])? {
+        (r, Some(master)) if r.kind == proto::REPLY_DONE => Ok(master),
+        (r, _) => Err(Error::Setup {
+            stage: Stage::Pty,
+            detail: "/dev/pts/ptmx".into(),
+            source: io::Error::from_raw_os_error(r.err.errno),
+        }),
+    }
+}
+
+/// The program's ends of its stdio and the supervisor's: (child's 0, 1, 2; ours: in, out, err).
+type Stdio = ([OwnedFd; 3], (Option<OwnedFd>, OwnedFd, Option<OwnedFd>));
+
+fn make_stdio(plan: StdioPlan) -> Result<Stdio> {
+    let pipe = || sys::pipe().map_err(|e| Error::io("creating a pipe", None, e));
+    match plan {
+        StdioPlan::Pipes => {
+            let (stdin_r, stdin_w) = pipe()?;
+            let (stdout_r, stdout_w) = pipe()?;
+            let (stderr_r, stderr_w) = pipe()?;
+            Ok((
+                [stdin_r, stdout_w, stderr_w],
+                (Some(stdin_w), stdout_r, Some(stderr_r)),
+            ))
+        }
+        StdioPlan::Socket(sock) => {
+            let (stdout_r, stdout_w) = pipe()?;
+            let (stderr_r, stderr_w) = pipe()?;
+            Ok(([sock, stdout_w, stderr_w], (None, stdout_r, Some(stderr_r))))
+        }
+        StdioPlan::Tty { master } => {
+            let err = |e| Error::io("opening the pty's slave", None, e);
+            let slave = sys::host::pty_slave(master.as_fd()).map_err(err)?;
+            let dup = |fd: &OwnedFd| fd.try_clone().map_err(err);
+            let input = dup(&master)?;
+            Ok((
+                [dup(&slave)?, dup(&slave)?, slave],
+                (Some(input), master, None),
+            ))
+        }
+    }
+}
+
 /// Starts the program whose plan was just written into the region. The caller holds the exec
-/// lock. Returns the program's pid inside the instance and its pipes. `stdin`: a descriptor the
-/// program gets as its fd 0 instead of a pipe (a context's control socket).
+/// lock. Returns the program's pid inside the instance and its pipes.
 pub fn start_program(
     reaper: &Reaper,
     program: &str,
     cgroup_fds: &[RawFd],
-    stdin: Option<OwnedFd>,
+    stdio: StdioPlan,
 ) -> Result<(i32, ProgramIo)> {
     let pipe = || sys::pipe().map_err(|e| Error::io("creating a pipe", None, e));
-    let (stdin_r, stdin_w) = match stdin {
-        Some(fd) => (fd, None),
-        None => pipe().map(|(r, w)| (r, Some(w)))?,
-    };
-    let (stdout_r, stdout_w) = pipe()?;
-    let (stderr_r, stderr_w) = pipe()?;
+    let (child_stdio, (stdin_w, stdout_r, stderr_r)) = make_stdio(stdio)?;
     // A socket, not a pipe: besides (stage, errno) records it carries the seccomp listener.
     let (err_r, err_w) =
         sys::seqpacket_pair().map_err(|e| Error::io("creating a socket pair", None, e))?;
     let (status_r, status_w) = pipe()?;
-    let mut fds = vec![
-        stdin_r.as_fd(),
-        stdout_w.as_fd(),
-        stderr_w.as_fd(),
-        err_w.as_fd(),
-        status_w.as_fd(),
-    ];
+    let mut fds: Vec<BorrowedFd<'_>> = child_stdio.iter().map(|f| f.as_fd()).collect();
+    fds.extend([err_w.as_fd(), status_w.as_fd()]);
     // SAFETY: the cgroup descriptors are the caller's, open for the whole call.
     fds.extend(cgroup_fds.iter().map(|&fd| unsafe { sys::borrow(fd) }));
     let req = Request {
@@ -266,7 +319,7 @@ pub fn start_program(
     };
     let (reply, _) = call(reaper.ctrl.as_fd(), req, &fds)?;
     drop(fds);
-    drop((stdin_r, stdout_w, stderr_w, err_w, status_w));
+    drop((child_stdio, err_w, status_w));
     if reply.kind != proto::REPLY_STARTED {
         return Err(Error::Setup {
             stage: reply.err.stage(),

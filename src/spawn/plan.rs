@@ -35,6 +35,8 @@ pub struct ExecSpec<'a> {
     pub cgroup_mode: u32,
     /// CPUs the program may run on (empty: unchanged).
     pub cpus: &'a [usize],
+    /// fds 0-2 are a pty slave, to be made the controlling terminal.
+    pub tty: bool,
 }
 
 /// The plan did not fit in the region.
@@ -173,6 +175,7 @@ pub fn write(region: &SharedRegion, at: usize, spec: &ExecSpec<'_>) -> Result<()
         } else {
             std::mem::size_of::<[u64; 16]>() as u32
         },
+        tty: spec.tty as u32,
     };
     // SAFETY: the region starts page-aligned and is larger than ExecPlan; no reader runs now.
     unsafe { ptr::write(region.as_ptr() as *mut ExecPlan, plan) };

@@ -51,6 +51,9 @@ pub const OP_GO: u32 = 1;
 pub const OP_EXEC: u32 = 2;
 /// `kill(-pid, sig)` then `kill(pid, sig)` inside the instance; pid -1 means every process.
 pub const OP_KILL: u32 = 3;
+/// Open the instance's `/dev/pts/ptmx` (a new pty of its own devpts) and reply `REPLY_DONE`
+/// with the master attached, or `REPLY_START_FAILED` with the errno.
+pub const OP_OPEN_PTY: u32 = 4;
 
 /// Reaper -> supervisor.
 #[repr(C)]
@@ -120,6 +123,9 @@ pub struct ExecPlan {
     /// CPU affinity (a cpu_set_t); `affinity_len` 0 leaves it alone.
     pub affinity: [u64; 16],
     pub affinity_len: u32,
+    /// stdin, stdout and stderr are one pty slave: make it the controlling terminal (after
+    /// `setsid`).
+    pub tty: u32,
 }
 
 pub const CGROUP_NONE: u32 = 0;

@@ -3,7 +3,7 @@
 //! enforce the wall deadline (parent side).
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -116,24 +116,40 @@ impl Stream {
     }
 }
 
+/// Where stdin goes: a pipe (closed at the end: EOF), or a terminal's master, which is shared
+/// with the non-blocking reader and stays open (a terminal has no EOF but the typed `^D`).
+struct Input {
+    fd: OwnedFd,
+    tty: bool,
+}
+
+impl Input {
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.tty {
+            crate::terminal::write_all_polling(self.fd.as_fd(), bytes, &|| false)
+        } else {
+            sys::write_all(self.fd.as_raw_fd(), bytes)
+        }
+    }
+}
+
 /// Feeds stdin from its own thread (a file may block, and the program may never read it).
-fn feed_stdin(pipe: OwnedFd, source: StdinSource) {
+fn feed_stdin(mut input: Input, source: StdinSource) {
     match source {
-        StdinSource::Null => drop(pipe),
+        StdinSource::Null => drop(input),
         StdinSource::Bytes(bytes) => {
             if bytes.is_empty() {
                 return;
             }
             std::thread::spawn(move || {
-                let _ = File::from(pipe).write_all(&bytes);
+                let _ = input.write_all(&bytes);
             });
         }
         StdinSource::File(mut file) => {
             std::thread::spawn(move || {
-                let mut out = File::from(pipe);
                 let mut buf = vec![0u8; 64 * 1024];
                 while let Ok(n) = file.read(&mut buf) {
-                    if n == 0 || out.write_all(&buf[..n]).is_err() {
+                    if n == 0 || input.write_all(&buf[..n]).is_err() {
                         break;
                     }
                 }
@@ -144,7 +160,8 @@ fn feed_stdin(pipe: OwnedFd, source: StdinSource) {
 
 /// Supervises until the program exits (or the deadline passes, or `cancel` becomes readable,
 /// and `on_timeout` has killed it). `on_timeout` must make the program exit: kill its group, or
-/// the whole instance.
+/// the whole instance. `terminal`: the handle of a terminal run, attached to its master while
+/// the run goes on.
 #[allow(clippy::too_many_arguments)]
 pub fn supervise(
     io: ProgramIo,
@@ -153,16 +170,25 @@ pub fn supervise(
     limit: u64,
     sink: Sink,
     cancel: Option<BorrowedFd<'_>>,
+    terminal: Option<&crate::terminal::Terminal>,
     on_timeout: &mut dyn FnMut(),
     watch: &mut dyn FnMut() -> Option<crate::outcome::Limit>,
 ) -> Supervised {
     let start = Instant::now();
     let deadline = start + timeout;
-    if let Some(pipe) = io.stdin {
-        feed_stdin(pipe, stdin);
+    // A terminal run has one stream, the pty's master, and no stderr.
+    let tty = io.stderr.is_none();
+    if let Some(fd) = io.stdin {
+        feed_stdin(Input { fd, tty }, stdin);
     }
-    for fd in [&io.stdout, &io.stderr, &io.status] {
+    for fd in [Some(&io.stdout), io.stderr.as_ref(), Some(&io.status)]
+        .into_iter()
+        .flatten()
+    {
         let _ = sys::set_nonblocking(fd.as_fd(), true);
+    }
+    if let Some(t) = terminal {
+        let _ = t.attach(io.stdout.as_fd());
     }
     let mut streams = [
         Stream {
@@ -171,7 +197,7 @@ pub fn supervise(
             target: 1,
         },
         Stream {
-            fd: Some(io.stderr),
+            fd: io.stderr,
             out: Captured::default(),
             target: 2,
         },
@@ -292,6 +318,9 @@ pub fn supervise(
     // The program is gone; take what is still buffered. Processes it left behind may keep the
     // pipes open (and writing), so this is bounded in time rather than waiting for EOF.
     let drain_until = Instant::now() + Duration::from_millis(100);
+    if let Some(t) = terminal {
+        t.detach();
+    }
     for s in streams.iter_mut() {
         while s.pump(&mut buf, limit, sink) && Instant::now() < drain_until {
             let mut pfd = [libc::pollfd {

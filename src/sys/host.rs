@@ -169,3 +169,25 @@ pub fn inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
 pub fn socket_domain(fd: BorrowedFd<'_>) -> io::Result<i32> {
     Ok(rustix::net::sockopt::socket_domain(fd)?.as_raw().into())
 }
+
+/// Unlocks the pty whose master is `master` and opens its slave through the master
+/// (`TIOCGPTPEER`: no path lookup, so the slave is the one of the master's own devpts, wherever
+/// that is mounted). The slave is not made anyone's controlling terminal here.
+pub fn pty_slave(master: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    use rustix::pty::OpenptFlags;
+    rustix::pty::unlockpt(master)?;
+    let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
+    Ok(rustix::pty::ioctl_tiocgptpeer(master, flags)?)
+}
+
+/// `TIOCSWINSZ`: the window size of the terminal on `fd` (the pty sends `SIGWINCH` to its
+/// foreground process group when it changes).
+pub fn set_window_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = rustix::termios::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    Ok(rustix::termios::tcsetwinsize(fd, ws)?)
+}

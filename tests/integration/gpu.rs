@@ -27,7 +27,7 @@ pub(crate) struct FakeGpus {
 
 impl FakeGpus {
     /// A test builder taking its GPU nodes from here.
-    fn builder(&self) -> rsandbox::SandboxBuilder {
+    pub(crate) fn builder(&self) -> rsandbox::SandboxBuilder {
         util::builder().gpu_dev_dir(&self.dev)
     }
 }
@@ -170,7 +170,7 @@ fn ok(o: &Outcome) -> String {
 }
 
 /// `/dev` of an instance without GPUs (isolation::root::dev_has_only_the_safe_nodes).
-const PLAIN_DEV: &str = "fd full null pts random shm stderr stdin stdout urandom zero";
+const PLAIN_DEV: &str = "fd full null ptmx pts random shm stderr stdin stdout urandom zero";
 
 /// `PLAIN_DEV` with these NVIDIA nodes, sorted as Python sorts.
 fn dev_with(nodes: &[&str]) -> String {
@@ -298,6 +298,8 @@ fn v1_devices_list_is_exactly_the_granted_nodes() {
     let mut want: Vec<String> = [3, 5, 7, 8, 9]
         .iter()
         .map(|m| format!("c 1:{m} rw"))
+        // The instance's own devpts: its ptmx and its ptys.
+        .chain(["c 5:2 rw", "c 136:* rw"].map(String::from))
         .chain(["c 195:2 rw", "c 195:254 rw", "c 195:255 rw"].map(String::from))
         .chain([format!("c {uvm}:0 rw"), format!("c {uvm}:1 rw")])
         .collect();

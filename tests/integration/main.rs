@@ -29,6 +29,9 @@ mod isolation;
 mod lifecycle;
 // Memory, pids and CPU under cgroups v1 and v2, the fallback without cgroups, a soak.
 mod limits;
+// Terminals: each instance's private devpts, terminal runs (library, daemon, `run --tty`),
+// attacks on ptys.
+mod terminal;
 // The harness for `rsandbox serve`: a daemon per test, raw HTTP, the host fingerprint.
 mod server;
 // Stateful contexts: cells, results, streaming, interrupts, restarts, a hostile driver.

@@ -49,8 +49,13 @@ impl DeviceRule {
     }
 }
 
+/// The major of every pty slave (`/dev/pts/N` is 136:N, whatever N).
+pub const PTY_SLAVE_MAJOR: u32 = 136;
+
 /// The minimal set: /dev/null (1:3), zero (1:5), full (1:7), random (1:8), urandom (1:9),
-/// read+write, no mknod.
+/// and the instance's own devpts (its ptmx, 5:2, and its ptys, 136:*), read+write, no mknod.
+/// Only the instance's devpts is mounted inside: the host's ptys have the same numbers but no
+/// node to open them by.
 pub fn minimal() -> Vec<DeviceRule> {
     allow_list(&[])
 }
@@ -62,6 +67,11 @@ pub fn allow_list(extra: &[DeviceRule]) -> Vec<DeviceRule> {
         .into_iter()
         .map(|minor| DeviceRule::char_rw(1, minor))
         .collect();
+    rules.push(DeviceRule::char_rw(5, 2));
+    rules.push(DeviceRule {
+        minor: None,
+        ..DeviceRule::char_rw(PTY_SLAVE_MAJOR, 0)
+    });
     for r in extra {
         if !rules.contains(r) {
             rules.push(*r);
@@ -77,6 +87,7 @@ mod tests {
     #[test]
     fn v1_entries_name_kind_numbers_and_access() {
         assert_eq!(DeviceRule::char_rw(1, 3).v1_entry(), "c 1:3 rw");
+        assert_eq!(minimal()[6].v1_entry(), "c 136:* rw");
         let block = DeviceRule {
             kind: DeviceKind::Block,
             major: 8,
@@ -92,8 +103,8 @@ mod tests {
     fn allow_list_adds_what_the_minimal_set_lacks_once() {
         let nvidia = DeviceRule::char_rw(195, 0);
         let rules = allow_list(&[nvidia, DeviceRule::char_rw(1, 9), nvidia]);
-        assert_eq!(rules.len(), 6);
-        assert_eq!(rules[..5], minimal()[..]);
-        assert_eq!(rules[5], nvidia);
+        assert_eq!(rules.len(), 8);
+        assert_eq!(rules[..7], minimal()[..]);
+        assert_eq!(rules[7], nvidia);
     }
 }

@@ -52,6 +52,11 @@ pub(super) fn main(plan: &ExecPlan, fds: &[RawFd]) -> ! {
     for (i, &fd) in high.iter().enumerate() {
         step!(sys::dup_to(fd, i as RawFd, false), Stage::Stdio);
     }
+    // A terminal run: the pty slave on 0-2 becomes the new session's controlling terminal, so
+    // the line discipline turns ^C and ^Z into signals for the program's process group.
+    if plan.tty != 0 {
+        step!(sys::set_controlling_tty(0), Stage::Tty);
+    }
 
     // SAFETY: the parent wrote cwd into the region as a NUL-terminated string.
     let cwd = unsafe { CStr::from_ptr(plan.cwd) };

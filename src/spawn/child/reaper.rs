@@ -20,6 +20,11 @@ type Running = [(libc::pid_t, RawFd); MAX_PROGRAMS];
 /// goes away. Never returns.
 pub fn reaper_main(args: &ReaperArgs<'_>) -> ! {
     IN_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Handlers the supervisor installed (tokio's for SIGTERM in the daemon, SIGWINCH and others
+    // in the terminal relay) were copied into us, and would run here if a program signalled
+    // pid 1 (which only gets signals it handles), writing to descriptor numbers that now mean
+    // something else: every disposition back to the default, nothing blocked.
+    sys::reset_signals();
     // Keep exactly the control socket (as fd 3) besides 0-2: another instance's supervisor
     // fds may have been copied into us by a concurrent clone in the same process.
     let moved = sys::dup_above(args.ctrl, 64).and_then(|tmp| sys::dup_to(tmp, CTRL, true));
@@ -174,12 +179,34 @@ fn serve(args: &ReaperArgs<'_>, sfd: RawFd) -> ! {
                             }
                             send_reply(proto::REPLY_DONE, 0, ChildError::default(), None);
                         }
+                        Some(r) if r.op == proto::OP_OPEN_PTY => {
+                            fds[..nfds].iter().for_each(|&fd| sys::close(fd));
+                            open_pty();
+                        }
                         _ => fds[..nfds].iter().for_each(|&fd| sys::close(fd)),
                     }
                 }
                 // The supervisor is gone (or closed us): exiting pid 1 ends the instance.
                 _ => sys::exit(0),
             }
+        }
+    }
+}
+
+/// Opens a new pty of the instance's own devpts and hands its master to the supervisor. Done
+/// here, inside the instance's mount namespace, because the supervisor cannot reach that devpts
+/// by path (the reaper is non-dumpable, so `/proc/PID/root` is closed to an unprivileged
+/// supervisor) and no pty of the host may be used.
+fn open_pty() {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    match sys::open(c"/dev/pts/ptmx", flags, 0) {
+        Ok(fd) => {
+            send_reply(proto::REPLY_DONE, 0, ChildError::default(), Some(fd));
+            sys::close(fd);
+        }
+        Err(e) => {
+            let err = ChildError::new(Stage::Pty, sys::errno_of(&e), 0);
+            send_reply(proto::REPLY_START_FAILED, 0, err, None);
         }
     }
 }

@@ -234,6 +234,13 @@ pub fn setsid() -> io::Result<()> {
     cvt(unsafe { libc::setsid() }).map(drop)
 }
 
+/// `ioctl(fd, TIOCSCTTY, 0)`: the terminal on `fd` becomes the controlling terminal of this
+/// session (whose leader the caller must be, just after `setsid`).
+pub fn set_controlling_tty(fd: RawFd) -> io::Result<()> {
+    // SAFETY: the caller's descriptor, open for the call.
+    rustix::process::ioctl_tiocsctty(unsafe { super::borrow(fd) }).map_err(Into::into)
+}
+
 /// `setrlimit(2)`.
 pub fn setrlimit(resource: u32, cur: u64, max: u64) -> io::Result<()> {
     let lim = libc::rlimit {

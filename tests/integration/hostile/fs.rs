@@ -319,7 +319,7 @@ out['mountinfo'] = open('/proc/self/mountinfo').read()
     }
     let root = inside.iter().find(|m| m[3] == "/").unwrap();
     assert!(
-        root[2].ends_with("root-v1"),
+        root[2].contains("/root-v"),
         "the instance's / must be the template: {root:?}"
     );
 }

@@ -167,10 +167,17 @@ fn root_holds_exactly_the_planned_mounts() {
 
     let mounts = mountinfo(mi);
     let points: BTreeSet<String> = mounts.iter().map(|m| m.0.clone()).collect();
-    let mut want: BTreeSet<String> = ["/", "/proc", "/dev/shm", "/tmp", "/home/sandbox"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut want: BTreeSet<String> = [
+        "/",
+        "/proc",
+        "/dev/pts",
+        "/dev/shm",
+        "/tmp",
+        "/home/sandbox",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     for d in rsandbox::ns::template::SYSTEM_DIRS {
         let host = Path::new("/").join(d);
         if std::fs::symlink_metadata(&host)
@@ -191,6 +198,7 @@ fn root_holds_exactly_the_planned_mounts() {
     );
     let fstype = |mp: &str| mounts.iter().find(|m| m.0 == mp).unwrap().2.clone();
     assert_eq!(fstype("/proc"), "proc");
+    assert_eq!(fstype("/dev/pts"), "devpts");
     for mp in ["/dev/shm", "/tmp", "/home/sandbox"] {
         assert_eq!(fstype(mp), "tmpfs", "{mp}");
     }
@@ -239,7 +247,7 @@ fn dev_has_only_the_safe_nodes() {
     let l: Vec<&str> = out.lines().collect();
     assert_eq!(
         l[0],
-        "fd full null pts random shm stderr stdin stdout urandom zero"
+        "fd full null ptmx pts random shm stderr stdin stdout urandom zero"
     );
     assert_eq!(
         &l[1..6],
@@ -263,8 +271,8 @@ fn dev_has_only_the_safe_nodes() {
     assert_eq!(l[10], "10 10");
     assert_eq!(l[11], "full ENOSPC");
     assert_eq!(
-        l[12], "[] False",
-        "no pts and no tty in a non-interactive run"
+        l[12], "['ptmx'] False",
+        "the instance's own devpts holds only its ptmx until a pty is opened; no /dev/tty"
     );
 }
 

@@ -180,6 +180,26 @@ fn minimal_program_allows_exactly_the_minimal_set() {
         assert!(!allowed(&p, Char, ACC_READ, 1, minor), "char 1:{minor}");
     }
     assert!(!allowed(&p, Char, ACC_READ | ACC_WRITE, 1, 4), "/dev/port");
+    // The instance's own devpts: ptmx (5:2) and its ptys (136:N); not /dev/tty (5:0), the
+    // console (5:1), virtual consoles (4:N) or a pty's master side (128:N).
+    assert!(allowed(&p, Char, ACC_READ | ACC_WRITE, 5, 2), "ptmx");
+    assert!(!allowed(&p, Char, ACC_MKNOD, 5, 2), "mknod ptmx");
+    for minor in [0, 1, 63, 255, 1023] {
+        assert!(
+            allowed(&p, Char, ACC_READ | ACC_WRITE, 136, minor),
+            "pts/{minor}"
+        );
+        assert!(
+            !allowed(&p, Char, ACC_MKNOD, 136, minor),
+            "mknod pts/{minor}"
+        );
+    }
+    for (major, minor) in [(5, 0), (5, 1), (5, 3), (4, 0), (4, 1), (128, 0)] {
+        assert!(
+            !allowed(&p, Char, ACC_READ | ACC_WRITE, major, minor),
+            "{major}:{minor}"
+        );
+    }
     assert!(!allowed(&p, Char, ACC_READ | ACC_WRITE, 195, 0), "nvidia0");
     assert!(
         !allowed(&p, Char, ACC_READ | ACC_WRITE, 195, 255),
@@ -234,8 +254,8 @@ fn gpu_allow_list_allows_exactly_the_granted_nodes() {
         DeviceRule::char_rw(511, 0),
     ];
     let rules = allow_list(&granted);
-    assert_eq!(rules.len(), 8);
-    assert_eq!(rules[..5], minimal()[..]);
+    assert_eq!(rules.len(), 10);
+    assert_eq!(rules[..7], minimal()[..]);
     assert_eq!(allow_list(&[DeviceRule::char_rw(1, 3)]), minimal());
     let p = program(&rules);
     for (major, minor) in [(195, 2), (195, 255), (511, 0), (1, 3), (1, 9)] {
