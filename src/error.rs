@@ -66,6 +66,22 @@ pub enum Error {
     /// The run was cancelled through its `Cancel` handle (before or while it ran).
     #[error("the run was cancelled")]
     Cancelled,
+
+    /// A stateful context's interpreter could not be started or broke its protocol.
+    #[error(transparent)]
+    Context(#[from] ContextError),
+}
+
+/// A context's interpreter that did not start, or spoke out of turn.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContextError {
+    /// The interpreter died or hung before it was ready.
+    #[error("the context's interpreter did not start: {reason}")]
+    Start { reason: String },
+    /// It sent something that is not a frame of the protocol.
+    #[error("the context's interpreter broke its protocol: {reason}")]
+    Protocol { reason: String },
 }
 
 impl Error {
@@ -99,8 +115,8 @@ impl Error {
             Error::Path { .. } => "files",
             Error::Gone => "instance",
             Error::Gpu(_) => "gpu",
-
             Error::Cancelled => "cancelled",
+            Error::Context(_) => "context",
         }
     }
 

@@ -9,17 +9,22 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Top-level modules, lowest first. A module may import only modules before it.
+#[rustfmt::skip]
 const ORDER: &[&str] = &[
-    // Leaves: the error and report types, constants, raw syscalls, host paths.
+    // Leaves: the error and report types, raw syscalls, constants, host paths.
     "error", "sys", "defaults", "outcome", "paths",
     // Host facts and kernel concepts, each on its own.
     "probe", "cancel", "landlock", "ns", "cgroup", "seccomp", "gpu", "interp", "terminal",
     // State records, and the only code that forks.
     "state", "spawn",
     // The egress proxy: takes the listeners the reaper made; each instance owns one.
-    "egress", // What to run, the prepared policy, a live instance, the warm pool.
-    "command", "policy", "instance", "pool",    // The public entry point.
-    "sandbox", // The daemon, on top of the library's public API.
+    "egress",
+    // What to run, the prepared policy, a live instance, its stateful interpreters, the warm
+    // pool.
+    "command", "policy", "instance", "context", "pool",
+    // The public entry point.
+    "sandbox",
+    // The daemon, on top of the library's public API.
     "daemon",
 ];
 

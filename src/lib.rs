@@ -43,6 +43,7 @@ pub struct ReadmeDoctests;
 mod cancel;
 pub mod cgroup;
 mod command;
+mod context;
 #[cfg(feature = "daemon")]
 pub mod daemon;
 pub mod defaults;
@@ -70,7 +71,8 @@ pub(crate) mod sys;
 mod terminal;
 
 pub use cancel::Cancel;
-pub use error::{Error, GpuError, Result, Stage};
+pub use context::{CellError, CellStatus, Context, ContextOptions, DisplayData, Event, Execution};
+pub use error::{ContextError, Error, GpuError, Result, Stage};
 pub use gpu::{GpuLease, GpuPool, GpuRequest};
 
 /// Whether the calling code runs in a sandbox child between `clone` and `execve`, where

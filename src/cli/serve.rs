@@ -68,6 +68,9 @@ pub struct ServeArgs {
     /// Live sessions at most; more get 503.
     #[arg(long, value_name = "N", default_value = "256")]
     max_sessions: usize,
+    /// Stateful contexts (interpreters keeping variables) per session at most; more get 503.
+    #[arg(long, value_name = "N", default_value = "8")]
+    max_contexts: usize,
     /// Memory the live sessions' limits may add up to, in MiB; a session that does not fit
     /// gets 503 [default: half of this host's memory]
     #[arg(long, value_name = "MB")]
@@ -117,6 +120,7 @@ fn endpoints(a: &ServeArgs) -> anyhow::Result<(Vec<Endpoint>, daemon::Config)> {
     config.max.network = a.max_network;
     let sessions = &mut config.sessions;
     sessions.max = a.max_sessions;
+    sessions.max_contexts = a.max_contexts;
     if let Some(m) = a.session_memory_mb {
         sessions.memory = m
             .checked_mul(1 << 20)

@@ -22,7 +22,22 @@ pub(crate) enum Failed {
 }
 
 /// A job's result and how long it waited for its slot.
-pub(crate) type Admitted = (Result<Done, Failed>, Duration);
+pub(crate) type Admitted<T = Done> = (Result<T, Failed>, Duration);
+
+/// What work in a slot produces, as `/metrics` counts it (`ok`, `timeout`, ...).
+pub(crate) trait Counted {
+    fn outcome_name(&self) -> &'static str;
+}
+
+impl Counted for Done {
+    fn outcome_name(&self) -> &'static str {
+        self.run
+            .as_ref()
+            .or(self.compile.as_ref())
+            .map(|o| status_name(o.status))
+            .unwrap_or("error")
+    }
+}
 
 /// 503 for a request the pool refused: its queue is full, or the daemon is shutting down.
 pub(crate) fn refused(r: &Refused) -> Response<Body> {
@@ -133,9 +148,10 @@ async fn take_slot(pool: &Pool) -> Result<Slot, Refused> {
 /// run's `Cancel` and where to send its result, and waits for that result; the slot is held
 /// until `work` returns (teardown after the answer included). Dropping the returned future
 /// leaves the queue, or cancels the work once it runs. Counts the outcome for `/metrics`.
-pub(crate) async fn in_slot<W>(ctx: &Arc<Ctx>, arrived: Instant, work: W) -> Admitted
+pub(crate) async fn in_slot<T, W>(ctx: &Arc<Ctx>, arrived: Instant, work: W) -> Admitted<T>
 where
-    W: FnOnce(&Cancel, oneshot::Sender<Result<Done, Error>>) + Send + 'static,
+    T: Counted + Send + 'static,
+    W: FnOnce(&Cancel, oneshot::Sender<Result<T, Error>>) + Send + 'static,
 {
     let slot = match take_slot(&ctx.pool).await {
         Ok(s) => s,
@@ -160,9 +176,10 @@ where
 /// Runs `work` on the blocking pool, holding `slot` and registered with the pool (so that
 /// shutdown can cancel it), and waits for the result it sends. Dropping the future cancels
 /// the run.
-async fn run_in_slot<W>(ctx: &Arc<Ctx>, slot: Slot, cancel: Cancel, work: W) -> Result<Done, Error>
+async fn run_in_slot<T, W>(ctx: &Arc<Ctx>, slot: Slot, cancel: Cancel, work: W) -> Result<T, Error>
 where
-    W: FnOnce(&Cancel, oneshot::Sender<Result<Done, Error>>) + Send + 'static,
+    T: Send + 'static,
+    W: FnOnce(&Cancel, oneshot::Sender<Result<T, Error>>) + Send + 'static,
 {
     let mut guard = CancelOnDrop {
         cancel: cancel.clone(),
@@ -183,14 +200,9 @@ where
 }
 
 /// How `/metrics` counts a finished request: the report's status, `cancelled` or `error`.
-fn outcome_name(r: &Result<Done, Failed>) -> &'static str {
+fn outcome_name<T: Counted>(r: &Result<T, Failed>) -> &'static str {
     match r {
-        Ok(d) => d
-            .run
-            .as_ref()
-            .or(d.compile.as_ref())
-            .map(|o| status_name(o.status))
-            .unwrap_or("error"),
+        Ok(d) => d.outcome_name(),
         Err(Failed::Refused(_)) => "cancelled",
         Err(Failed::Engine(_)) => "error",
     }

@@ -108,11 +108,6 @@ pub(crate) enum CompatError {
 /// A request as a job, limits clamped.
 pub(crate) fn to_job(r: RunCodeRequest, max: &Maxima) -> Result<Job, CompatError> {
     let lang = lang::find(&r.language)?;
-    let memory = if r.memory_limit_mb.is_finite() && r.memory_limit_mb > 0.0 {
-        ((r.memory_limit_mb as u64).max(16) << 20).min(max.memory)
-    } else {
-        max.memory
-    };
     let mut files = files_in(r.files)?;
     for p in &r.fetch_files {
         check_file_path("fetch_files", p)?;
@@ -126,16 +121,7 @@ pub(crate) fn to_job(r: RunCodeRequest, max: &Maxima) -> Result<Job, CompatError
     );
     files.push(source);
     Ok(Job {
-        policy: Policy {
-            // SandboxFusion has no CPU limit: the daemon's maximum, like memory_limit_MB -1.
-            cpus_centi: (max.cpus * 100.0).round() as u32,
-            memory,
-            pids: crate::defaults::PIDS.min(max.pids),
-            net: crate::Net::None,
-            seccomp: "default",
-            cpu_time_ms: None,
-            gpus: Default::default(),
-        },
+        policy: policy(r.memory_limit_mb, max),
         files,
         compile,
         run,
@@ -150,8 +136,27 @@ pub(crate) fn to_job(r: RunCodeRequest, max: &Maxima) -> Result<Job, CompatError
     })
 }
 
+/// The policy of a SandboxFusion request: its memory (`-1`, or anything not positive: the
+/// daemon's maximum; above it: clamped), the daemon's CPUs (SandboxFusion has no CPU limit).
+pub(crate) fn policy(memory_limit_mb: f64, max: &Maxima) -> Policy {
+    let memory = if memory_limit_mb.is_finite() && memory_limit_mb > 0.0 {
+        ((memory_limit_mb as u64).max(16) << 20).min(max.memory)
+    } else {
+        max.memory
+    };
+    Policy {
+        cpus_centi: (max.cpus * 100.0).round() as u32,
+        memory,
+        pids: crate::defaults::PIDS.min(max.pids),
+        net: crate::Net::None,
+        seccomp: "default",
+        cpu_time_ms: None,
+        gpus: Default::default(),
+    }
+}
+
 /// The request's files (path -> base64, `null` skipped) as (path, content, mode).
-fn files_in(
+pub(crate) fn files_in(
     files: BTreeMap<String, Option<String>>,
 ) -> Result<Vec<(String, Vec<u8>, u32)>, RequestError> {
     let b64 = base64::engine::general_purpose::STANDARD;

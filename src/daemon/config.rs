@@ -160,6 +160,8 @@ pub struct SessionConfig {
     pub lifetime: Duration,
     /// Largest idle timeout or lifetime a request may ask for.
     pub max_lifetime: Duration,
+    /// Stateful contexts per session at most (`--max-contexts`).
+    pub max_contexts: usize,
 }
 
 impl Default for SessionConfig {
@@ -170,6 +172,7 @@ impl Default for SessionConfig {
             idle: Duration::from_secs(600),
             lifetime: Duration::from_secs(3600),
             max_lifetime: Duration::from_secs(86400),
+            max_contexts: 8,
         }
     }
 }

@@ -4,7 +4,6 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use hyper::body::Bytes;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 
@@ -58,7 +57,7 @@ pub(crate) fn metrics(ctx: &Ctx) -> Response<Body> {
     ctx.sessions.metrics(&mut out);
     egress_metrics(&mut out);
     process_metrics(&mut out);
-    let mut r = Response::new(Body::new(Bytes::from(out)));
+    let mut r = Response::new(crate::daemon::http::whole(out));
     r.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -2,22 +2,29 @@
 //! (the native `{"error": ...}`, FastAPI's `{"detail": ...}`), 503 with Retry-After, reading a
 //! body within the size limit, reading and checking a JSON body, and URL decoding.
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Bytes;
-use hyper::body::Incoming;
+use hyper::body::{Bytes, Frame, Incoming};
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::error::RequestError;
 use crate::Error;
 
-/// Every answer's body: built whole, then sent.
-pub(crate) type Body = Full<Bytes>;
+/// Every answer's body: built whole ([`whole`]), or streamed line by line ([`ndjson`]).
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
+
+/// A body sent whole.
+pub(crate) fn whole(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
 
 pub(crate) fn json<T: serde::Serialize>(code: StatusCode, v: &T) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(
-        serde_json::to_vec(v).expect("serializable"),
-    )));
+    let mut r = Response::new(whole(serde_json::to_vec(v).expect("serializable")));
     *r.status_mut() = code;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -145,6 +152,52 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned, U>(
         }
     })?;
     check(t).map_err(|e| request_error(e.to_string()))
+}
+
+/// A streamed answer: one JSON object per line, each sent as it is produced. The body ends
+/// when every sender is gone; when the client goes away the receiver is dropped, which the
+/// producer sees as a failed send (and [`Lines::closed`]).
+pub(crate) fn ndjson(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<Body> {
+    let mut r = Response::new(BodyExt::boxed(Lines(rx)));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    r
+}
+
+/// Whether the request asks for a streamed answer (`Accept: application/x-ndjson`).
+pub(crate) fn wants_ndjson(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().starts_with("application/x-ndjson"))
+        })
+}
+
+/// One JSON value as an NDJSON line.
+pub(crate) fn line<T: serde::Serialize>(v: &T) -> Bytes {
+    let mut b = serde_json::to_vec(v).expect("serializable");
+    b.push(b'\n');
+    Bytes::from(b)
+}
+
+/// The body of [`ndjson`]: each received chunk is one frame.
+struct Lines(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for Lines {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
 }
 
 /// Decodes `%XX` escapes of a URL path or query value (`+` stays as it is).

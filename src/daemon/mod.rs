@@ -19,6 +19,7 @@
 //! stops accepting, lets runs in flight finish for the grace period, then cancels the rest.
 
 mod admission;
+mod cells;
 mod compat;
 mod config;
 mod error;
@@ -31,6 +32,7 @@ mod maze;
 mod native;
 mod pool;
 mod router;
+mod run_jupyter;
 mod server;
 mod session;
 

@@ -10,7 +10,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::http::{error, json, method_not_allowed, no_endpoint, Body};
 use super::server::Ctx;
-use super::{compat, health, listen, maze, native, session};
+use super::{compat, health, listen, maze, native, run_jupyter, session};
 
 /// Where a connection came from, as far as access checks go.
 #[derive(Clone, Copy)]
@@ -64,6 +64,7 @@ pub(crate) async fn route(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> 
     match (req.method(), path.as_str()) {
         (&Method::POST, "/v1/run") => native::v1_run(ctx, req, arrived).await,
         (&Method::POST, "/run_code") => compat::run_code(ctx, req, arrived).await,
+        (&Method::POST, "/run_jupyter") => run_jupyter::run_jupyter(ctx, req, arrived).await,
         (&Method::GET, "/v1/health") => health::health(&ctx),
         (&Method::GET, "/v1/ping") => json(StatusCode::OK, &"pong"),
         (&Method::GET, "/metrics") => health::metrics(&ctx),
@@ -80,7 +81,8 @@ pub(crate) async fn route(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> 
         }
         (
             m,
-            "/v1/run" | "/run_code" | "/v1/health" | "/v1/ping" | "/metrics" | "/create_session",
+            "/v1/run" | "/run_code" | "/run_jupyter" | "/v1/health" | "/v1/ping" | "/metrics"
+            | "/create_session",
         ) => method_not_allowed(m, &path),
         _ => no_endpoint(&path),
     }
@@ -103,6 +105,12 @@ mod tests {
             "/v1/sessions/{id}/run",
             "/v1/sessions/{id}/files",
             "/v1/sessions/{id}/files/{path}",
+            "/v1/sessions/{id}/contexts",
+            "/v1/sessions/{id}/contexts/{context_id}",
+            "/v1/sessions/{id}/contexts/{context_id}/restart",
+            "/v1/sessions/{id}/contexts/{context_id}/interrupt",
+            "/v1/sessions/{id}/execute",
+            "/run_jupyter",
             "/create_session",
             "/execute/{session_id}",
             "/close/{session_id}",

@@ -2,7 +2,7 @@
 //! timeout, the CPU-time and memory watchdogs) and turned into the report.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use super::{procfs, Instance};
 use crate::cgroup::{InstanceStats, RunCgroup, RunStats};
@@ -28,6 +28,46 @@ impl Instance {
     /// `exec`, or with `one_shot` the only run of a fresh instance (`Sandbox::run`): its
     /// program stays in the instance's cgroup, and a timeout ends the whole instance.
     pub(crate) fn exec_inner(&self, cmd: &Command, one_shot: bool) -> Result<Outcome> {
+        let stdin = stdin_source(&cmd.stdin)?;
+        let net_before = self.network();
+        let l = self.launch(cmd, one_shot, None)?;
+        let reaper = self.reaper()?;
+        let run = Run {
+            inst: self,
+            reaper,
+            pid: l.pid,
+            run_cg: l.run_cg.as_ref(),
+            one_shot,
+            cpu_limit_us: self.inner.cpu_time.map(|t| t.as_micros() as u64),
+            cpu_base_us: l.cpu_base_us,
+            mem_limit: self
+                .cg
+                .is_none()
+                .then_some(self.inner.limits.memory)
+                .flatten(),
+        };
+        let sup = run.supervise(cmd, l.io, stdin);
+        // A one-shot run's `as_run` leaves the instance's OOM and pids counters to `after`.
+        let run_stats = l.run_cg.as_ref().map(|r| r.stats());
+        let after = self.cg.as_ref().map(|c| c.stats()).unwrap_or_default();
+        if let Some(run) = l.run_cg.filter(|_| !one_shot) {
+            run.release();
+        }
+        let network = self.network().zip(net_before).map(|(a, b)| a.since(b));
+        let mut out = self.report(sup, !cmd.pass_through, run_stats, l.before, after)?;
+        out.network = network;
+        Ok(out)
+    }
+
+    /// Everything of a run up to the program's start: its files copied in, argv and
+    /// environment resolved, its run cgroup, the exec plan written and the reaper asked.
+    /// `socket`: the program's stdin instead of a pipe (a context's control socket).
+    pub(super) fn launch(
+        &self,
+        cmd: &Command,
+        one_shot: bool,
+        socket: Option<OwnedFd>,
+    ) -> Result<Launched> {
         let reaper = self.reaper()?;
         if let Some(c) = &cmd.cancel {
             c.check()?;
@@ -36,7 +76,6 @@ impl Instance {
             self.put_file(path, data, *mode)?;
         }
         let (argv, envp, paths) = policy::resolve(&self.inner, cmd)?;
-        let stdin = stdin_source(&cmd.stdin)?;
         let cwd = CString::new(defaults::WORK_DIR).unwrap();
         let rlimits = self.rlimits();
         let run_cg = self.run_cgroup(one_shot)?;
@@ -45,7 +84,6 @@ impl Instance {
             .flat_map(|r| r.join.iter().map(|f| f.as_raw_fd()))
             .collect();
         let cpus = self.cpu_set();
-        let net_before = self.network();
         // A one-shot run's instance is fresh: its counters start at zero.
         let before = match &self.cg {
             Some(c) if !one_shot => c.stats(),
@@ -73,33 +111,19 @@ impl Instance {
             (Some(_), None) => procfs::tree_cpu_us(reaper.pid),
             _ => 0,
         };
-        let tty_size = cmd.tty.as_ref().map(|t| t.size());
-        let (pid, io) = self.start(reaper, &spec, &cmd.name(), &cgroup_fds, tty_size)?;
-        let run = Run {
-            inst: self,
-            reaper,
-            pid,
-            run_cg: run_cg.as_ref(),
-            one_shot,
-            cpu_limit_us: self.inner.cpu_time.map(|t| t.as_micros() as u64),
-            cpu_base_us,
-            mem_limit: self
-                .cg
-                .is_none()
-                .then_some(self.inner.limits.memory)
-                .flatten(),
+        let stdio = match (cmd.tty.as_ref().map(|t| t.size()), socket) {
+            (Some(size), _) => Stdio::Tty(size),
+            (None, Some(s)) => Stdio::Socket(s),
+            (None, None) => Stdio::Pipes,
         };
-        let sup = run.supervise(cmd, io, stdin);
-        // A one-shot run's `as_run` leaves the instance's OOM and pids counters to `after`.
-        let run_stats = run_cg.as_ref().map(|r| r.stats());
-        let after = self.cg.as_ref().map(|c| c.stats()).unwrap_or_default();
-        if let Some(run) = run_cg.filter(|_| !one_shot) {
-            run.release();
-        }
-        let network = self.network().zip(net_before).map(|(a, b)| a.since(b));
-        let mut out = self.report(sup, !cmd.pass_through, run_stats, before, after)?;
-        out.network = network;
-        Ok(out)
+        let (pid, io) = self.start(reaper, &spec, &cmd.name(), &cgroup_fds, stdio)?;
+        Ok(Launched {
+            pid,
+            io,
+            run_cg,
+            before,
+            cpu_base_us,
+        })
     }
 
     /// The program's resource limits: always core and open files; without cgroups also
@@ -167,19 +191,20 @@ impl Instance {
     }
 
     /// Lays the exec plan out in the reaper's region and asks the reaper to start it; with
-    /// `tty` (rows, columns), on a new pty of the instance.
+    /// `Stdio::Tty` (rows, columns), on a new pty of the instance.
     fn start(
         &self,
         reaper: &Reaper,
         spec: &ExecSpec<'_>,
         name: &str,
         cgroup_fds: &[RawFd],
-        tty: Option<(u16, u16)>,
+        stdio: Stdio,
     ) -> Result<(i32, ProgramIo)> {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let stdio = match tty {
-            None => StdioPlan::Pipes,
-            Some((rows, cols)) => {
+        let stdio = match stdio {
+            Stdio::Pipes => StdioPlan::Pipes,
+            Stdio::Socket(s) => StdioPlan::Socket(s),
+            Stdio::Tty((rows, cols)) => {
                 let master = spawn::open_pty(reaper)?;
                 crate::sys::host::set_window_size(master.as_fd(), rows, cols)
                     .map_err(|e| Error::io("setting the pty's window size", None, e))?;
@@ -317,6 +342,27 @@ fn cpu_split(sup: &wait::Supervised, run_stats: Option<RunStats>) -> (f64, f64) 
         }
     }
     (user_ms, sys_ms)
+}
+
+/// What a program's fds 0-2 are, as a run asks for them.
+enum Stdio {
+    Pipes,
+    /// A new pty of the instance, of this size (rows, columns).
+    Tty((u16, u16)),
+    /// This socket as stdin, pipes for output.
+    Socket(OwnedFd),
+}
+
+/// A program just started by [`Instance::launch`].
+pub(super) struct Launched {
+    /// The program's pid in the instance.
+    pub(super) pid: i32,
+    pub(super) io: ProgramIo,
+    pub(super) run_cg: Option<RunCgroup>,
+    /// The instance's counters before the run.
+    pub(super) before: InstanceStats,
+    /// The tree's CPU time before the run (counted from `/proc` without a run cgroup).
+    pub(super) cpu_base_us: u64,
 }
 
 /// One started run: how to end it, and the watchdogs polled while it runs.

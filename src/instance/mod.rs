@@ -18,6 +18,8 @@ use crate::sys;
 
 mod exec;
 mod files;
+mod process;
+pub(crate) use process::Process;
 mod procfs;
 
 // The daemon's file API checks paths and names a missing file as the library does.

@@ -239,8 +239,9 @@ pub fn start_reaper(
 
 /// The supervisor's ends of one program's pipes (or of its terminal).
 pub struct ProgramIo {
-    /// Where its input goes: a pipe, or with a terminal a copy of the pty's master.
-    pub stdin: OwnedFd,
+    /// Where its input goes: a pipe, or with a terminal a copy of the pty's master; `None` when
+    /// the caller gave the program a socket of its own as stdin.
+    pub stdin: Option<OwnedFd>,
     /// Its output: a pipe, or with a terminal the pty's master (stdout and stderr in one).
     pub stdout: OwnedFd,
     /// `None` with a terminal, whose one stream is `stdout`.
@@ -257,6 +258,8 @@ pub enum StdioPlan {
     /// A pty of the instance's own devpts (a master from [`open_pty`]): its slave is the
     /// program's 0, 1 and 2 and its controlling terminal; the supervisor keeps the master.
     Tty { master: OwnedFd },
+    /// The caller's socket as fd 0 (a context's control socket), pipes for 1 and 2.
+    Socket(OwnedFd),
 }
 
 /// Opens a new pty in the instance's devpts (through the reaper, which is in its mount
@@ -277,7 +280,7 @@ pub fn open_pty(reaper: &Reaper) -> Result<OwnedFd> {
 }
 
 /// The program's ends of its stdio and the supervisor's: (child's 0, 1, 2; ours: in, out, err).
-type Stdio = ([OwnedFd; 3], (OwnedFd, OwnedFd, Option<OwnedFd>));
+type Stdio = ([OwnedFd; 3], (Option<OwnedFd>, OwnedFd, Option<OwnedFd>));
 
 fn make_stdio(plan: StdioPlan) -> Result<Stdio> {
     let pipe = || sys::pipe().map_err(|e| Error::io("creating a pipe", None, e));
@@ -288,15 +291,23 @@ fn make_stdio(plan: StdioPlan) -> Result<Stdio> {
             let (stderr_r, stderr_w) = pipe()?;
             Ok((
                 [stdin_r, stdout_w, stderr_w],
-                (stdin_w, stdout_r, Some(stderr_r)),
+                (Some(stdin_w), stdout_r, Some(stderr_r)),
             ))
+        }
+        StdioPlan::Socket(sock) => {
+            let (stdout_r, stdout_w) = pipe()?;
+            let (stderr_r, stderr_w) = pipe()?;
+            Ok(([sock, stdout_w, stderr_w], (None, stdout_r, Some(stderr_r))))
         }
         StdioPlan::Tty { master } => {
             let err = |e| Error::io("opening the pty's slave", None, e);
             let slave = sys::host::pty_slave(master.as_fd()).map_err(err)?;
             let dup = |fd: &OwnedFd| fd.try_clone().map_err(err);
             let input = dup(&master)?;
-            Ok(([dup(&slave)?, dup(&slave)?, slave], (input, master, None)))
+            Ok((
+                [dup(&slave)?, dup(&slave)?, slave],
+                (Some(input), master, None),
+            ))
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use super::proto::{self, ExitRecord};
@@ -59,13 +59,13 @@ struct SeccompNotif {
 const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
 
 /// Takes one pending notification: (host pid, arch, nr).
-fn recv_notification(listener: &OwnedFd) -> Option<(i32, u32, i32)> {
+pub(crate) fn recv_notification(listener: RawFd) -> Option<(i32, u32, i32)> {
     let mut n = SeccompNotif::default();
     // SAFETY: a zeroed, correctly sized seccomp_notif for the kernel to fill.
     #[allow(unsafe_code)]
     let r = unsafe {
         libc::ioctl(
-            listener.as_raw_fd(),
+            listener,
             SECCOMP_IOCTL_NOTIF_RECV,
             &mut n as *mut SeccompNotif,
         )
@@ -178,8 +178,9 @@ pub fn supervise(
     let deadline = start + timeout;
     // A terminal run has one stream, the pty's master, and no stderr.
     let tty = io.stderr.is_none();
-    let input = Input { fd: io.stdin, tty };
-    feed_stdin(input, stdin);
+    if let Some(fd) = io.stdin {
+        feed_stdin(Input { fd, tty }, stdin);
+    }
     for fd in [Some(&io.stdout), io.stderr.as_ref(), Some(&io.status)]
         .into_iter()
         .flatten()
@@ -287,7 +288,7 @@ pub fn supervise(
         }
         if listener.is_some() && pfds.get(li).is_some_and(|p| p.revents != 0) {
             let l = listener.as_ref().unwrap();
-            match recv_notification(l) {
+            match recv_notification(l.as_raw_fd()) {
                 Some((pid, arch, nr)) => {
                     violation.get_or_insert((arch, nr));
                     // What SCMP_ACT_KILL_PROCESS would have done, now that the call is named.

@@ -36,5 +36,7 @@ mod limits;
 mod terminal;
 // The harness for `rsandbox serve`: a daemon per test, raw HTTP, the host fingerprint.
 mod server;
+// Stateful contexts: cells, results, streaming, interrupts, restarts, a hostile driver.
+mod context;
 // Sessions over the daemon: persistence, files, Maze's API and the CLI, expiry and limits.
 mod sessions;

@@ -87,7 +87,7 @@ fn session_job(r: RunRequest, ctx: &Ctx) -> Result<Job, RequestError> {
 
 /// The answer when a session's instance could not be used: 404/410 when the session is not
 /// live (any more), else 500 (its instance died under it).
-fn ended(ctx: &Ctx, id: &str) -> Response<Body> {
+pub(super) fn ended(ctx: &Ctx, id: &str) -> Response<Body> {
     match ctx.sessions.lookup(id) {
         Lookup::Live(_) => engine_error(&Error::Gone),
         other => not_live(id, &other),
@@ -149,6 +149,10 @@ pub(crate) async fn route(
             json(StatusCode::OK, &json!({"id": id, "state": "deleted"}))
         }
         (Method::POST, "run") => run(ctx.clone(), &s, req, arrived).await,
+        (_, "execute" | "contexts") => super::contexts::route(&ctx, &s, req, sub, arrived).await,
+        (_, sub) if sub.starts_with("contexts/") => {
+            super::contexts::route(&ctx, &s, req, sub, arrived).await
+        }
         (Method::GET, "files") => list_files(&ctx, &s, &req).await,
         (m, sub) if sub.starts_with("files/") => {
             let Some(path) = percent_decode(&sub["files/".len()..]) else {
@@ -292,7 +296,7 @@ async fn file_op(
             let max = ctx.config.max_body as u64;
             with_instance(s, move |i| {
                 let data = i.get_file(&path, max)?;
-                let mut r = Response::new(Body::new(data.into()));
+                let mut r = Response::new(crate::daemon::http::whole(data));
                 r.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static("application/octet-stream"),

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::registry::{new_id, Lookup, Refusal};
-use super::{Ended, Session, Spec};
+use super::{Ended, Remains, Session, Spec};
 use crate::daemon::admission::{in_slot, lease_gpus, Admitted};
 use crate::daemon::job::{self, Job};
 use crate::daemon::server::{Ctx, Shutdown};
 use crate::{Error, Instance};
 
-/// Drops instances on the blocking pool (a last reference destroys its instance, which waits
-/// for processes to die and cgroups to go) and waits until that is done.
-async fn destroy(instances: Vec<Arc<Instance>>) {
+/// Drops what ended sessions leave on the blocking pool (a last reference destroys its
+/// instance, which waits for processes to die and cgroups to go) and waits until that is done.
+async fn destroy(instances: Vec<Remains>) {
     if !instances.is_empty() {
         let _ = tokio::task::spawn_blocking(move || drop(instances)).await;
     }

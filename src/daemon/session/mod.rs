@@ -8,6 +8,7 @@
 //! processes it started normally live on, within the session's limits, until the session ends.
 
 pub(crate) mod api;
+mod contexts;
 mod lifecycle;
 mod registry;
 
@@ -65,6 +66,8 @@ pub(crate) struct Session {
     /// Held by the run in progress: a session's runs are serialised.
     serial: tokio::sync::Mutex<()>,
     live: Mutex<Live>,
+    /// Its stateful contexts (they hold the instance: they go when the session ends).
+    contexts: Mutex<contexts::Contexts>,
 }
 
 struct Live {
@@ -77,6 +80,14 @@ struct Live {
     /// Runs and file operations in progress (an idle timeout does not end a busy session).
     busy: usize,
     runs: u64,
+}
+
+/// What an ended session leaves to destroy: its contexts (their interpreters), then its
+/// instance (fields drop in this order).
+#[allow(dead_code)] // held only to be dropped, in this order
+pub(crate) struct Remains {
+    contexts: Vec<Arc<crate::Context>>,
+    inst: Option<Arc<Instance>>,
 }
 
 /// A use of a session in progress: counts as activity until dropped.
@@ -114,6 +125,7 @@ impl Session {
                 busy: 0,
                 runs: 0,
             }),
+            contexts: Mutex::new(contexts::Contexts::default()),
         }
     }
 
@@ -127,6 +139,10 @@ impl Session {
         self.lock().inst.clone()
     }
 
+    fn contexts(&self) -> std::sync::MutexGuard<'_, contexts::Contexts> {
+        self.contexts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Starts a use (None: the session ended).
     fn begin(self: &Arc<Self>) -> Option<InUse> {
         let mut l = self.lock();
@@ -136,14 +152,18 @@ impl Session {
         Some(InUse(self.clone()))
     }
 
-    /// Ends the session: its run in progress is cancelled; returns the instance, whose last
-    /// holder destroys it.
-    fn end(&self) -> Option<Arc<Instance>> {
+    /// Ends the session: its run in progress is cancelled; returns its contexts and instance,
+    /// whose last holder destroys them (on a blocking thread: it waits for processes to die).
+    fn end(&self) -> Remains {
         let mut l = self.lock();
         if let Some(c) = l.current.take() {
             c.cancel();
         }
-        l.inst.take()
+        let contexts = self.contexts().close();
+        Remains {
+            contexts,
+            inst: l.inst.take(),
+        }
     }
 
     /// Why the session should end now, if it should.

@@ -6,10 +6,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Ended, Session};
+use super::{Ended, Remains, Session};
 use crate::daemon::job::Sandboxes;
 use crate::daemon::SessionConfig;
-use crate::{Error, Instance};
+use crate::Error;
 
 /// What an id names.
 pub(crate) enum Lookup {
@@ -156,7 +156,7 @@ impl Sessions {
 
     /// Removes a live session from the registry (remembering why) and ends it; returns its
     /// instance for the caller to drop on a blocking thread (None: it was not live).
-    pub(super) fn remove(&self, id: &str, why: Ended) -> Option<Arc<Instance>> {
+    pub(super) fn remove(&self, id: &str, why: Ended) -> Option<Remains> {
         let s = {
             let mut r = self.lock();
             let s = r.live.remove(id)?;
@@ -164,7 +164,7 @@ impl Sessions {
             r.bury(id, why);
             s
         };
-        s.end()
+        Some(s.end())
     }
 
     /// The live sessions, oldest first.
@@ -181,7 +181,7 @@ impl Sessions {
     }
 
     /// Ends every session whose idle timeout or lifetime has passed.
-    pub(super) fn reap(&self) -> Vec<(String, Ended, Option<Arc<Instance>>)> {
+    pub(super) fn reap(&self) -> Vec<(String, Ended, Option<Remains>)> {
         let now = Instant::now();
         let expired: Vec<(String, Ended)> = self
             .lock()

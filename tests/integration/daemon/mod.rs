@@ -7,7 +7,7 @@
 // The native API: `/v1/run` reports and fetched files, 4xx answers, symlinks refused.
 mod api;
 // SandboxFusion's `/run_code`: verl's and tinker-cookbook's payloads, the PyPI client.
-mod sandbox_fusion;
+pub(crate) mod sandbox_fusion;
 // Load: slots and the queue (503 when full), cancellation by disconnect, a 5,000-request soak.
 mod load;
 // Access: bearer tokens on TCP, peer credentials and modes on the Unix socket.

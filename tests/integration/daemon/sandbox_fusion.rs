@@ -191,7 +191,7 @@ print("client ok")
 /// A Python with the `sandbox-fusion` client: `RSANDBOX_SF_PYTHON`, or a venv made here with
 /// pip from PyPI. `None` (with a loud SKIP, or a failure when `RSANDBOX_TEST_EXPECT` lists
 /// `sandbox-fusion`) when neither works.
-fn sandbox_fusion_python() -> Option<PathBuf> {
+pub(crate) fn sandbox_fusion_python() -> Option<PathBuf> {
     let expected = std::env::var("RSANDBOX_TEST_EXPECT")
         .unwrap_or_default()
         .split(',')

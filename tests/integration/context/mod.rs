@@ -1,0 +1,6 @@
+//! Stateful contexts: variables across cells, results and errors, streaming, timeouts and
+//! interrupts, restarts, and a driver that turns hostile.
+
+mod daemon;
+mod jupyter;
+mod library;
