@@ -15,6 +15,7 @@ fn main() {
         cli::Cmd::Run(a) => cli::run(a),
         cli::Cmd::Serve(a) => cli::serve::serve(a),
         cli::Cmd::Session(a) => cli::session::main(a),
+        cli::Cmd::Repl(a) => cli::repl::repl(a),
         cli::Cmd::Check { json } => cli::check(*json),
     };
     std::process::exit(code);

@@ -151,6 +151,51 @@ pub fn call(
     })
 }
 
+/// POSTs a JSON `body` asking for an NDJSON stream and hands each line to `on_line` as it
+/// arrives: (HTTP status, the body of an answer that is not a 2xx stream).
+pub fn post_stream(
+    socket: &Path,
+    path: &str,
+    body: Vec<u8>,
+    on_line: &mut dyn FnMut(&[u8]),
+) -> anyhow::Result<(u16, Bytes)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .with_context(|| format!("connecting to the daemon at {}", socket.display()))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method("POST")
+            .uri(path)
+            .header(hyper::header::HOST, "localhost")
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::ACCEPT, "application/x-ndjson")
+            .body(Full::new(Bytes::from(body)))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        if !(200..300).contains(&status) {
+            return Ok((status, body.collect().await?.to_bytes()));
+        }
+        let mut pending = Vec::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                pending.extend_from_slice(&data);
+                while let Some(at) = pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=at).collect();
+                    on_line(&line);
+                }
+            }
+        }
+        Ok((status, Bytes::new()))
+    })
+}
+
 /// POSTs a JSON `body` to `path` on the daemon at `socket`: (HTTP status, response body).
 pub fn post(socket: &Path, path: &str, body: Vec<u8>) -> anyhow::Result<(u16, Bytes)> {
     call(socket, "POST", path, "application/json", body)

@@ -11,6 +11,7 @@ use rsandbox::egress::Rule;
 use rsandbox::{defaults, Command, Net, Outcome, Sandbox, Status, Stdin};
 
 mod client;
+pub mod repl;
 pub mod serve;
 pub mod session;
 pub mod tty;
@@ -38,6 +39,8 @@ pub enum Cmd {
     Serve(ServeArgs),
     /// Sessions on a daemon: create one, run in it many times, copy files in and out, remove it.
     Session(session::SessionArgs),
+    /// An interactive Python prompt whose variables persist, in a fresh local sandbox.
+    Repl(repl::ReplArgs),
     /// Show what this host supports and what would enforce each limit.
     Check {
         /// Print JSON instead of text.

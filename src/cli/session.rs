@@ -97,6 +97,24 @@ enum SessionCmd {
         #[arg(last = true, value_name = "PROGRAM")]
         program: Vec<OsString>,
     },
+    /// Run a Python cell in a session's stateful context (variables persist between cells):
+    /// output as it is written, then the cell's value. Exit status: 0, 1 when the cell raised,
+    /// 124 when it timed out, 130 when it was interrupted, 125 when the interpreter died.
+    Execute {
+        id: String,
+        /// The context (default: the session's default context, made on first use).
+        #[arg(long, value_name = "CONTEXT_ID")]
+        context: Option<String>,
+        /// The cell's code; without it (or with -c -), read from stdin.
+        #[arg(short = 'c', value_name = "CODE")]
+        code: Option<String>,
+        /// The cell's timeout in seconds (it is interrupted; the state survives).
+        #[arg(long, value_name = "SECS", value_parser = super::parse_secs, default_value = "30")]
+        timeout: Duration,
+        /// Print the answer as JSON at the end instead of the output as it comes.
+        #[arg(long)]
+        json: bool,
+    },
     /// Copy a host file into a session's work dir (INSIDE defaults to its name).
     Put {
         id: String,
@@ -207,9 +225,109 @@ pub fn main(a: &SessionArgs) -> i32 {
         });
         return client::print_report(answer, *json, *timeout);
     }
+    if let SessionCmd::Execute {
+        id: sid,
+        context,
+        code,
+        timeout,
+        json,
+    } = &a.cmd
+    {
+        return match execute(
+            &socket,
+            sid,
+            context.as_deref(),
+            code.as_deref(),
+            *timeout,
+            *json,
+        ) {
+            Ok(code) => code,
+            Err(e) => client::report_error(*json, "session", &format!("{e:#}")),
+        };
+    }
     match command(&socket, &a.cmd) {
         Ok(()) => 0,
         Err(e) => client::report_error(false, "session", &format!("{e:#}")),
+    }
+}
+
+/// `rsandbox session execute`: streams the cell's events; returns the exit code its status
+/// gives.
+fn execute(
+    socket: &Path,
+    sid: &str,
+    context: Option<&str>,
+    code: Option<&str>,
+    timeout: Duration,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let code = match code {
+        Some(c) if c != "-" => c.to_string(),
+        _ => {
+            let mut c = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut c)
+                .context("reading the cell from stdin")?;
+            c
+        }
+    };
+    let mut body = json!({"code": code, "limits": {"timeout": timeout.as_secs_f64()}});
+    if let Some(c) = context {
+        body["context_id"] = c.into();
+    }
+    let mut end = Value::Null;
+    let path = format!("/v1/sessions/{}/execute", id(sid)?);
+    let (status, err) = client::post_stream(socket, &path, serde_json::to_vec(&body)?, &mut |l| {
+        let v: Value = serde_json::from_slice(l).unwrap_or_default();
+        if v["type"] == "end" {
+            end = v;
+        } else if !json {
+            print_cell_event(&v);
+        }
+    })?;
+    if !(200..300).contains(&status) {
+        bail!("{}", client::error_message(status, &err).1);
+    }
+    if json {
+        println!("{end}");
+    }
+    Ok(match end["status"].as_str() {
+        Some("ok") => 0,
+        Some("error") => 1,
+        Some("timeout") => 124,
+        Some("interrupted") => 130,
+        Some("failed") => bail!(
+            "{}",
+            end["message"].as_str().unwrap_or("the cell did not run")
+        ),
+        _ => 125,
+    })
+}
+
+/// One streamed event of a cell, as a terminal shows it.
+fn print_cell_event(v: &Value) {
+    use std::io::Write;
+    let bytes = |v: &Value| match (v["text"].as_str(), v["b64"].as_str()) {
+        (Some(t), _) => t.as_bytes().to_vec(),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    match v["type"].as_str() {
+        Some("stdout") => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&bytes(v));
+            let _ = out.flush();
+        }
+        Some("stderr") => {
+            let _ = std::io::stderr().write_all(&bytes(v));
+        }
+        Some("result") => match v["data"]["text/plain"].as_str() {
+            Some(t) => println!("{t}"),
+            None => println!("<display data>"),
+        },
+        Some("error") => eprint!("{}", v["traceback"].as_str().unwrap_or("")),
+        _ => {}
     }
 }
 
@@ -300,7 +418,7 @@ fn command(socket: &Path, cmd: &SessionCmd) -> anyhow::Result<()> {
                 println!("{}", s["id"].as_str().unwrap_or_default());
             }
         }
-        SessionCmd::Run { .. } => unreachable!("handled by main"),
+        SessionCmd::Run { .. } | SessionCmd::Execute { .. } => unreachable!("handled by main"),
         SessionCmd::Put {
             id: sid,
             host,

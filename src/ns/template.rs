@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::sys;
 
 /// Bumped whenever the template's contents change, so old templates are not reused.
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// Written beside a finished template (`root-v1.ready`), outside what instances see.
 const MARKER: &str = "ready";
 
@@ -38,7 +38,8 @@ pub const DEV_LINKS: &[(&str, &str)] = &[
 ];
 
 /// Small files copied from the source root's /etc (when present): loader cache, certificates,
-/// time zone, service names. Nothing secret.
+/// time zone, service names, matplotlib's defaults (Debian keeps them only in /etc, and
+/// matplotlib refuses to import without them). Nothing secret.
 const ETC_COPIES: &[&str] = &[
     "ld.so.cache",
     "ld.so.conf",
@@ -49,6 +50,7 @@ const ETC_COPIES: &[&str] = &[
     "services",
     "mime.types",
     "ssl/certs/ca-certificates.crt",
+    "matplotlibrc",
 ];
 
 /// Where rsandbox keeps its persistent files: `/var/lib/rsandbox` as root,
