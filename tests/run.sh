@@ -7,17 +7,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-export RSANDBOX_TEST_EXPECT="${RSANDBOX_TEST_EXPECT:-userns,landlock,cgroup1,cpython-tests,fake-gpu,sandbox-fusion,systemd-analyze,pip-index}"
+export RSANDBOX_TEST_EXPECT="${RSANDBOX_TEST_EXPECT:-userns,landlock,cgroup1,cpython-tests,fake-gpu,sandbox-fusion,systemd-analyze,pip-index,ipython}"
 stage() { echo "=== $1: $(( SECONDS - t0 ))s"; }
 
 # libseccomp-dev, pkg-config: the build; python3-venv: the SandboxFusion client's venv;
 # libpython3.11-testsuite: CPython's own tests under the strict profile; bubblewrap: a bench
 # row; gcc, libc6-dev: the hostile tests' C programs; util-linux, passwd: setpriv, runuser,
 # useradd; systemd: systemd-analyze, to verify the units (PID 1 need not be systemd);
-# python3-pip: the egress tests' pip download through the proxy (feature pip-index, root pass).
+# python3-pip: the egress tests' pip download through the proxy (feature pip-index, root pass);
+# python3-ipykernel, python3-matplotlib: contexts with IPython and figures (feature ipython);
+# python3-pytest: the context driver's own tests.
 t0=$SECONDS
 packages=(libseccomp-dev pkg-config python3 python3-venv python3-pip libpython3.11-testsuite bubblewrap curl
-          ca-certificates gcc libc6-dev util-linux passwd systemd)
+          ca-certificates gcc libc6-dev util-linux passwd systemd python3-ipykernel python3-matplotlib
+          python3-pytest)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=()
     for p in "${packages[@]}"; do
@@ -47,6 +50,12 @@ t0=$SECONDS
 ./build.sh test --release --locked -- --test-threads=2
 stage "tests as $(id -un)"
 
+# The context driver (src/context/driver.py) on its own, with Debian's Python: its protocol,
+# cells, signals and IPython paths (pytest, as the Python side is tested).
+t0=$SECONDS
+/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/python
+stage "context driver tests (pytest)"
+
 if [ "$(id -u)" = 0 ]; then
     t0=$SECONDS
     user="${RSANDBOX_TEST_USER:-rstest}"
@@ -70,7 +79,7 @@ if [ "$(id -u)" = 0 ]; then
     chmod 755 "$bindir" "$bindir"/*
     # Unprivileged, this host's v1 cgroups are not delegated: do not expect them.
     runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$(getent passwd "$user" | cut -d: -f6)" \
-        RSANDBOX_BIN="$bindir/rsandbox" RSANDBOX_TEST_EXPECT="userns,landlock,cpython-tests,fake-gpu,sandbox-fusion,systemd-analyze" \
+        RSANDBOX_BIN="$bindir/rsandbox" RSANDBOX_TEST_EXPECT="userns,landlock,cpython-tests,fake-gpu,sandbox-fusion,systemd-analyze,ipython" \
         RSANDBOX_TEST_GPU_DEV_DIR="$gpudir/dev" \
         RSANDBOX_TEST_CPYTHON_TESTS="$RSANDBOX_TEST_CPYTHON_TESTS" \
         RSANDBOX_SF_PYTHON="$RSANDBOX_SF_PYTHON" \
