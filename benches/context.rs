@@ -40,7 +40,11 @@ fn call(socket: &Path, method: &str, path: &str, body: &Value) -> (u16, Value) {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
@@ -63,7 +67,14 @@ fn driver_pss_kb() -> Option<u64> {
         }
         let start: u64 = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .ok()
-            .and_then(|s| s.rsplit(')').next()?.split_whitespace().nth(19)?.parse().ok())
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()?
+                    .split_whitespace()
+                    .nth(19)?
+                    .parse()
+                    .ok()
+            })
             .unwrap_or(0);
         if newest.map_or(true, |(s, _)| start > s) {
             newest = Some((start, pid));
@@ -109,7 +120,12 @@ fn main() {
     let cid = c["id"].as_str().expect("a context").to_string();
     let exec = format!("/v1/sessions/{sid}/execute");
     let cell = json!({"code": "x = x + 1", "context_id": cid});
-    let (st, v) = call(&socket, "POST", &exec, &json!({"code": "x = 0", "context_id": cid}));
+    let (st, v) = call(
+        &socket,
+        "POST",
+        &exec,
+        &json!({"code": "x = 0", "context_id": cid}),
+    );
     assert_eq!((st, v["status"].as_str()), (200, Some("ok")), "{v}");
     let run = json!({"code": "x = 0\nx = x + 1"});
 
@@ -154,11 +170,21 @@ fn main() {
                 &json!({"ipython": ipython}),
             );
             let id = c["id"].as_str().expect("a context").to_string();
-            let (_, v) = call(&socket, "POST", &exec, &json!({"code": "x = 1", "context_id": id}));
+            let (_, v) = call(
+                &socket,
+                "POST",
+                &exec,
+                &json!({"code": "x = 1", "context_id": id}),
+            );
             assert_eq!(v["status"], "ok", "{v}");
             f.push(ms(t));
             pss.push((ipython, driver_pss_kb()));
-            call(&socket, "DELETE", &format!("/v1/sessions/{sid}/contexts/{id}"), &json!({}));
+            call(
+                &socket,
+                "DELETE",
+                &format!("/v1/sessions/{sid}/contexts/{id}"),
+                &json!({}),
+            );
         }
         firsts.push(median(f));
         let mut o = Vec::new();
@@ -169,7 +195,12 @@ fn main() {
         }
         first_runs.push(median(o));
     }
-    call(&socket, "DELETE", &format!("/v1/sessions/{sid}"), &json!({}));
+    call(
+        &socket,
+        "DELETE",
+        &format!("/v1/sessions/{sid}"),
+        &json!({}),
+    );
     // SAFETY: kill(2) on the daemon this bench started and has not reaped.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     let _ = daemon.wait();
@@ -195,7 +226,10 @@ fn main() {
         "| first cell of a new context, without IPython (start + cell) | {:.2} |",
         firsts[0]
     );
-    println!("| first cell of a new context, with IPython | {:.2} |", firsts[1]);
+    println!(
+        "| first cell of a new context, with IPython | {:.2} |",
+        firsts[1]
+    );
     println!(
         "| one-shot `/v1/run` beside them | {:.2} |",
         median(first_runs.clone())

@@ -39,6 +39,26 @@ pub struct Command {
     pub(crate) cancel: Option<Cancel>,
     /// Run on a pty of the instance (the handle, when the caller wants to type and resize).
     pub(crate) tty: Option<Terminal>,
+    /// Sees captured output as it arrives.
+    pub(crate) tap: Option<OutputTap>,
+}
+
+/// Which stream a chunk of output came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// A callback for output as it arrives (see [`Command::on_output`]), indexed 0 stdout, 1 stderr.
+#[derive(Clone)]
+pub(crate) struct OutputTap(pub(crate) std::sync::Arc<dyn Fn(usize, &[u8]) + Send + Sync>);
+
+impl std::fmt::Debug for OutputTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutputTap")
+    }
 }
 
 impl Command {
@@ -52,6 +72,7 @@ impl Command {
             files: Vec::new(),
             cancel: None,
             tty: None,
+            tap: None,
         }
     }
     /// A program looked up on the instance's PATH (or a path inside it).
@@ -98,6 +119,22 @@ impl Command {
         self.pass_through = on;
         self
     }
+    /// Calls `f` with each chunk of captured output as it arrives (within the output cap), for
+    /// a caller that streams it; the report still has all of it.
+    pub fn on_output(mut self, f: impl Fn(OutputStream, &[u8]) + Send + Sync + 'static) -> Command {
+        self.tap = Some(OutputTap(std::sync::Arc::new(move |i, b| {
+            f(
+                if i == 0 {
+                    OutputStream::Stdout
+                } else {
+                    OutputStream::Stderr
+                },
+                b,
+            )
+        })));
+        self
+    }
+
     /// A file copied into the work dir (path relative to it) before the program starts.
     pub fn file(mut self, path: impl Into<String>, data: impl Into<Vec<u8>>, mode: u32) -> Command {
         self.files.push((path.into(), data.into(), mode));

@@ -116,7 +116,7 @@ fn check_alloc() {
         }
     }
 }
-pub use command::{Command, Stdin};
+pub use command::{Command, OutputStream, Stdin};
 pub use instance::{DirEntry, FileKind, Instance, GET_FILE_MAX, LIST_MAX};
 pub use outcome::{
     Enforcement, LandlockAbi, Limit, Mechanism, NetworkStats, Outcome, SeccompViolation, Status,

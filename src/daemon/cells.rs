@@ -2,8 +2,6 @@
 //! lines streamed while it runs. Every facade (native, `/run_jupyter`, the seed clients) starts
 //! from these.
 
-use std::time::{Duration, Instant};
-
 use hyper::body::Bytes;
 use serde_json::{json, Value};
 
@@ -97,25 +95,6 @@ pub(crate) fn event_line(ev: &Event<'_>, carry: &mut [Utf8Carry; 2]) -> Option<B
         }
     };
     Some(line(&v))
-}
-
-/// Sends keepalives while a stream is silent.
-pub(crate) const KEEPALIVE: Duration = Duration::from_secs(5);
-
-/// When a stream last carried a line, shared between the producer and the keepalive timer.
-#[derive(Clone)]
-pub(crate) struct LastSent(std::sync::Arc<std::sync::Mutex<Instant>>);
-
-impl LastSent {
-    pub(crate) fn new() -> LastSent {
-        LastSent(std::sync::Arc::new(std::sync::Mutex::new(Instant::now())))
-    }
-    pub(crate) fn touch(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-    }
-    pub(crate) fn idle(&self) -> Duration {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
-    }
 }
 
 #[cfg(test)]

@@ -133,6 +133,7 @@ pub(crate) fn to_job(r: RunCodeRequest, max: &Maxima) -> Result<Job, CompatError
             .collect(),
         fetch: r.fetch_files,
         tty: false,
+        tap: None,
     })
 }
 

@@ -58,6 +58,18 @@ pub(crate) struct Job {
     pub(crate) fetch: Vec<String>,
     /// The run step on a pty of the instance (its output one stream, in `stdout`).
     pub(crate) tty: bool,
+    /// Sees the steps' output as it arrives (a streamed answer).
+    pub(crate) tap: Option<Tap>,
+}
+
+/// Where a streamed answer's output goes as it arrives: (stream 0 stdout or 1 stderr, bytes).
+#[derive(Clone)]
+pub(crate) struct Tap(pub(crate) std::sync::Arc<dyn Fn(usize, &[u8]) + Send + Sync>);
+
+impl std::fmt::Debug for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tap")
+    }
 }
 
 /// What came of a job.
@@ -193,6 +205,18 @@ fn command(step: &Step, job: &Job, cancel: &Cancel) -> Command {
     };
     for (k, v) in &job.env {
         cmd = cmd.env(k.clone(), v.clone());
+    }
+    if let Some(tap) = job.tap.clone() {
+        cmd = cmd.on_output(move |s, b| {
+            (tap.0)(
+                if s == crate::OutputStream::Stdout {
+                    0
+                } else {
+                    1
+                },
+                b,
+            )
+        });
     }
     cmd.timeout(step.timeout).cancel_on(cancel)
 }

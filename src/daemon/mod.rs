@@ -35,6 +35,7 @@ mod router;
 mod run_jupyter;
 mod server;
 mod session;
+mod stream;
 
 pub use config::{cores, Config, Maxima, NetworkCap, NetworkCapError, SessionConfig};
 pub use listen::{Access, Endpoint};

@@ -7,15 +7,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use hyper::body::Incoming;
+use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
-use super::admission::{refused, run_job, Failed};
+use super::admission::{refusal_message, refused, run_job, Admitted, Failed};
 use super::error::RequestError;
-use super::http::{engine_error, error, json, read_json, Body};
+use super::http::{engine_error, error, json, line, read_json, wants_ndjson, Body};
 use super::job::{Done, GpuAsk, Job, Policy, Program, Step};
 use super::server::Ctx;
+use super::stream::{output_tap, stream};
 use super::{lang, Maxima, NetworkCap};
 use crate::Net;
 use crate::Outcome;
@@ -329,6 +331,7 @@ fn build_job(r: RunRequest, max: &Maxima, stem: Option<&str>) -> Result<Job, Req
         env,
         fetch: r.fetch,
         tty: r.tty,
+        tap: None,
     })
 }
 
@@ -468,10 +471,17 @@ pub(crate) async fn v1_run(
     arrived: Instant,
 ) -> Response<Body> {
     let max_body = ctx.config.max_body;
-    let job = match read_json(req, max_body, |r| to_job(r, &ctx.config.max)).await {
+    let streamed = wants_ndjson(&req);
+    let mut job = match read_json(req, max_body, |r| to_job(r, &ctx.config.max)).await {
         Ok(j) => j,
         Err(r) => return r,
     };
+    if streamed {
+        return stream(move |lines| async move {
+            job.tap = Some(output_tap(lines));
+            end_line(run_job(&ctx, job, arrived).await)
+        });
+    }
     match run_job(&ctx, job, arrived).await {
         (Ok(done), queued) => match response(done, queued) {
             Some(r) => json(StatusCode::OK, &r),
@@ -480,6 +490,24 @@ pub(crate) async fn v1_run(
         (Err(Failed::Refused(r)), _) => refused(&r),
         (Err(Failed::Engine(e)), _) => engine_error(&e),
     }
+}
+
+/// The last line of a streamed run: `{"type": "end", "report": ...}` with the answer a
+/// whole response would have had, or `{"type": "end", "error": ...}`.
+pub(crate) fn end_line(r: Admitted) -> Bytes {
+    let v = match r {
+        (Ok(done), queued) => match response(done, queued) {
+            Some(r) => json!({"type": "end", "report": r}),
+            None => json!({"type": "end", "error": {"stage": "run", "message": "no report"}}),
+        },
+        (Err(Failed::Refused(r)), _) => {
+            json!({"type": "end", "error": {"stage": "queue", "message": refusal_message(&r)}})
+        }
+        (Err(Failed::Engine(e)), _) => {
+            json!({"type": "end", "error": {"stage": e.stage(), "message": e.to_string()}})
+        }
+    };
+    line(&v)
 }
 
 #[cfg(test)]

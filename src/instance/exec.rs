@@ -388,7 +388,7 @@ impl Run<'_> {
         let sink = if cmd.pass_through {
             Sink::Inherit
         } else {
-            Sink::Capture
+            Sink::Capture(cmd.tap.as_ref().map(|t| &*t.0))
         };
         wait::supervise(
             io,

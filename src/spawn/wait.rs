@@ -20,10 +20,11 @@ pub enum StdinSource {
 }
 
 /// What happens to output as it arrives.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Sink {
-    /// Keep up to the cap in memory.
-    Capture,
+#[derive(Clone, Copy)]
+pub enum Sink<'a> {
+    /// Keep up to the cap in memory; with a tap, also hand each kept chunk to it as it
+    /// arrives (stream 0 stdout, 1 stderr).
+    Capture(Option<&'a (dyn Fn(usize, &[u8]) + Send + Sync)>),
     /// Copy up to the cap to the supervisor's own stdout/stderr as it arrives.
     Inherit,
 }
@@ -95,7 +96,12 @@ impl Stream {
                     let take = room.min(n);
                     if take > 0 {
                         match sink {
-                            Sink::Capture => self.out.data.extend_from_slice(&buf[..take]),
+                            Sink::Capture(tap) => {
+                                self.out.data.extend_from_slice(&buf[..take]);
+                                if let Some(tap) = tap {
+                                    tap(self.target as usize - 1, &buf[..take]);
+                                }
+                            }
                             Sink::Inherit => {
                                 let _ = sys::write_all(self.target, &buf[..take]);
                             }

@@ -202,10 +202,22 @@ async fn run(
     arrived: Instant,
 ) -> Response<Body> {
     let max_body = ctx.config.max_body;
-    let job = match read_json(req, max_body, |r: RunRequest| session_job(r, &ctx)).await {
+    let streamed = crate::daemon::http::wants_ndjson(&req);
+    let mut job = match read_json(req, max_body, |r: RunRequest| session_job(r, &ctx)).await {
         Ok(j) => j,
         Err(r) => return r,
     };
+    if streamed {
+        let s = s.clone();
+        return crate::daemon::stream::stream(move |lines| async move {
+            job.tap = Some(crate::daemon::stream::output_tap(lines));
+            match lifecycle::run(&ctx, &s, job, arrived).await {
+                Some(r) => native::end_line(r),
+                None => crate::daemon::http::line(&json!({"type": "end", "error":
+                    {"stage": "session", "message": format!("session {} has ended", s.id)}})),
+            }
+        });
+    }
     match lifecycle::run(&ctx, s, job, arrived).await {
         Some((Ok(done), queued)) => match native::response(done, queued) {
             Some(r) => json(StatusCode::OK, &r),

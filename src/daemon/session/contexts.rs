@@ -10,20 +10,20 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use super::registry::new_id;
 use super::Session;
 use crate::daemon::admission::{in_slot, refusal_message, Failed};
-use crate::daemon::cells::{self, event_line, LastSent, Utf8Carry, KEEPALIVE};
+use crate::daemon::cells::{self, event_line, Utf8Carry};
 use crate::daemon::error::RequestError;
 use crate::daemon::http::{
-    engine_error, error, json, line, method_not_allowed, ndjson, no_endpoint, read_json,
-    unavailable, wants_ndjson, whole, Body,
+    engine_error, error, json, line, method_not_allowed, no_endpoint, read_json, unavailable,
+    wants_ndjson, whole, Body,
 };
 use crate::daemon::native;
 use crate::daemon::pool::Refused;
 use crate::daemon::server::Ctx;
+use crate::daemon::stream::stream;
 use crate::{Context, ContextOptions, Error, Execution};
 
 /// The contexts of one session, and the ids of those deleted (410 rather than 404).
@@ -353,9 +353,8 @@ fn failed(ctx: &Ctx, s: &Session, f: Failed) -> Response<Body> {
     }
 }
 
-/// Streams a cell: output, results and errors as lines while it runs, keepalives while it is
-/// silent, then `{"type": "end", ...}`. A client that goes away drops the body: the cell is
-/// interrupted (its slot's `Cancel` fires as the work's future is dropped).
+/// Streams a cell: output, results and errors as lines while it runs, then `{"type": "end",
+/// ...}`. A client that goes away interrupts the cell (its slot's `Cancel` fires).
 fn streamed(
     ctx: Arc<Ctx>,
     c: Arc<Context>,
@@ -365,43 +364,22 @@ fn streamed(
     arrived: Instant,
     in_use: super::InUse,
 ) -> Response<Body> {
-    let (tx, rx) = mpsc::channel::<Bytes>(256);
-    let last = LastSent::new();
-    tokio::spawn(async move {
-        let events = tx.clone();
-        let seen = last.clone();
+    stream(move |lines| async move {
         let work = in_slot(&ctx, arrived, move |cancel, done| {
             let mut carry = [Utf8Carry::default(), Utf8Carry::default()];
             let r = c.execute(&code, Some(timeout), Some(cancel), &mut |ev| {
                 if let Some(l) = event_line(&ev, &mut carry) {
-                    seen.touch();
-                    if events.blocking_send(l).is_err() {
+                    if !lines.send_blocking(l) {
                         cancel.cancel();
                     }
                 }
             });
             let _ = done.send(r);
         });
-        tokio::pin!(work);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let end = loop {
-            tokio::select! {
-                r = &mut work => break r.0,
-                _ = tx.closed() => return,
-                _ = tick.tick() => {
-                    if last.idle() >= KEEPALIVE {
-                        last.touch();
-                        if tx.send(line(&json!({"type": "keepalive"}))).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        };
+        let end = work.await.0;
         drop(in_use);
-        let _ = tx.send(end_line(end, &cid)).await;
-    });
-    ndjson(rx)
+        end_line(end, &cid)
+    })
 }
 
 fn end_line(r: Result<Execution, Failed>, cid: &str) -> Bytes {

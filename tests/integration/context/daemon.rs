@@ -325,3 +325,30 @@ fn a_hostile_cell_that_writes_frames_to_the_driver_only_ends_its_context() {
     assert_eq!(v["stdout"], "['0', '1', '2', '3']\n", "{v}");
     assert_eq!(d.get("/v1/health").status, 200);
 }
+
+#[test]
+fn runs_stream_their_output_as_cells_do() {
+    let _g = util::shared();
+    let d = Daemon::start(&[]);
+    let sid = session(&d);
+    let code = "import time\nprint('first', flush=True)\ntime.sleep(1.5)\nprint('second')";
+    for path in ["/v1/run".to_string(), format!("/v1/sessions/{sid}/run")] {
+        let mut r = open_stream(&d, &path, &json!({"code": code}));
+        let mut pending = Vec::new();
+        let mut lines = Vec::new();
+        while let Some(l) = next_line(&mut r, &mut pending) {
+            lines.push(l);
+        }
+        let (first, first_at) = &lines[0];
+        assert_eq!(first["type"], "stdout", "{path}: {lines:?}");
+        assert!(first["text"].as_str().unwrap().starts_with("first"));
+        let (end, end_at) = lines.last().unwrap();
+        assert_eq!(end["type"], "end", "{path}: {lines:?}");
+        assert!(
+            end_at.duration_since(*first_at) >= Duration::from_secs(1),
+            "{path}"
+        );
+        assert_eq!(end["report"]["status"], "ok", "{path}: {end}");
+        assert_eq!(end["report"]["stdout"], "first\nsecond\n", "{path}: {end}");
+    }
+}
