@@ -139,7 +139,7 @@ def raise_for(resp: httpx.Response, session: bool) -> None:
         raise E.Busy(message, retry_after=retry, **kw)
     if code in (404, 410) and stage == "files":
         raise E.FileNotFound(message, **kw)
-    if code in (404, 410) and (session or stage in ("session", "context")):
+    if code in (404, 410) and (stage in ("session", "context") or (session and stage is None)):
         raise E.SessionGone(message, reason=reason, **kw)
     if code in (400, 405, 413, 422):
         raise E.InvalidRequest(message, **kw)
@@ -388,7 +388,10 @@ def _file_path(sid: str, path: str) -> str:
     """The URL of a work-dir file (an absolute /home/sandbox/... path is made relative)."""
     if path.startswith("/home/sandbox/"):
         path = path[len("/home/sandbox/") :]
-    return f"/v1/sessions/{sid}/files/{quote(path, safe='/')}"
+    # `.` and `..` are percent-encoded so that the daemon sees (and refuses) them: HTTP
+    # clients resolve them away otherwise.
+    segs = [quote(p, safe="") if p not in (".", "..") else p.replace(".", "%2E") for p in path.split("/")]
+    return f"/v1/sessions/{sid}/files/{'/'.join(segs)}"
 
 
 def file_read_call(sid: str, path: str) -> Call:
