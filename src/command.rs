@@ -53,7 +53,7 @@ pub enum OutputStream {
 
 /// A callback for output as it arrives (see [`Command::on_output`]), indexed 0 stdout, 1 stderr.
 #[derive(Clone)]
-pub(crate) struct OutputTap(pub(crate) std::sync::Arc<dyn Fn(usize, &[u8]) + Send + Sync>);
+pub(crate) struct OutputTap(pub(crate) std::sync::Arc<crate::spawn::wait::TapFn>);
 
 impl std::fmt::Debug for OutputTap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -64,7 +64,7 @@ pub(crate) struct Job {
 
 /// Where a streamed answer's output goes as it arrives: (stream 0 stdout or 1 stderr, bytes).
 #[derive(Clone)]
-pub(crate) struct Tap(pub(crate) std::sync::Arc<dyn Fn(usize, &[u8]) + Send + Sync>);
+pub(crate) struct Tap(pub(crate) std::sync::Arc<crate::spawn::wait::TapFn>);
 
 impl std::fmt::Debug for Tap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -19,12 +19,15 @@ pub enum StdinSource {
     File(File),
 }
 
+/// A callback that sees output as it arrives: (stream, 0 stdout or 1 stderr; the bytes).
+pub type TapFn = dyn Fn(usize, &[u8]) + Send + Sync;
+
 /// What happens to output as it arrives.
 #[derive(Clone, Copy)]
 pub enum Sink<'a> {
     /// Keep up to the cap in memory; with a tap, also hand each kept chunk to it as it
     /// arrives (stream 0 stdout, 1 stderr).
-    Capture(Option<&'a (dyn Fn(usize, &[u8]) + Send + Sync)>),
+    Capture(Option<&'a TapFn>),
     /// Copy up to the cap to the supervisor's own stdout/stderr as it arrives.
     Inherit,
 }
