@@ -238,7 +238,7 @@ fn main() {
 
     // The cost of moving a process into a v1 cgroup, hot and after an idle spell (a global
     // rwsem's RCU grace period): what every instance pays on v1 hosts (v2 clones into place).
-    if let Ok(rsandbox::cgroup::Setup::V1 { bases }) = rsandbox::cgroup::setup() {
+    if let Ok(rsandbox::testing::cgroup::Setup::V1 { bases }) = rsandbox::testing::cgroup::setup() {
         let mem = bases
             .iter()
             .find(|(c, _)| *c == "memory")

@@ -41,7 +41,7 @@
 pub struct ReadmeDoctests;
 
 mod cancel;
-pub mod cgroup;
+mod cgroup;
 mod command;
 mod context;
 #[cfg(feature = "daemon")]
@@ -52,10 +52,10 @@ mod error;
 pub mod gpu;
 mod instance;
 mod interp;
-pub mod landlock;
+mod landlock;
 #[cfg(test)]
 mod layers;
-pub mod ns;
+mod ns;
 mod outcome;
 pub(crate) mod paths;
 mod policy;
@@ -66,11 +66,12 @@ mod sandbox;
 pub mod seccomp;
 pub(crate) mod spawn;
 pub use spawn::fork_server;
-pub mod state;
+mod state;
 pub(crate) mod sys;
 mod terminal;
 
 pub use cancel::Cancel;
+pub use cgroup::{setup as cgroup_setup, CgroupError, LeafError, Setup as CgroupSetup};
 pub use context::{CellError, CellStatus, Context, ContextOptions, DisplayData, Event, Execution};
 pub use error::{ContextError, Error, GpuError, Result, Stage};
 pub use gpu::{GpuLease, GpuPool, GpuRequest};
@@ -131,6 +132,26 @@ pub use terminal::Terminal;
 #[doc(hidden)]
 pub mod testing {
     pub use crate::paths::state_dir;
+
+    /// Where instances' cgroups go on this host.
+    pub mod cgroup {
+        pub use crate::cgroup::{setup, Setup};
+    }
+
+    /// Id ranges and the root template's directories.
+    pub mod ns {
+        pub mod user {
+            pub use crate::ns::user::{SLOTS, UID_BASE};
+        }
+        pub mod template {
+            pub use crate::ns::template::{DEV_NODES, SYSTEM_DIRS};
+        }
+    }
+
+    /// State records as the janitor reads them.
+    pub mod state {
+        pub use crate::state::RecordInfo;
+    }
 
     /// The seccomp compiler, and the BPF interpreter that evaluates its programs.
     pub mod seccomp {

@@ -214,7 +214,7 @@ pub fn serve(a: &ServeArgs) -> i32 {
     // Before any thread: under systemd (Delegate=yes, cgroup v2) the daemon starts alone in the
     // root of its subtree, where instances' cgroups cannot get controllers while it sits there;
     // the cgroup setup moves it into a leaf of its own (`rsandbox-supervisor-PID`).
-    if let Err(e) = rsandbox::cgroup::setup() {
+    if let Err(e) = rsandbox::cgroup_setup() {
         eprintln!("rsandbox serve: WARNING: cgroups cannot be used ({e}); limits fall back to rlimits and the watchdog");
     }
     // Still one thread: every instance is cloned from this small process, not from the

@@ -105,6 +105,7 @@ pub fn plan(kernel_abi: u32, writable: &[String], devices: &[String], net_off: b
 }
 
 /// The report's value: `abiN` or `none`.
+#[cfg(test)]
 pub fn describe(p: &Plan) -> String {
     if p.abi == 0 {
         "none".into()

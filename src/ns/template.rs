@@ -68,8 +68,6 @@ pub fn base_dir() -> PathBuf {
 #[derive(Debug, Clone)]
 pub struct Template {
     pub root: PathBuf,
-    /// The root system directories come from (`/` or `--rootfs`).
-    pub source: PathBuf,
     lock: PathBuf,
 }
 
@@ -111,7 +109,6 @@ pub fn ensure(source: &Path) -> Result<Template> {
     let lock = base.join("template.lock");
     let t = Template {
         root: root.clone(),
-        source: source.to_path_buf(),
         lock: lock.clone(),
     };
     if root.with_extension(MARKER).exists() {

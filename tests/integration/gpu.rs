@@ -136,9 +136,11 @@ fn errno_name(e: i32) -> &'static str {
 /// `mount-only`: root with v1 devices, or root on v2 (the BPF program).
 fn controller_expected() -> bool {
     util::is_root()
-        && match rsandbox::cgroup::setup() {
-            Ok(rsandbox::cgroup::Setup::V1 { bases }) => bases.iter().any(|(c, _)| *c == "devices"),
-            Ok(rsandbox::cgroup::Setup::V2 { .. }) => true,
+        && match rsandbox::testing::cgroup::setup() {
+            Ok(rsandbox::testing::cgroup::Setup::V1 { bases }) => {
+                bases.iter().any(|(c, _)| *c == "devices")
+            }
+            Ok(rsandbox::testing::cgroup::Setup::V2 { .. }) => true,
             Err(_) => false,
         }
 }
@@ -276,8 +278,8 @@ fn v1_devices_list_is_exactly_the_granted_nodes() {
     let _g = util::shared();
     if !util::is_root()
         || !matches!(
-            rsandbox::cgroup::setup(),
-            Ok(rsandbox::cgroup::Setup::V1 { .. })
+            rsandbox::testing::cgroup::setup(),
+            Ok(rsandbox::testing::cgroup::Setup::V1 { .. })
         )
     {
         eprintln!("SKIP: not root with cgroup v1 devices");

@@ -266,7 +266,7 @@ fn sigkilled_supervisor_takes_its_instance_and_is_swept() {
     let (name, info) = loop {
         let found = records().difference(&before).find_map(|n| {
             let text = std::fs::read_to_string(rsandbox::testing::state_dir().join(n)).ok()?;
-            let info: rsandbox::state::RecordInfo = serde_json::from_str(&text).ok()?;
+            let info: rsandbox::testing::state::RecordInfo = serde_json::from_str(&text).ok()?;
             // The record is written before the clone (naming the cgroups) and again with the
             // reaper's pid: wait for the second.
             (info.supervisor_pid == cli_pid && info.reaper_pid > 0).then(|| (n.clone(), info))

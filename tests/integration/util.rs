@@ -39,8 +39,8 @@ fn feature_present(feature: &str) -> bool {
         "bpf-devices" => {
             is_root()
                 && matches!(
-                    rsandbox::cgroup::setup(),
-                    Ok(rsandbox::cgroup::Setup::V2 { .. })
+                    rsandbox::testing::cgroup::setup(),
+                    Ok(rsandbox::testing::cgroup::Setup::V2 { .. })
                 )
         }
         // CPython test modules Debian leaves out, from tests/fetch-cpython-tests.
@@ -80,7 +80,7 @@ pub fn instance_cgroups(sb: &Sandbox, inst: &rsandbox::Instance) -> Vec<PathBuf>
         let Ok(text) = std::fs::read_to_string(e.path()) else {
             continue;
         };
-        if let Ok(info) = serde_json::from_str::<rsandbox::state::RecordInfo>(&text) {
+        if let Ok(info) = serde_json::from_str::<rsandbox::testing::state::RecordInfo>(&text) {
             if info.reaper_pid == pid {
                 assert!(
                     !info.cgroups.is_empty(),
@@ -200,11 +200,12 @@ fn processes() -> BTreeSet<String> {
         }
         false
     };
-    let base = rsandbox::ns::user::UID_BASE;
+    let base = rsandbox::testing::ns::user::UID_BASE;
     all.iter()
         .filter(|(pid, _, uid, _)| {
             *pid != me
-                && (descends(*pid) || (*uid >= base && *uid < base + rsandbox::ns::user::SLOTS))
+                && (descends(*pid)
+                    || (*uid >= base && *uid < base + rsandbox::testing::ns::user::SLOTS))
         })
         .map(|(pid, _, uid, name)| format!("{pid} uid={uid} {name}"))
         .collect()

@@ -83,6 +83,7 @@ impl Insn {
     }
 
     /// The destination register.
+    #[cfg(test)]
     pub const fn dst(&self) -> u8 {
         #[cfg(target_endian = "little")]
         let r = self.regs & 0x0f;
@@ -92,6 +93,7 @@ impl Insn {
     }
 
     /// The source register.
+    #[cfg(test)]
     pub const fn src(&self) -> u8 {
         #[cfg(target_endian = "little")]
         let r = self.regs >> 4;

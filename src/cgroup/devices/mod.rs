@@ -4,5 +4,5 @@
 mod ebpf;
 mod rules;
 
-pub use ebpf::{attach, program, BpfError, Insn};
-pub use rules::{allow_list, minimal, DeviceKind, DeviceRule};
+pub use ebpf::attach;
+pub use rules::{allow_list, minimal, DeviceRule};

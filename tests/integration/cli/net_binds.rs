@@ -148,9 +148,9 @@ fn rw_bind_is_writable_and_changes_reach_the_host() {
     );
     let owner = std::fs::metadata(&host_file).unwrap().uid();
     if util::is_root() {
-        let base = rsandbox::ns::user::UID_BASE;
+        let base = rsandbox::testing::ns::user::UID_BASE;
         assert!(
-            (base..base + rsandbox::ns::user::SLOTS).contains(&owner),
+            (base..base + rsandbox::testing::ns::user::SLOTS).contains(&owner),
             "owner {owner} is not an instance uid"
         );
     } else {

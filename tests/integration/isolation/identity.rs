@@ -130,8 +130,8 @@ fn root_instances_get_distinct_unprivileged_host_uids() {
         let reaper = inst.reaper_pid().unwrap();
         let uid = mapped_id(reaper, "uid_map");
         let gid = mapped_id(reaper, "gid_map");
-        let range =
-            rsandbox::ns::user::UID_BASE..rsandbox::ns::user::UID_BASE + rsandbox::ns::user::SLOTS;
+        let range = rsandbox::testing::ns::user::UID_BASE
+            ..rsandbox::testing::ns::user::UID_BASE + rsandbox::testing::ns::user::SLOTS;
         assert!(
             range.contains(&uid),
             "host uid {uid} is outside the documented range {range:?}"

@@ -88,7 +88,7 @@ fn system_dirs_are_read_only() {
             .clone()
     };
     let mut system = vec!["/".to_string()];
-    for d in rsandbox::ns::template::SYSTEM_DIRS {
+    for d in rsandbox::testing::ns::template::SYSTEM_DIRS {
         let host = Path::new("/").join(d);
         if std::fs::symlink_metadata(&host)
             .map(|m| m.is_dir())
@@ -114,7 +114,7 @@ fn system_dirs_are_read_only() {
             "{mp}: {o:?}"
         );
     }
-    for n in rsandbox::ns::template::DEV_NODES {
+    for n in rsandbox::testing::ns::template::DEV_NODES {
         let o = opt_set(&opts(&format!("/dev/{n}")));
         assert!(
             o.contains("nosuid") && o.contains("noexec"),
@@ -178,7 +178,7 @@ fn root_holds_exactly_the_planned_mounts() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    for d in rsandbox::ns::template::SYSTEM_DIRS {
+    for d in rsandbox::testing::ns::template::SYSTEM_DIRS {
         let host = Path::new("/").join(d);
         if std::fs::symlink_metadata(&host)
             .map(|m| m.is_dir())
@@ -187,7 +187,7 @@ fn root_holds_exactly_the_planned_mounts() {
             want.insert(host.display().to_string());
         }
     }
-    for n in rsandbox::ns::template::DEV_NODES {
+    for n in rsandbox::testing::ns::template::DEV_NODES {
         want.insert(format!("/dev/{n}"));
     }
     assert_eq!(points, want, "mount points inside");

@@ -122,7 +122,8 @@ fn lone_supervisor_moves_into_a_leaf_on_cgroup2() {
         return;
     }
     let Some(_) = cgroups() else { return };
-    let Ok(rsandbox::cgroup::Setup::V2 { base }) = rsandbox::cgroup::setup() else {
+    let Ok(rsandbox::testing::cgroup::Setup::V2 { base }) = rsandbox::testing::cgroup::setup()
+    else {
         panic!("cgroup2 host without a v2 setup");
     };
     let subdirs = |dir: &std::path::Path| -> Vec<String> {

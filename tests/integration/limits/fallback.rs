@@ -12,7 +12,7 @@ fn fallback_pass() -> bool {
     if !util::require("userns") || !util::require("nonroot") {
         return false;
     }
-    if let Ok(s) = rsandbox::cgroup::setup() {
+    if let Ok(s) = rsandbox::testing::cgroup::setup() {
         eprintln!("SKIP: this user has {} (a delegated subtree), so the fallback is not used here; see the CLI fallback tests", s.name());
         return false;
     }

@@ -43,7 +43,7 @@ fn cgroups() -> Option<&'static str> {
     if !util::require("userns") {
         return None;
     }
-    match rsandbox::cgroup::setup() {
+    match rsandbox::testing::cgroup::setup() {
         Ok(s) => util::require(s.name()).then_some(s.name()),
         Err(why) => {
             let v2 = rsandbox::probe::host().cgroup_layout == rsandbox::probe::CgroupLayout::V2;

@@ -13,8 +13,8 @@ use crate::util::{self, Fingerprint};
 /// `/proc/cgroups` less the directories that exist; v2 `nr_dying_descendants` of the base.
 fn dying_cgroups() -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
-    match rsandbox::cgroup::setup() {
-        Ok(rsandbox::cgroup::Setup::V2 { base }) => {
+    match rsandbox::testing::cgroup::setup() {
+        Ok(rsandbox::testing::cgroup::Setup::V2 { base }) => {
             let stat = read_trim(&base.join("cgroup.stat"));
             let n = stat
                 .lines()
@@ -25,7 +25,7 @@ fn dying_cgroups() -> BTreeMap<String, i64> {
                 .unwrap();
             out.insert(base.display().to_string(), n);
         }
-        Ok(rsandbox::cgroup::Setup::V1 { bases }) => {
+        Ok(rsandbox::testing::cgroup::Setup::V1 { bases }) => {
             let table = std::fs::read_to_string("/proc/cgroups").unwrap();
             for (ctl, _) in bases {
                 let Some(num) = table.lines().find_map(|l| {
@@ -61,9 +61,11 @@ fn dying_cgroups() -> BTreeMap<String, i64> {
 /// that no live supervisor holds: no record for the slot, or one naming this process (whose
 /// instances are all gone) or a dead supervisor. Other processes' live instances are fine.
 fn orphan_cgroups(sb: &Sandbox) -> BTreeSet<PathBuf> {
-    let bases: Vec<PathBuf> = match rsandbox::cgroup::setup() {
-        Ok(rsandbox::cgroup::Setup::V2 { base }) => vec![base.clone()],
-        Ok(rsandbox::cgroup::Setup::V1 { bases }) => bases.iter().map(|(_, b)| b.clone()).collect(),
+    let bases: Vec<PathBuf> = match rsandbox::testing::cgroup::setup() {
+        Ok(rsandbox::testing::cgroup::Setup::V2 { base }) => vec![base.clone()],
+        Ok(rsandbox::testing::cgroup::Setup::V1 { bases }) => {
+            bases.iter().map(|(_, b)| b.clone()).collect()
+        }
         Err(_) => Vec::new(),
     };
     let me = std::process::id() as i32;
@@ -76,7 +78,7 @@ fn orphan_cgroups(sb: &Sandbox) -> BTreeSet<PathBuf> {
             };
             let record = std::fs::read_to_string(sb.state_dir().join(slot)).ok();
             let held = record
-                .and_then(|t| serde_json::from_str::<rsandbox::state::RecordInfo>(&t).ok())
+                .and_then(|t| serde_json::from_str::<rsandbox::testing::state::RecordInfo>(&t).ok())
                 .is_some_and(|i| {
                     i.supervisor_pid != me
                         && Path::new(&format!("/proc/{}", i.supervisor_pid)).exists()
@@ -175,7 +177,7 @@ fn own_fingerprint(sb: &Sandbox) -> Fingerprint {
     fp.state_records.retain(|r| {
         let named = std::fs::read_to_string(r)
             .ok()
-            .and_then(|t| serde_json::from_str::<rsandbox::state::RecordInfo>(&t).ok());
+            .and_then(|t| serde_json::from_str::<rsandbox::testing::state::RecordInfo>(&t).ok());
         holder_of(&holders, Path::new(r)) == Some(me)
             || named.is_some_and(|i| i.supervisor_pid as u32 == me)
     });
