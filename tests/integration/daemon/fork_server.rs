@@ -130,7 +130,12 @@ fn a_dead_fork_server_falls_back_to_direct_clones() {
         return;
     }
     let mut d = Daemon::start(&[]);
-    let servers = children_named(d.child.id() as i32, "rsandbox-fork");
+    // The fork server names itself just after it is forked.
+    let pid = d.child.id() as i32;
+    d.wait_for(10, "the fork server", |_| {
+        !children_named(pid, "rsandbox-fork").is_empty()
+    });
+    let servers = children_named(pid, "rsandbox-fork");
     assert_eq!(servers.len(), 1);
     // SAFETY: kill(2) on the daemon's own child, which this test started.
     assert_eq!(unsafe { libc::kill(servers[0], libc::SIGKILL) }, 0);
