@@ -13,6 +13,7 @@ use crate::{CellError, CellStatus, DisplayData, Execution};
 pub(crate) const PROTOCOL_VERSION: &str = "5.3";
 
 /// A request as a client sent it, checked for the fields every answer needs.
+#[derive(Debug)]
 pub(crate) struct Incoming {
     pub(crate) header: Value,
     pub(crate) msg_type: String,

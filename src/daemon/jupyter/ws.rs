@@ -53,9 +53,11 @@ pub(super) fn upgrade(ctx: Arc<Ctx>, k: Arc<Kernel>, mut req: Request<Incoming>)
     let max = ctx.config.max_body;
     tokio::spawn(async move {
         let Ok(up) = on.await else { return };
-        let mut cfg = WebSocketConfig::default();
-        cfg.max_message_size = Some(max);
-        cfg.max_frame_size = Some(max);
+        let cfg = WebSocketConfig {
+            max_message_size: Some(max),
+            max_frame_size: Some(max),
+            ..Default::default()
+        };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, Some(cfg)).await;
         serve(ctx, k, ws, session).await;
     });
