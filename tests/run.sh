@@ -44,6 +44,8 @@ RSANDBOX_TEST_CPYTHON_TESTS=$(tests/fetch-cpython-tests)
 export RSANDBOX_TEST_CPYTHON_TESTS
 RSANDBOX_SF_PYTHON=${RSANDBOX_SF_PYTHON:-$(tests/fetch-sandbox-fusion)}
 export RSANDBOX_SF_PYTHON
+RSANDBOX_JUPYTER_PYTHON=${RSANDBOX_JUPYTER_PYTHON:-$(tests/fetch-jupyter-client)}
+export RSANDBOX_JUPYTER_PYTHON
 stage "fetch CPython test modules and the SandboxFusion client"
 
 t0=$SECONDS

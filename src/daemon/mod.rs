@@ -11,7 +11,8 @@
 //!   (full: 503 + Retry-After), runs in flight, metrics; `job`: a request's work as data.
 //! - `native`: `POST /v1/run`; `compat`: SandboxFusion's `POST /run_code`, `GET /v1/ping`;
 //!   `maze`: Maze's session API; `session`: sessions and `/v1/sessions`; `health`:
-//!   `/v1/health` and `/metrics`; `lang`: the one table of languages; `listen`: sockets,
+//!   `/v1/health` and `/metrics`; `jupyter`: the Jupyter Server kernels API and its websocket;
+//!   `browser`: no web page may use the compatible APIs (Origin, Host); `lang`: the one table of languages; `listen`: sockets,
 //!   socket activation, access; `config`: the settings.
 //!
 //! A client that disconnects cancels its run: hyper drops the request's future, whose guard
@@ -19,6 +20,7 @@
 //! stops accepting, lets runs in flight finish for the grace period, then cancels the rest.
 
 mod admission;
+mod browser;
 mod cells;
 mod compat;
 mod config;
@@ -26,6 +28,7 @@ mod error;
 mod health;
 mod http;
 mod job;
+mod jupyter;
 mod lang;
 pub mod listen;
 mod maze;

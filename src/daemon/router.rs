@@ -1,5 +1,6 @@
-//! Who may ask (peer credentials on the Unix socket, a bearer token on TCP) and which handler
-//! answers each method and path.
+//! Who may ask (peer credentials on the Unix socket, a bearer token on TCP; Jupyter's token
+//! forms on `/api/*`; no web page on the compatible APIs) and which handler answers each
+//! method and path.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,7 +11,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::http::{error, json, method_not_allowed, no_endpoint, Body};
 use super::server::Ctx;
-use super::{compat, health, listen, maze, native, run_jupyter, session};
+use super::{browser, compat, health, jupyter, listen, maze, native, run_jupyter, session};
 
 /// Where a connection came from, as far as access checks go.
 #[derive(Clone, Copy)]
@@ -34,11 +35,8 @@ fn refuse(ctx: &Ctx, peer: Peer, req: &Request<Incoming>) -> Option<Response<Bod
         )),
         Peer::Tcp => {
             let token = ctx.config.token.as_ref()?;
-            let presented = req
-                .headers()
-                .get(AUTHORIZATION)
-                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-            if presented.is_some_and(|p| listen::token_matches(p, token.as_bytes())) {
+            let presented = presented_token(req);
+            if presented.is_some_and(|p| listen::token_matches(&p, token.as_bytes())) {
                 return None;
             }
             let mut r = error(
@@ -54,9 +52,29 @@ fn refuse(ctx: &Ctx, peer: Peer, req: &Request<Incoming>) -> Option<Response<Bod
     }
 }
 
+/// The token a request presents: `Authorization: Bearer T`; on the Jupyter API (`/api/*`)
+/// also `Authorization: token T` and `?token=T`, as Jupyter clients send it.
+fn presented_token(req: &Request<Incoming>) -> Option<Vec<u8>> {
+    let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+    if let Some(t) = header.and_then(|v| v.strip_prefix(b"Bearer ")) {
+        return Some(t.to_vec());
+    }
+    if !req.uri().path().starts_with("/api/") {
+        return None;
+    }
+    if let Some(t) = header.and_then(|v| v.strip_prefix(b"token ")) {
+        return Some(t.to_vec());
+    }
+    super::http::query(req, "token").and_then(|t| t.ok().map(String::into_bytes))
+}
+
 /// Answers one request.
 pub(crate) async fn route(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> Response<Body> {
     let arrived = Instant::now();
+    let no_auth_tcp = matches!(peer, Peer::Tcp) && ctx.config.token.is_none();
+    if let Some(refusal) = browser::refuse(&req, no_auth_tcp) {
+        return refusal;
+    }
     if let Some(refusal) = refuse(&ctx, peer, &req) {
         return refusal;
     }
@@ -72,6 +90,7 @@ pub(crate) async fn route(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> 
         (_, p) if p.starts_with("/v1/sessions/") => {
             session::api::route(ctx, req, &path["/v1/sessions".len()..], arrived).await
         }
+        (_, p) if p == "/api" || p.starts_with("/api/") => jupyter::route(ctx, req).await,
         (&Method::POST, "/create_session") => maze::create(ctx, req).await,
         (&Method::POST, p) if p.starts_with("/execute/") => {
             maze::execute(ctx, req, &path["/execute/".len()..], arrived).await
@@ -114,6 +133,13 @@ mod tests {
             "/create_session",
             "/execute/{session_id}",
             "/close/{session_id}",
+            "/api/status",
+            "/api/kernelspecs",
+            "/api/kernels",
+            "/api/kernels/{kernel_id}",
+            "/api/kernels/{kernel_id}/interrupt",
+            "/api/kernels/{kernel_id}/restart",
+            "/api/kernels/{kernel_id}/channels",
         ] {
             assert!(
                 spec.contains(&format!("\n  {path}:\n")),

@@ -34,6 +34,8 @@ pub(crate) struct Ctx {
     pub(crate) pool: Pool,
     pub(crate) sandboxes: Arc<Sandboxes>,
     pub(crate) sessions: Sessions,
+    /// The sessions made through the Jupyter API, as kernels.
+    pub(crate) kernels: super::jupyter::Kernels,
     pub(crate) started: Instant,
     /// One permit per open connection, held by its task until it ends.
     connections: Arc<Semaphore>,
@@ -45,6 +47,7 @@ impl Ctx {
             pool: Pool::new(config.slots.max(1), config.queue),
             sandboxes: Arc::new(Sandboxes::new(config.slots.max(1))),
             sessions: Sessions::new(config.sessions.clone()),
+            kernels: Default::default(),
             config,
             started: Instant::now(),
             connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
@@ -87,7 +90,8 @@ async fn connection<IO>(
     let mut b = hyper::server::conn::http1::Builder::new();
     b.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30));
-    let conn = b.serve_connection(TokioIo::new(io), svc);
+    // Upgrades: a Jupyter kernel's websocket takes the connection over.
+    let conn = b.serve_connection(TokioIo::new(io), svc).with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}

@@ -215,6 +215,24 @@ async fn new_context(
     Ok((id, c))
 }
 
+/// The session's default Python context, made now when it has none (a Jupyter kernel's one
+/// context).
+pub(crate) async fn default_context(
+    ctx: &Arc<Ctx>,
+    s: &Arc<Session>,
+) -> Result<(String, Arc<Context>), Response<Body>> {
+    let existing = {
+        let cs = s.contexts();
+        cs.default
+            .as_ref()
+            .and_then(|d| cs.live.get(d).map(|c| (d.clone(), c.clone())))
+    };
+    match existing {
+        Some(pair) => Ok(pair),
+        None => new_context(ctx, s, ContextOptions::default(), true).await,
+    }
+}
+
 fn too_many(max: usize) -> Response<Body> {
     unavailable(
         "contexts",
@@ -303,21 +321,10 @@ async fn execute(
             Ok(c) => (cid.clone(), c),
             Err(m) => return m.answer(s, cid),
         },
-        None => {
-            let existing = {
-                let cs = s.contexts();
-                cs.default
-                    .as_ref()
-                    .and_then(|d| cs.live.get(d).map(|c| (d.clone(), c.clone())))
-            };
-            match existing {
-                Some(pair) => pair,
-                None => match new_context(ctx, s, ContextOptions::default(), true).await {
-                    Ok(pair) => pair,
-                    Err(resp) => return resp,
-                },
-            }
-        }
+        None => match default_context(ctx, s).await {
+            Ok(pair) => pair,
+            Err(resp) => return resp,
+        },
     };
     let Some(in_use) = s.begin() else {
         return super::api::ended(ctx, &s.id);

@@ -21,6 +21,7 @@ use serde_json::json;
 use super::job::Policy;
 use crate::{Cancel, Instance, Usage};
 
+pub(crate) use contexts::default_context;
 pub(crate) use lifecycle::{close_all, create, end, reaper, run};
 pub(crate) use registry::{Lookup, Refusal, Sessions};
 
@@ -52,7 +53,7 @@ pub(crate) struct Spec {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) idle: Duration,
     pub(crate) lifetime: Duration,
-    /// Which API created it: `native` or `maze`.
+    /// Which API created it: `native`, `maze` or `jupyter`.
     pub(crate) api: &'static str,
 }
 
@@ -91,7 +92,7 @@ pub(crate) struct Remains {
 }
 
 /// A use of a session in progress: counts as activity until dropped.
-struct InUse(Arc<Session>);
+pub(crate) struct InUse(Arc<Session>);
 
 impl Drop for InUse {
     fn drop(&mut self) {
@@ -143,8 +144,9 @@ impl Session {
         self.contexts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts a use (None: the session ended).
-    fn begin(self: &Arc<Self>) -> Option<InUse> {
+    /// Starts a use (None: the session ended); a kernel's open websocket holds one, so the
+    /// idle timeout does not end a kernel a client is connected to.
+    pub(crate) fn begin(self: &Arc<Self>) -> Option<InUse> {
         let mut l = self.lock();
         l.inst.as_ref()?;
         l.busy += 1;

@@ -8,6 +8,8 @@
 mod api;
 // SandboxFusion's `/run_code`: verl's and tinker-cookbook's payloads, the PyPI client.
 pub(crate) mod sandbox_fusion;
+// The Jupyter Server kernels API with code-sandboxes and the raw protocol; browser protections.
+mod jupyter;
 // Load: slots and the queue (503 when full), cancellation by disconnect, a 5,000-request soak.
 mod load;
 // Access: bearer tokens on TCP, peer credentials and modes on the Unix socket.

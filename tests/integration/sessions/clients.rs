@@ -180,3 +180,66 @@ fn the_session_cli_drives_a_daemon() {
     assert_eq!(code, 125);
     assert!(err.contains("410"), "{err}");
 }
+
+/// Maze's client, point by point: `timeout` as an int or a float; a timeout is HTTP 200 with
+/// `timed_out: true, exit_code: -1`; ids are opaque (128 random bits in hex, never reused);
+/// `DELETE /close/{id}`; FastAPI's `{"detail": ...}` on 404 (unknown or closed) and on 500 (a
+/// session the host cannot make: GPUs that are not there).
+#[test]
+fn maze_matches_its_clients_exact_behaviour() {
+    let _g = util::shared();
+    if !util::require("userns") {
+        return;
+    }
+    let d = Daemon::start(&[]);
+    let create = |body: Value| d.post("/create_session", &body);
+    let a = create(json!({"code": "", "timeout": 5, "cpu_nums": 1, "memory_mb": 128}));
+    assert_eq!(a.status, 200, "{}", a.body);
+    let sid = a.json()["session_id"].as_str().unwrap().to_string();
+    let b = create(json!({"code": "", "timeout": 5.5}));
+    assert_eq!(b.status, 200, "{}", b.body);
+    let other = b.json()["session_id"].as_str().unwrap().to_string();
+    for id in [&sid, &other] {
+        assert!(
+            id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit()),
+            "{id}"
+        );
+    }
+    assert_ne!(sid, other);
+    for timeout in [json!(1), json!(0.5)] {
+        let a = d.post(
+            &format!("/execute/{sid}"),
+            &json!({"code": "import time\ntime.sleep(30)", "timeout": timeout}),
+        );
+        assert_eq!(a.status, 200, "{}", a.body);
+        let v = a.json();
+        assert_eq!(
+            (v["timed_out"].as_bool(), v["exit_code"].as_i64()),
+            (Some(true), Some(-1)),
+            "{v}"
+        );
+    }
+    let a = d.post(
+        &format!("/execute/{sid}"),
+        &json!({"code": "print(6 * 7)", "timeout": 10}),
+    );
+    assert_eq!((a.status, a.json()["stdout"].as_str()), (200, Some("42\n")));
+    // 500 in FastAPI's shape.
+    let a = create(json!({"code": "", "gpu_nums": 64}));
+    assert_eq!(a.status, 500, "{}", a.body);
+    let v = a.json();
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Failed to create sandbox session"),
+        "{v}"
+    );
+    for id in [&sid, &other] {
+        let a = d.unix("DELETE", &format!("/close/{id}"), b"");
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let a = d.unix("DELETE", &format!("/close/{sid}"), b"");
+    assert_eq!(a.status, 404, "{}", a.body);
+    assert!(a.json()["detail"].is_string(), "{}", a.body);
+}
