@@ -71,7 +71,9 @@ pub(crate) mod sys;
 mod terminal;
 
 pub use cancel::Cancel;
-pub use context::{CellError, CellStatus, Context, ContextOptions, DisplayData, Event, Execution};
+pub use context::{
+    CellError, CellOptions, CellStatus, Context, ContextOptions, DisplayData, Event, Execution,
+};
 pub use error::{ContextError, Error, GpuError, Result, Stage};
 pub use gpu::{GpuLease, GpuPool, GpuRequest};
 

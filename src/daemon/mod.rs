@@ -11,7 +11,7 @@
 //!   (full: 503 + Retry-After), runs in flight, metrics; `job`: a request's work as data.
 //! - `native`: `POST /v1/run`; `compat`: SandboxFusion's `POST /run_code`, `GET /v1/ping`;
 //!   `maze`: Maze's session API; `session`: sessions and `/v1/sessions`; `health`:
-//!   `/v1/health` and `/metrics`; `lang`: the one table of languages; `listen`: sockets,
+//!   `/v1/health` and `/metrics`; `seed`: the microsandbox, AI Computer and E2B clients' APIs; `lang`: the one table of languages; `listen`: sockets,
 //!   socket activation, access; `config`: the settings.
 //!
 //! A client that disconnects cancels its run: hyper drops the request's future, whose guard
@@ -33,6 +33,7 @@ mod native;
 mod pool;
 mod router;
 mod run_jupyter;
+mod seed;
 mod server;
 mod session;
 

@@ -9,6 +9,7 @@ use hyper::header::{HeaderValue, AUTHORIZATION};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::http::{error, json, method_not_allowed, no_endpoint, Body};
+use super::seed::{aic, e2b, msb};
 use super::server::Ctx;
 use super::{compat, health, listen, maze, native, run_jupyter, session};
 
@@ -79,10 +80,19 @@ pub(crate) async fn route(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> 
         (&Method::DELETE, p) if p.starts_with("/close/") => {
             maze::close(ctx, &path["/close/".len()..]).await
         }
+        (&Method::POST, "/api/v1/rpc") => msb::rpc(ctx, req, arrived).await,
+        (&Method::GET, "/api/v1/health") => msb::health(),
+        (&Method::POST, "/dev/token") => aic::token(&ctx),
+        (_, p) if p.starts_with("/api/v1/sandbox/") => {
+            aic::route(ctx, req, &path["/api/v1/sandbox".len()..], arrived).await
+        }
+        (&Method::GET, "/health") => e2b::health(),
+        (_, "/execute" | "/contexts") => e2b::route(ctx, req, arrived).await,
+        (_, p) if p.starts_with("/contexts/") => e2b::route(ctx, req, arrived).await,
         (
             m,
             "/v1/run" | "/run_code" | "/run_jupyter" | "/v1/health" | "/v1/ping" | "/metrics"
-            | "/create_session",
+            | "/create_session" | "/api/v1/rpc" | "/api/v1/health" | "/dev/token" | "/health",
         ) => method_not_allowed(m, &path),
         _ => no_endpoint(&path),
     }
@@ -114,6 +124,23 @@ mod tests {
             "/create_session",
             "/execute/{session_id}",
             "/close/{session_id}",
+            "/api/v1/rpc",
+            "/api/v1/health",
+            "/dev/token",
+            "/api/v1/sandbox/create",
+            "/api/v1/sandbox/{sandbox_id}",
+            "/api/v1/sandbox/{sandbox_id}/status",
+            "/api/v1/sandbox/{sandbox_id}/execute",
+            "/api/v1/sandbox/{sandbox_id}/execute/stream",
+            "/api/v1/sandbox/{sandbox_id}/execute/file/stream",
+            "/api/v1/sandbox/{sandbox_id}/execute/shell",
+            "/api/v1/sandbox/{sandbox_id}/files/upload",
+            "/api/v1/sandbox/{sandbox_id}/files",
+            "/execute",
+            "/contexts",
+            "/contexts/{context_id}",
+            "/contexts/{context_id}/restart",
+            "/health",
         ] {
             assert!(
                 spec.contains(&format!("\n  {path}:\n")),

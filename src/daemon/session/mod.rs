@@ -8,7 +8,7 @@
 //! processes it started normally live on, within the session's limits, until the session ends.
 
 pub(crate) mod api;
-mod contexts;
+pub(crate) mod contexts;
 mod lifecycle;
 mod registry;
 
@@ -21,7 +21,7 @@ use serde_json::json;
 use super::job::Policy;
 use crate::{Cancel, Instance, Usage};
 
-pub(crate) use lifecycle::{close_all, create, end, reaper, run};
+pub(crate) use lifecycle::{close_all, create, end, reaper, run, usage, with_instance};
 pub(crate) use registry::{Lookup, Refusal, Sessions};
 
 /// Why a session ended.
@@ -52,8 +52,11 @@ pub(crate) struct Spec {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) idle: Duration,
     pub(crate) lifetime: Duration,
-    /// Which API created it: `native` or `maze`.
+    /// Which API created it: `native`, `maze`, `microsandbox`, `ai-computer` or `e2b`.
     pub(crate) api: &'static str,
+    /// The name a compatible API knows it by (microsandbox's namespace and name, E2B's
+    /// sandbox id), unique among live sessions of that API.
+    pub(crate) name: Option<String>,
 }
 
 /// One live session.
@@ -91,7 +94,7 @@ pub(crate) struct Remains {
 }
 
 /// A use of a session in progress: counts as activity until dropped.
-struct InUse(Arc<Session>);
+pub(crate) struct InUse(Arc<Session>);
 
 impl Drop for InUse {
     fn drop(&mut self) {
@@ -164,6 +167,11 @@ impl Session {
             contexts,
             inst: l.inst.take(),
         }
+    }
+
+    /// How long ago it was created.
+    pub(crate) fn age(&self) -> Duration {
+        self.created.elapsed()
     }
 
     /// Why the session should end now, if it should.
