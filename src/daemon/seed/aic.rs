@@ -2,7 +2,8 @@
 //! /api/v1/sandbox/create`, and under `/api/v1/sandbox/{id}`: `status`, `DELETE`, `execute`
 //! (whole, `/stream`, `/file/stream`), `execute/shell`, `files/upload` (multipart) and `files`
 //! (download). A sandbox is a session; code runs in its default Python context. The client's
-//! `/workspace` is the work dir; any other absolute path is refused.
+//! `/workspace` is the work dir, as is its name inside the sandbox (`/home/sandbox`); any other
+//! absolute path is refused.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -319,6 +320,13 @@ async fn shell(
 /// A client path as a work-dir path: under `/workspace` (or relative) it is the work dir's;
 /// any other absolute path is refused. `..` and the like are refused later, by the instance.
 pub(crate) fn work_path(p: &str) -> Result<String, Trouble> {
+    // The work dir's own name inside the sandbox is the same directory (the client's
+    // execute_file checks its path from inside, where /workspace does not exist).
+    let p = match p.strip_prefix(crate::defaults::WORK_DIR) {
+        Some(r) if r.is_empty() || r.starts_with('/') => format!("{WORKSPACE}{r}"),
+        _ => p.to_string(),
+    };
+    let p = p.as_str();
     let rel = match p.strip_prefix(WORKSPACE) {
         Some("") => "",
         Some(r) if r.starts_with('/') => r.trim_start_matches('/'),
@@ -475,6 +483,8 @@ mod tests {
         assert_eq!(work_path("/workspace").unwrap(), "");
         assert_eq!(work_path("/workspace/a/b.txt").unwrap(), "a/b.txt");
         assert_eq!(work_path("a.txt").unwrap(), "a.txt");
+        assert_eq!(work_path("/home/sandbox/a.txt").unwrap(), "a.txt");
+        assert!(work_path("/home/sandboxx").is_err());
         assert!(work_path("/etc/passwd").is_err());
         assert!(work_path("/workspacex/a").is_err());
     }
