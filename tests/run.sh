@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-export RSANDBOX_TEST_EXPECT="${RSANDBOX_TEST_EXPECT:-userns,landlock,cgroup1,cpython-tests,fake-gpu,sandbox-fusion,systemd-analyze,pip-index}"
+export RSANDBOX_TEST_EXPECT="${RSANDBOX_TEST_EXPECT:-userns,landlock,cgroup1,cpython-tests,fake-gpu,sandbox-fusion,systemd-analyze,pip-index,seed-clients}"
 stage() { echo "=== $1: $(( SECONDS - t0 ))s"; }
 
 # libseccomp-dev, pkg-config: the build; python3-venv: the SandboxFusion client's venv;
@@ -41,7 +41,10 @@ RSANDBOX_TEST_CPYTHON_TESTS=$(tests/fetch-cpython-tests)
 export RSANDBOX_TEST_CPYTHON_TESTS
 RSANDBOX_SF_PYTHON=${RSANDBOX_SF_PYTHON:-$(tests/fetch-sandbox-fusion)}
 export RSANDBOX_SF_PYTHON
-stage "fetch CPython test modules and the SandboxFusion client"
+# microsandbox, AI Computer and E2B's clients (feature seed-clients).
+RSANDBOX_SEED_PYTHON=${RSANDBOX_SEED_PYTHON:-$(tests/fetch-seed-clients)}
+export RSANDBOX_SEED_PYTHON
+stage "fetch CPython test modules and the SandboxFusion and seed clients"
 
 t0=$SECONDS
 ./build.sh test --release --locked -- --test-threads=2
@@ -74,6 +77,7 @@ if [ "$(id -u)" = 0 ]; then
         RSANDBOX_TEST_GPU_DEV_DIR="$gpudir/dev" \
         RSANDBOX_TEST_CPYTHON_TESTS="$RSANDBOX_TEST_CPYTHON_TESTS" \
         RSANDBOX_SF_PYTHON="$RSANDBOX_SF_PYTHON" \
+        RSANDBOX_SEED_PYTHON="$RSANDBOX_SEED_PYTHON" \
         "$bindir/integration" --test-threads=2
     stage "integration tests as $user"
 fi
