@@ -168,6 +168,9 @@ struct StartConfig {
 async fn start(ctx: &Arc<Ctx>, p: Value) -> Result<Value, Trouble> {
     let p: StartParams = params(p)?;
     let k = key(&p.namespace, &p.sandbox)?;
+    // Two starts of one new name at once must not make two sessions.
+    static STARTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = STARTING.lock().await;
     if ctx.sessions.by_name(API, &k).is_some() {
         return Ok(json!(format!("Sandbox {k} is already running")));
     }
