@@ -72,7 +72,9 @@ mod terminal;
 
 pub use cancel::Cancel;
 pub use cgroup::{setup as cgroup_setup, CgroupError, LeafError, Setup as CgroupSetup};
-pub use context::{CellError, CellStatus, Context, ContextOptions, DisplayData, Event, Execution};
+pub use context::{
+    CellError, CellOptions, CellStatus, Context, ContextOptions, DisplayData, Event, Execution,
+};
 pub use error::{ContextError, Error, GpuError, Result, Stage};
 pub use gpu::{GpuLease, GpuPool, GpuRequest};
 

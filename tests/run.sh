@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-export RSANDBOX_TEST_EXPECT="${RSANDBOX_TEST_EXPECT:-userns,landlock,cgroup1,cpython-tests,fake-gpu,sandbox-fusion,systemd-analyze,pip-index,ipython,pyclient}"
+export RSANDBOX_TEST_EXPECT="${RSANDBOX_TEST_EXPECT:-userns,landlock,cgroup1,cpython-tests,fake-gpu,sandbox-fusion,systemd-analyze,pip-index,ipython,pyclient,seed-clients}"
 stage() { echo "=== $1: $(( SECONDS - t0 ))s"; }
 
 # libseccomp-dev, pkg-config: the build; python3-venv: the SandboxFusion client's venv;
@@ -20,7 +20,7 @@ stage() { echo "=== $1: $(( SECONDS - t0 ))s"; }
 t0=$SECONDS
 packages=(libseccomp-dev pkg-config python3 python3-venv python3-pip libpython3.11-testsuite bubblewrap curl
           ca-certificates gcc libc6-dev util-linux passwd systemd python3-ipykernel python3-matplotlib
-          python3-pytest)
+          python3-pytest python3-yaml)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=()
     for p in "${packages[@]}"; do
@@ -44,9 +44,13 @@ RSANDBOX_TEST_CPYTHON_TESTS=$(tests/fetch-cpython-tests)
 export RSANDBOX_TEST_CPYTHON_TESTS
 RSANDBOX_SF_PYTHON=${RSANDBOX_SF_PYTHON:-$(tests/fetch-sandbox-fusion)}
 export RSANDBOX_SF_PYTHON
+# The seed systems' clients (feature seed-clients): microsandbox, AI Computer and E2B's in one
+# venv, Jupyter's (code-sandboxes, websocket-client) in another.
+RSANDBOX_SEED_PYTHON=${RSANDBOX_SEED_PYTHON:-$(tests/fetch-seed-clients)}
+export RSANDBOX_SEED_PYTHON
 RSANDBOX_JUPYTER_PYTHON=${RSANDBOX_JUPYTER_PYTHON:-$(tests/fetch-jupyter-client)}
 export RSANDBOX_JUPYTER_PYTHON
-stage "fetch CPython test modules and the SandboxFusion client"
+stage "fetch CPython test modules, the SandboxFusion and the seed systems' clients"
 
 t0=$SECONDS
 ./build.sh test --release --locked -- --test-threads=2
@@ -109,6 +113,7 @@ if [ "$(id -u)" = 0 ]; then
         RSANDBOX_TEST_GPU_DEV_DIR="$gpudir/dev" \
         RSANDBOX_TEST_CPYTHON_TESTS="$RSANDBOX_TEST_CPYTHON_TESTS" \
         RSANDBOX_SF_PYTHON="$RSANDBOX_SF_PYTHON" \
+        RSANDBOX_SEED_PYTHON="$RSANDBOX_SEED_PYTHON" \
         "$bindir/integration" --test-threads=2
     stage "integration tests as $user"
 fi

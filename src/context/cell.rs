@@ -269,16 +269,23 @@ impl Driver {
     pub(super) fn run_cell(
         &mut self,
         code: &str,
+        cell: &super::CellOptions,
         deadline: Instant,
-        limit: u64,
         cancel: Option<&Cancel>,
         inst: &Instance,
         on_event: &mut dyn FnMut(Event<'_>),
     ) -> Result<Outcome> {
+        let limit = inst.output_limit();
         let id = self.next_id;
         self.next_id += 1;
         let marker = new_marker()?;
-        let msg = json!({"op": "execute", "id": id, "code": code, "marker": marker});
+        let mut msg = json!({"op": "execute", "id": id, "code": code, "marker": marker});
+        if cell.echo {
+            msg["echo"] = json!(true);
+        }
+        if cell.json_value {
+            msg["json_value"] = json!(true);
+        }
         let mut pump = Pump::new(self, Some(marker), limit)?;
         let mut streams = [Capped::default(), Capped::default()];
         let mut results: Vec<DisplayData> = Vec::new();

@@ -11,7 +11,13 @@ UTF-8 JSON holding one object.  A received frame over 64 MiB, or one that is
 not a JSON object of a known shape: exit status 3.  EOF: exit status 0.
 
 Supervisor -> driver
-  {"op": "execute", "id": ID, "code": STR, "marker": STR}
+  {"op": "execute", "id": ID, "code": STR, "marker": STR, "echo"?: BOOL,
+   "json_value"?: BOOL}
+      echo=true: as `python -i` does, every top-level expression statement
+      that is not None prints its repr to stdout (sys.displayhook) and the
+      cell has no main result.
+      json_value=true: a main result whose value json.dumps accepts also
+      carries it as "application/json" (AI Computer's `result`).
   {"op": "ping", "id": ID}                       -> {"ev": "pong", "id": ID}
 Driver -> supervisor
   {"ev": "ready", "python": "3.11.2", "ipython": BOOL, "pid": INT}   (first)
@@ -436,7 +442,7 @@ def _eval(code):
             task.cancel()  # interrupted: it must not resume in a later cell
 
 
-def _run(src, n):
+def _run(src, n, echo=False, json_value=False):
     filename = "<cell-%d>" % n
     shell = _shell()
     code = src
@@ -462,6 +468,16 @@ def _run(src, n):
         lines.pop()
     linecache.cache[filename] = (len(code), None, lines, filename)
     tree = compile(code, filename, "exec", _ast.PyCF_ONLY_AST, dont_inherit=True)
+    if echo:
+        # "single" mode calls sys.displayhook on every expression statement,
+        # which is what the interactive interpreter does line by line.
+        saved, sys.displayhook = sys.displayhook, sys.__displayhook__
+        try:
+            _eval(compile(_ast.Interactive(body=tree.body), filename, "single",
+                          _AWAIT, dont_inherit=True))
+        finally:
+            sys.displayhook = saved
+        return
     last = None
     if tree.body and isinstance(tree.body[-1], _ast.Expr) and not _quiet(code, tree.body[-1]):
         last = tree.body.pop()
@@ -474,6 +490,11 @@ def _run(src, n):
     if value is None:
         return
     data = _bundle(value)
+    if json_value and "application/json" not in data:
+        try:
+            data["application/json"] = json.loads(json.dumps(value))
+        except Exception:
+            pass  # not JSON-serialisable: the repr stands
     if _is_figure(value) and "matplotlib.pyplot" in sys.modules:
         # Shown now: closing it keeps the end-of-cell flush (ours or the
         # inline backend's) from showing it a second time.
@@ -579,7 +600,8 @@ def _execute(msg):
     n = _St.count
     _St.id = msg["id"]
     _St.pending = False  # an idle SIGINT must not hit this cell
-    exc = _guarded(_run, msg["code"], n)
+    exc = _guarded(_run, msg["code"], n, msg.get("echo") is True,
+                   msg.get("json_value") is True)
     post_exc = _guarded(_post_run, exc)  # after errors too, as in Jupyter
     exc = post_exc if exc is None else exc
     if _St.child:

@@ -39,6 +39,30 @@ impl ContextOptions {
     }
 }
 
+/// How one cell is run.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct CellOptions {
+    /// As `python -i` does: every top-level expression statement that is not None prints its
+    /// repr to stdout, and the cell has no main result (microsandbox's REPL).
+    pub echo: bool,
+    /// The main result also carries its value as `application/json` where `json.dumps`
+    /// accepts it (AI Computer's `result`).
+    pub json_value: bool,
+}
+
+impl CellOptions {
+    pub fn echo(mut self, on: bool) -> CellOptions {
+        self.echo = on;
+        self
+    }
+
+    pub fn json_value(mut self, on: bool) -> CellOptions {
+        self.json_value = on;
+        self
+    }
+}
+
 /// How a cell ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -149,6 +173,18 @@ impl Context {
         cancel: Option<&Cancel>,
         on_event: &mut dyn FnMut(Event<'_>),
     ) -> Result<Execution> {
+        self.execute_with(code, &CellOptions::default(), timeout, cancel, on_event)
+    }
+
+    /// [`Context::execute`] with the cell's options.
+    pub fn execute_with(
+        &self,
+        code: &str,
+        cell: &CellOptions,
+        timeout: Option<Duration>,
+        cancel: Option<&Cancel>,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> Result<Execution> {
         let start = Instant::now();
         let timeout = timeout.unwrap_or(self.inst.default_timeout());
         let deadline = start + timeout;
@@ -164,8 +200,7 @@ impl Context {
             restarted = true;
         }
         let d = slot.as_mut().unwrap();
-        let limit = self.inst.output_limit();
-        let mut out = d.run_cell(code, deadline, limit, cancel, &self.inst, on_event)?;
+        let mut out = d.run_cell(code, cell, deadline, cancel, &self.inst, on_event)?;
         out.exec.context_restarted |= restarted;
         if out.gone {
             // Dead, or killed after ignoring its interrupt: the next cell starts afresh. A

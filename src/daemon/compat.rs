@@ -89,7 +89,7 @@ fn pod_name() -> Option<String> {
     std::env::var("MY_POD_NAME").ok()
 }
 
-pub(super) fn clamp_secs(v: f64, max: Duration) -> Duration {
+pub(crate) fn clamp_secs(v: f64, max: Duration) -> Duration {
     let v = if v.is_finite() && v > 0.0 { v } else { ten() };
     Duration::from_secs_f64(v.clamp(0.01, max.as_secs_f64()))
 }

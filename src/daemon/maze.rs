@@ -102,6 +102,7 @@ fn spec(r: &MazeRequest, cpus: f64, ctx: &Ctx) -> Spec {
         idle: config.idle,
         lifetime: config.lifetime,
         api: "maze",
+        name: None,
     }
 }
 

@@ -12,7 +12,8 @@
 //! - `native`: `POST /v1/run`; `compat`: SandboxFusion's `POST /run_code`, `GET /v1/ping`;
 //!   `maze`: Maze's session API; `session`: sessions and `/v1/sessions`; `health`:
 //!   `/v1/health` and `/metrics`; `jupyter`: the Jupyter Server kernels API and its websocket;
-//!   `browser`: no web page may use the compatible APIs (Origin, Host); `lang`: the one table of languages; `listen`: sockets,
+//!   `seed`: the microsandbox, AI Computer and E2B clients' APIs; `browser`: no web page may use
+//!   the compatible APIs (Origin, Host); `lang`: the one table of languages; `listen`: sockets,
 //!   socket activation, access; `config`: the settings.
 //!
 //! A client that disconnects cancels its run: hyper drops the request's future, whose guard
@@ -36,6 +37,7 @@ mod native;
 mod pool;
 mod router;
 mod run_jupyter;
+mod seed;
 mod server;
 mod session;
 mod stream;

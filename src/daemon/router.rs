@@ -10,6 +10,7 @@ use hyper::header::{HeaderValue, AUTHORIZATION};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::http::{error, json, method_not_allowed, no_endpoint, Body};
+use super::seed::{aic, e2b, msb};
 use super::server::Ctx;
 use super::{browser, compat, health, jupyter, listen, maze, native, run_jupyter, session};
 
@@ -90,7 +91,6 @@ pub(crate) async fn route(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> 
         (_, p) if p.starts_with("/v1/sessions/") => {
             session::api::route(ctx, req, &path["/v1/sessions".len()..], arrived).await
         }
-        (_, p) if p == "/api" || p.starts_with("/api/") => jupyter::route(ctx, req).await,
         (&Method::POST, "/create_session") => maze::create(ctx, req).await,
         (&Method::POST, p) if p.starts_with("/execute/") => {
             maze::execute(ctx, req, &path["/execute/".len()..], arrived).await
@@ -98,10 +98,22 @@ pub(crate) async fn route(ctx: Arc<Ctx>, peer: Peer, req: Request<Incoming>) -> 
         (&Method::DELETE, p) if p.starts_with("/close/") => {
             maze::close(ctx, &path["/close/".len()..]).await
         }
+        (&Method::POST, "/api/v1/rpc") => msb::rpc(ctx, req, arrived).await,
+        (&Method::GET, "/api/v1/health") => msb::health(),
+        (&Method::POST, "/dev/token") => aic::token(&ctx),
+        (_, p) if p.starts_with("/api/v1/sandbox/") => {
+            aic::route(ctx, req, &path["/api/v1/sandbox".len()..], arrived).await
+        }
+        (&Method::GET, "/health") => e2b::health(),
+        (_, "/execute" | "/contexts") => e2b::route(ctx, req, arrived).await,
+        (_, p) if p.starts_with("/contexts/") => e2b::route(ctx, req, arrived).await,
+        // After microsandbox's and AI Computer's /api/v1/... routes: the rest of /api/* is
+        // Jupyter Server's.
+        (_, p) if p == "/api" || p.starts_with("/api/") => jupyter::route(ctx, req).await,
         (
             m,
             "/v1/run" | "/run_code" | "/run_jupyter" | "/v1/health" | "/v1/ping" | "/metrics"
-            | "/create_session",
+            | "/create_session" | "/api/v1/rpc" | "/api/v1/health" | "/dev/token" | "/health",
         ) => method_not_allowed(m, &path),
         _ => no_endpoint(&path),
     }
@@ -140,6 +152,23 @@ mod tests {
             "/api/kernels/{kernel_id}/interrupt",
             "/api/kernels/{kernel_id}/restart",
             "/api/kernels/{kernel_id}/channels",
+            "/api/v1/rpc",
+            "/api/v1/health",
+            "/dev/token",
+            "/api/v1/sandbox/create",
+            "/api/v1/sandbox/{sandbox_id}",
+            "/api/v1/sandbox/{sandbox_id}/status",
+            "/api/v1/sandbox/{sandbox_id}/execute",
+            "/api/v1/sandbox/{sandbox_id}/execute/stream",
+            "/api/v1/sandbox/{sandbox_id}/execute/file/stream",
+            "/api/v1/sandbox/{sandbox_id}/execute/shell",
+            "/api/v1/sandbox/{sandbox_id}/files/upload",
+            "/api/v1/sandbox/{sandbox_id}/files",
+            "/execute",
+            "/contexts",
+            "/contexts/{context_id}",
+            "/contexts/{context_id}/restart",
+            "/health",
         ] {
             assert!(
                 spec.contains(&format!("\n  {path}:\n")),

@@ -46,6 +46,18 @@ pub(crate) fn stream<F>(work: impl FnOnce(Lines) -> F) -> Response<Body>
 where
     F: Future<Output = Bytes> + Send + 'static,
 {
+    let keepalive = line(&json!({"type": "keepalive"}));
+    stream_with(keepalive, move |lines| {
+        let fut = work(lines);
+        async move { vec![fut.await] }
+    })
+}
+
+/// [`stream`] with a facade's own keepalive line, ending with the work's last lines.
+pub(crate) fn stream_with<F>(keepalive: Bytes, work: impl FnOnce(Lines) -> F) -> Response<Body>
+where
+    F: Future<Output = Vec<Bytes>> + Send + 'static,
+{
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let lines = Lines {
         tx: tx.clone(),
@@ -63,14 +75,18 @@ where
                 _ = tick.tick() => {
                     if lines.idle() >= KEEPALIVE {
                         *lines.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-                        if tx.send(line(&json!({"type": "keepalive"}))).await.is_err() {
+                        if tx.send(keepalive.clone()).await.is_err() {
                             return;
                         }
                     }
                 }
             }
         };
-        let _ = tx.send(end).await;
+        for l in end {
+            if tx.send(l).await.is_err() {
+                return;
+            }
+        }
     });
     ndjson(rx)
 }

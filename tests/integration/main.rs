@@ -38,5 +38,7 @@ mod terminal;
 mod server;
 // Stateful contexts: cells, results, streaming, interrupts, restarts, a hostile driver.
 mod context;
+// The seed systems' own clients (microsandbox, AI Computer, E2B) against the daemon.
+mod seed;
 // Sessions over the daemon: persistence, files, Maze's API and the CLI, expiry and limits.
 mod sessions;

@@ -139,11 +139,11 @@ class Driver:
         assert isinstance(frame, dict)
         return frame
 
-    def submit(self, code):
+    def submit(self, code, **extra):
         self.next_id += 1
         marker = uuid.uuid4().hex
-        self.send({"op": "execute", "id": self.next_id, "code": code,
-                   "marker": marker})
+        self.send(dict({"op": "execute", "id": self.next_id, "code": code,
+                        "marker": marker}, **extra))
         return self.next_id, marker
 
     def collect(self, cell_id, marker):
@@ -305,6 +305,27 @@ def test_trailing_semicolon_and_underscore(drv):
     assert drv.ok("'a;b'").text == "'a;b'"
     assert drv.ok("x ;  # comment").main is None
     assert drv.ok("None").main is None
+
+
+def test_echo_prints_every_expression_statement_as_the_repl_does(drv):
+    cell = drv.collect(*drv.submit("x = 2\nx\nNone\n'a'\nfor i in range(2): i\nprint('p')",
+                                   echo=True))
+    assert cell.status == "ok", cell.frames
+    assert cell.main is None  # echoed, not a result
+    assert cell.stdout == "2\n'a'\n0\n1\np\n"
+    # The state is the context's: a later plain cell sees it.
+    assert drv.ok("x").text == "2"
+    cell = drv.collect(*drv.submit("1/0", echo=True))
+    assert cell.status == "error" and "ZeroDivisionError" in cell.error["traceback"]
+
+
+def test_json_value_adds_the_value_as_json(drv):
+    cell = drv.collect(*drv.submit("{'a': [1, None]}", json_value=True))
+    assert cell.main["application/json"] == {"a": [1, None]}
+    assert cell.main["text/plain"] == "{'a': [1, None]}"
+    cell = drv.collect(*drv.submit("object()", json_value=True))
+    assert "application/json" not in cell.main
+    assert "application/json" not in drv.ok("[1]").main
 
 
 def test_traceback_shows_cell_source_and_no_driver_frames(drv):

@@ -260,6 +260,7 @@ async fn start(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
         idle: c.idle,
         lifetime: c.lifetime,
         api: "jupyter",
+        name: None,
     };
     let s = match session::create(ctx, spec).await {
         Ok(s) => s,

@@ -60,6 +60,7 @@ fn spec(r: CreateRequest, ctx: &Ctx) -> Result<Spec, RequestError> {
         idle,
         lifetime,
         api: "native",
+        name: None,
     })
 }
 

@@ -23,8 +23,8 @@ use crate::daemon::http::{
 use crate::daemon::native;
 use crate::daemon::pool::Refused;
 use crate::daemon::server::Ctx;
-use crate::daemon::stream::stream;
-use crate::{Context, ContextOptions, Error, Execution};
+use crate::daemon::stream::stream_with;
+use crate::{CellOptions, Context, ContextOptions, Error, Event, Execution};
 
 /// The contexts of one session, and the ids of those deleted (410 rather than 404).
 #[derive(Default)]
@@ -105,14 +105,14 @@ fn list(s: &Session) -> Response<Body> {
 }
 
 /// A context id that names no live context of the session.
-enum Missing {
+pub(crate) enum Missing {
     Deleted,
     Unknown,
 }
 
 impl Missing {
     /// 410 for a deleted context, 404 for an id never seen.
-    fn answer(self, s: &Session, cid: &str) -> Response<Body> {
+    pub(crate) fn answer(self, s: &Session, cid: &str) -> Response<Body> {
         match self {
             Missing::Deleted => error(
                 StatusCode::GONE,
@@ -129,7 +129,7 @@ impl Missing {
 }
 
 /// The context `cid` of `s`.
-fn lookup(s: &Session, cid: &str) -> Result<Arc<Context>, Missing> {
+pub(crate) fn lookup(s: &Session, cid: &str) -> Result<Arc<Context>, Missing> {
     let cs = s.contexts();
     match cs.live.get(cid) {
         Some(c) => Ok(c.clone()),
@@ -169,7 +169,7 @@ async fn create(ctx: &Arc<Ctx>, s: &Arc<Session>, req: Request<Incoming>) -> Res
 
 /// Starts a context in the session (on the blocking pool: the interpreter starts now) and
 /// registers it; `as_default`: it becomes the one `execute` uses without an id.
-async fn new_context(
+pub(crate) async fn new_context(
     ctx: &Arc<Ctx>,
     s: &Arc<Session>,
     opts: ContextOptions,
@@ -215,24 +215,6 @@ async fn new_context(
     Ok((id, c))
 }
 
-/// The session's default Python context, made now when it has none (a Jupyter kernel's one
-/// context).
-pub(crate) async fn default_context(
-    ctx: &Arc<Ctx>,
-    s: &Arc<Session>,
-) -> Result<(String, Arc<Context>), Response<Body>> {
-    let existing = {
-        let cs = s.contexts();
-        cs.default
-            .as_ref()
-            .and_then(|d| cs.live.get(d).map(|c| (d.clone(), c.clone())))
-    };
-    match existing {
-        Some(pair) => Ok(pair),
-        None => new_context(ctx, s, ContextOptions::default(), true).await,
-    }
-}
-
 fn too_many(max: usize) -> Response<Body> {
     unavailable(
         "contexts",
@@ -246,14 +228,23 @@ fn drop_blocking(c: Arc<Context>) {
 }
 
 async fn delete(s: &Session, cid: &str) -> Response<Body> {
+    match remove(s, cid).await {
+        Ok(()) => {
+            let mut r = Response::new(whole(Bytes::new()));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            r
+        }
+        Err(m) => m.answer(s, cid),
+    }
+}
+
+/// Deletes the context `cid` of `s`, ending its interpreter.
+pub(crate) async fn remove(s: &Session, cid: &str) -> Result<(), Missing> {
     let c = {
         let mut cs = s.contexts();
         let Some(c) = cs.live.remove(cid) else {
             drop(cs);
-            return match lookup(s, cid) {
-                Err(m) => m.answer(s, cid),
-                Ok(_) => no_endpoint(cid),
-            };
+            return lookup(s, cid).map(|_| ());
         };
         cs.ended.insert(cid.to_string());
         if cs.default.as_deref() == Some(cid) {
@@ -262,9 +253,12 @@ async fn delete(s: &Session, cid: &str) -> Response<Body> {
         c
     };
     let _ = tokio::task::spawn_blocking(move || drop(c)).await;
-    let mut r = Response::new(whole(Bytes::new()));
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    r
+    Ok(())
+}
+
+/// The ids of the session's live contexts.
+pub(crate) fn ids(s: &Session) -> Vec<String> {
+    s.contexts().live.keys().cloned().collect()
 }
 
 async fn restart(s: &Session, cid: &str) -> Response<Body> {
@@ -272,13 +266,17 @@ async fn restart(s: &Session, cid: &str) -> Response<Body> {
         Ok(c) => c,
         Err(m) => return m.answer(s, cid),
     };
-    match tokio::task::spawn_blocking(move || c.restart())
-        .await
-        .unwrap_or(Err(Error::Gone))
-    {
+    match restart_context(c).await {
         Ok(()) => json(StatusCode::OK, &json!({"id": cid, "status": "idle"})),
         Err(e) => engine_error(&e),
     }
+}
+
+/// Starts a context's interpreter afresh (on the blocking pool).
+pub(crate) async fn restart_context(c: Arc<Context>) -> Result<(), Error> {
+    tokio::task::spawn_blocking(move || c.restart())
+        .await
+        .unwrap_or(Err(Error::Gone))
 }
 
 async fn interrupt(s: &Session, cid: &str) -> Response<Body> {
@@ -316,32 +314,96 @@ async fn execute(
         Err(resp) => return resp,
     };
     let (r, timeout) = r;
-    let (cid, c) = match &r.context_id {
-        Some(cid) => match lookup(s, cid) {
-            Ok(c) => (cid.clone(), c),
-            Err(m) => return m.answer(s, cid),
-        },
-        None => match default_context(ctx, s).await {
-            Ok(pair) => pair,
-            Err(resp) => return resp,
-        },
+    let (cid, c) = match context_for(ctx, s, r.context_id.as_deref()).await {
+        Ok(pair) => pair,
+        Err(resp) => return resp,
     };
-    let Some(in_use) = s.begin() else {
-        return super::api::ended(ctx, &s.id);
+    let cell = Cell {
+        code: r.code,
+        opts: CellOptions::default(),
+        timeout,
+        arrived,
     };
     if stream {
-        return streamed(ctx.clone(), c, cid, r.code, timeout, arrived, in_use);
+        let end_cid = cid.clone();
+        return stream_cell(
+            ctx,
+            s,
+            c,
+            cell,
+            Box::new(event_line),
+            line(&json!({"type": "keepalive"})),
+            Box::new(move |r| vec![end_line(r, &end_cid)]),
+        );
     }
-    let code = r.code;
+    match run_cell(ctx, s, c, cell).await {
+        Ok(e) => json(StatusCode::OK, &cells::answer(&e, &cid)),
+        Err(resp) => resp,
+    }
+}
+
+/// The session's default Python context, made on first use.
+pub(crate) async fn default_context(
+    ctx: &Arc<Ctx>,
+    s: &Arc<Session>,
+) -> Result<(String, Arc<Context>), Response<Body>> {
+    context_for(ctx, s, None).await
+}
+
+/// The context `cid` of the session, or (None) its default Python context, made on first use.
+pub(crate) async fn context_for(
+    ctx: &Arc<Ctx>,
+    s: &Arc<Session>,
+    cid: Option<&str>,
+) -> Result<(String, Arc<Context>), Response<Body>> {
+    if let Some(cid) = cid {
+        return lookup(s, cid)
+            .map(|c| (cid.to_string(), c))
+            .map_err(|m| m.answer(s, cid));
+    }
+    let existing = {
+        let cs = s.contexts();
+        cs.default
+            .as_ref()
+            .and_then(|d| cs.live.get(d).map(|c| (d.clone(), c.clone())))
+    };
+    match existing {
+        Some(pair) => Ok(pair),
+        None => new_context(ctx, s, ContextOptions::default(), true).await,
+    }
+}
+
+/// One cell to run: what every facade asks of a context.
+pub(crate) struct Cell {
+    pub(crate) code: String,
+    pub(crate) opts: CellOptions,
+    pub(crate) timeout: Duration,
+    pub(crate) arrived: Instant,
+}
+
+/// Runs a cell in a daemon slot and answers when it is over (Err: the answer for a cell that
+/// did not run, in the native shape).
+pub(crate) async fn run_cell(
+    ctx: &Arc<Ctx>,
+    s: &Arc<Session>,
+    c: Arc<Context>,
+    cell: Cell,
+) -> Result<Execution, Response<Body>> {
+    let Some(in_use) = s.begin() else {
+        return Err(super::api::ended(ctx, &s.id));
+    };
+    let Cell {
+        code,
+        opts,
+        timeout,
+        arrived,
+    } = cell;
     let ran = in_slot(ctx, arrived, move |cancel, tx| {
-        let _ = tx.send(c.execute(&code, Some(timeout), Some(cancel), &mut |_| {}));
+        let _ = tx.send(c.execute_with(&code, &opts, Some(timeout), Some(cancel), &mut |_| {}));
     })
     .await;
     drop(in_use);
-    match ran.0 {
-        Ok(e) => json(StatusCode::OK, &cells::answer(&e, &cid)),
-        Err(f) => failed(ctx, s, f),
-    }
+    ran.0.map_err(|f| failed(ctx, s, f))
 }
 
 /// The default cell timeout: the daemon's run default.
@@ -350,7 +412,7 @@ fn default_timeout() -> Duration {
 }
 
 /// The answer for a cell that did not run.
-fn failed(ctx: &Ctx, s: &Session, f: Failed) -> Response<Body> {
+pub(crate) fn failed(ctx: &Ctx, s: &Session, f: Failed) -> Response<Body> {
     match f {
         Failed::Refused(r @ Refused::QueueFull) => unavailable("queue", refusal_message(&r)),
         Failed::Refused(Refused::Closed) | Failed::Engine(Error::Gone) => {
@@ -360,22 +422,38 @@ fn failed(ctx: &Ctx, s: &Session, f: Failed) -> Response<Body> {
     }
 }
 
-/// Streams a cell: output, results and errors as lines while it runs, then `{"type": "end",
-/// ...}`. A client that goes away interrupts the cell (its slot's `Cancel` fires).
-fn streamed(
-    ctx: Arc<Ctx>,
+/// How a facade writes a streamed cell's event (None: nothing to send yet).
+pub(crate) type EventLine = Box<dyn FnMut(&Event<'_>, &mut [Utf8Carry; 2]) -> Option<Bytes> + Send>;
+/// How a facade ends a streamed cell: its last lines.
+pub(crate) type EndLines = Box<dyn FnOnce(Result<Execution, Failed>) -> Vec<Bytes> + Send>;
+
+/// Streams a cell: output, results and errors as lines while it runs (`event`), `keepalive`
+/// while it is silent, then the `end` lines. A client that goes away drops the body: the cell
+/// is interrupted (its slot's `Cancel` fires as the work's future is dropped).
+pub(crate) fn stream_cell(
+    ctx: &Arc<Ctx>,
+    s: &Arc<Session>,
     c: Arc<Context>,
-    cid: String,
-    code: String,
-    timeout: Duration,
-    arrived: Instant,
-    in_use: super::InUse,
+    cell: Cell,
+    mut event: EventLine,
+    keepalive: Bytes,
+    end: EndLines,
 ) -> Response<Body> {
-    stream(move |lines| async move {
+    let Some(in_use) = s.begin() else {
+        return super::api::ended(ctx, &s.id);
+    };
+    let ctx = ctx.clone();
+    stream_with(keepalive, move |lines| async move {
+        let Cell {
+            code,
+            opts,
+            timeout,
+            arrived,
+        } = cell;
         let work = in_slot(&ctx, arrived, move |cancel, done| {
             let mut carry = [Utf8Carry::default(), Utf8Carry::default()];
-            let r = c.execute(&code, Some(timeout), Some(cancel), &mut |ev| {
-                if let Some(l) = event_line(&ev, &mut carry) {
+            let r = c.execute_with(&code, &opts, Some(timeout), Some(cancel), &mut |ev| {
+                if let Some(l) = event(&ev, &mut carry) {
                     if !lines.send_blocking(l) {
                         cancel.cancel();
                     }
@@ -383,9 +461,9 @@ fn streamed(
             });
             let _ = done.send(r);
         });
-        let end = work.await.0;
+        let r = work.await.0;
         drop(in_use);
-        end_line(end, &cid)
+        end(r)
     })
 }
 

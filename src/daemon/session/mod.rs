@@ -8,7 +8,7 @@
 //! processes it started normally live on, within the session's limits, until the session ends.
 
 pub(crate) mod api;
-mod contexts;
+pub(crate) mod contexts;
 mod lifecycle;
 mod registry;
 
@@ -22,7 +22,7 @@ use super::job::Policy;
 use crate::{Cancel, Instance, Usage};
 
 pub(crate) use contexts::default_context;
-pub(crate) use lifecycle::{close_all, create, end, reaper, run};
+pub(crate) use lifecycle::{close_all, create, end, reaper, run, usage, with_instance};
 pub(crate) use registry::{Lookup, Refusal, Sessions};
 
 /// Why a session ended.
@@ -53,8 +53,12 @@ pub(crate) struct Spec {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) idle: Duration,
     pub(crate) lifetime: Duration,
-    /// Which API created it: `native`, `maze` or `jupyter`.
+    /// Which API created it: `native`, `maze`, `jupyter`, `microsandbox`, `ai-computer` or
+    /// `e2b`.
     pub(crate) api: &'static str,
+    /// The name a compatible API knows it by (microsandbox's namespace and name, E2B's
+    /// sandbox id), unique among live sessions of that API.
+    pub(crate) name: Option<String>,
 }
 
 /// One live session.
@@ -166,6 +170,11 @@ impl Session {
             contexts,
             inst: l.inst.take(),
         }
+    }
+
+    /// How long ago it was created.
+    pub(crate) fn age(&self) -> Duration {
+        self.created.elapsed()
     }
 
     /// Why the session should end now, if it should.

@@ -174,6 +174,15 @@ impl Sessions {
         v
     }
 
+    /// The live session of `api` known by `name` (a compatible API's own name for it).
+    pub(crate) fn by_name(&self, api: &str, name: &str) -> Option<Arc<Session>> {
+        self.lock()
+            .live
+            .values()
+            .find(|s| s.spec.api == api && s.spec.name.as_deref() == Some(name))
+            .cloned()
+    }
+
     /// `(live sessions, reserved memory)`.
     pub(crate) fn figures(&self) -> (usize, u64) {
         let r = self.lock();
@@ -203,6 +212,14 @@ impl Sessions {
         use std::fmt::Write;
         let (n, reserved) = self.figures();
         let _ = writeln!(out, "# HELP rsandbox_sessions Live sessions.\n# TYPE rsandbox_sessions gauge\nrsandbox_sessions {n}");
+        let mut by_api = std::collections::BTreeMap::new();
+        for s in self.lock().live.values() {
+            *by_api.entry(s.spec.api).or_insert(0usize) += 1;
+        }
+        let _ = writeln!(out, "# HELP rsandbox_sessions_by_api Live sessions by the API that created them.\n# TYPE rsandbox_sessions_by_api gauge");
+        for (api, n) in by_api {
+            let _ = writeln!(out, "rsandbox_sessions_by_api{{api=\"{api}\"}} {n}");
+        }
         let _ = writeln!(out, "# HELP rsandbox_sessions_max Live sessions allowed (--max-sessions).\n# TYPE rsandbox_sessions_max gauge\nrsandbox_sessions_max {}", self.config.max);
         let _ = writeln!(out, "# HELP rsandbox_session_memory_reserved_bytes Memory limits of the live sessions, together (of --session-memory-mb).\n# TYPE rsandbox_session_memory_reserved_bytes gauge\nrsandbox_session_memory_reserved_bytes {reserved}");
     }
