@@ -48,7 +48,7 @@ export RSANDBOX_SF_PYTHON
 # venv, Jupyter's (code-sandboxes, websocket-client) in another.
 RSANDBOX_SEED_PYTHON=${RSANDBOX_SEED_PYTHON:-$(tests/fetch-seed-clients)}
 export RSANDBOX_SEED_PYTHON
-RSANDBOX_JUPYTER_PYTHON=${RSANDBOX_JUPYTER_PYTHON:-$(tests/fetch-jupyter-client)}
+RSANDBOX_JUPYTER_PYTHON=${RSANDBOX_JUPYTER_PYTHON:-$(tests/fetch-seed-clients jupyter)}
 export RSANDBOX_JUPYTER_PYTHON
 stage "fetch CPython test modules, the SandboxFusion and the seed systems' clients"
 
@@ -113,7 +113,7 @@ if [ "$(id -u)" = 0 ]; then
         RSANDBOX_TEST_GPU_DEV_DIR="$gpudir/dev" \
         RSANDBOX_TEST_CPYTHON_TESTS="$RSANDBOX_TEST_CPYTHON_TESTS" \
         RSANDBOX_SF_PYTHON="$RSANDBOX_SF_PYTHON" \
-        RSANDBOX_SEED_PYTHON="$RSANDBOX_SEED_PYTHON" \
+        RSANDBOX_SEED_PYTHON="$RSANDBOX_SEED_PYTHON" RSANDBOX_JUPYTER_PYTHON="$RSANDBOX_JUPYTER_PYTHON" \
         "$bindir/integration" --test-threads=2
     stage "integration tests as $user"
 fi

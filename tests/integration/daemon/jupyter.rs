@@ -20,7 +20,7 @@ fn expected() -> bool {
 }
 
 /// A Python with code-sandboxes 1.10.0 and websocket-client: `RSANDBOX_JUPYTER_PYTHON`
-/// (tests/fetch-jupyter-client), or a venv made here with pip. `None` with a loud SKIP, or a
+/// (tests/fetch-seed-clients jupyter), or a venv made here with pip. `None` with a loud SKIP, or a
 /// failure when `seed-clients` is expected.
 fn jupyter_python() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("RSANDBOX_JUPYTER_PYTHON") {
