@@ -350,3 +350,48 @@ pub fn children_of(ppid: i32) -> Vec<(i32, String)> {
         .map(|(pid, _, _, name)| (pid as i32, name))
         .collect()
 }
+
+/// A Python with a client package for compatibility tests: `$env_var` (a venv the tests/fetch-*
+/// scripts made), or a venv made here under the temp dir with pip. `None` with a loud SKIP when
+/// neither works, or a failure when `feature` is in `RSANDBOX_TEST_EXPECT`.
+pub fn client_python(
+    env_var: &str,
+    feature: &str,
+    venv_name: &str,
+    import: &str,
+    packages: &[&str],
+) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env_var) {
+        return Some(p.into());
+    }
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let venv = std::env::temp_dir().join(format!("rsandbox-{venv_name}-venv-{uid}"));
+    let python = venv.join("bin/python");
+    let ok = |p: &Path| {
+        std::process::Command::new(p)
+            .args(["-c", &format!("import {import}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !ok(&python) {
+        let made = std::process::Command::new("/usr/bin/python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && std::process::Command::new(venv.join("bin/pip"))
+                .args(["install", "-q"])
+                .args(packages)
+                .status()
+                .is_ok_and(|s| s.success());
+        if !made || !ok(&python) {
+            missing(
+                feature,
+                &format!("{} could not be installed with pip", packages.join(" ")),
+            );
+            return None;
+        }
+    }
+    Some(python)
+}

@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
@@ -11,62 +11,16 @@ use serde_json::Value;
 use crate::server::{parse, Answer, Daemon};
 use crate::util;
 
-/// Whether `seed-clients` is expected (then a client that cannot be installed fails the test).
-fn expected() -> bool {
-    std::env::var("RSANDBOX_TEST_EXPECT")
-        .unwrap_or_default()
-        .split(',')
-        .any(|f| f.trim() == "seed-clients")
-}
-
 /// A Python with code-sandboxes 1.10.0 and websocket-client: `RSANDBOX_JUPYTER_PYTHON`
-/// (tests/fetch-seed-clients jupyter), or a venv made here with pip. `None` with a loud SKIP, or a
-/// failure when `seed-clients` is expected.
+/// (tests/fetch-seed-clients jupyter), or a venv made here with pip.
 fn jupyter_python() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("RSANDBOX_JUPYTER_PYTHON") {
-        return Some(p.into());
-    }
-    // SAFETY: geteuid cannot fail.
-    let venv = std::env::temp_dir().join(format!("rsandbox-jupyter-venv-{}", unsafe {
-        libc::geteuid()
-    }));
-    let python = venv.join("bin/python");
-    let ok = |p: &Path| {
-        Command::new(p)
-            .args([
-                "-c",
-                "import code_sandboxes, websocket, jupyter_kernel_client",
-            ])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !ok(&python) {
-        let made = Command::new("/usr/bin/python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .is_ok_and(|s| s.success())
-            && Command::new(venv.join("bin/pip"))
-                .args([
-                    "install",
-                    "-q",
-                    "code-sandboxes==1.10.0",
-                    "websocket-client",
-                ])
-                .status()
-                .is_ok_and(|s| s.success());
-        if !made || !ok(&python) {
-            assert!(
-                !expected(),
-                "seed-clients is expected but code-sandboxes could not be installed"
-            );
-            eprintln!(
-                "SKIP: code-sandboxes could not be installed from the package index; test not run"
-            );
-            return None;
-        }
-    }
-    Some(python)
+    crate::util::client_python(
+        "RSANDBOX_JUPYTER_PYTHON",
+        "seed-clients",
+        "jupyter",
+        "code_sandboxes, websocket, jupyter_kernel_client",
+        &["code-sandboxes==1.10.0", "websocket-client"],
+    )
 }
 
 /// The client script: code-sandboxes' public API, then the raw protocol for what it does not

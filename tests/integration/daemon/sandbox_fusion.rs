@@ -189,46 +189,13 @@ print("client ok")
 }
 
 /// A Python with the `sandbox-fusion` client: `RSANDBOX_SF_PYTHON`, or a venv made here with
-/// pip from PyPI. `None` (with a loud SKIP, or a failure when `RSANDBOX_TEST_EXPECT` lists
-/// `sandbox-fusion`) when neither works.
+/// pip from PyPI (see `util::client_python`).
 pub(crate) fn sandbox_fusion_python() -> Option<PathBuf> {
-    let expected = std::env::var("RSANDBOX_TEST_EXPECT")
-        .unwrap_or_default()
-        .split(',')
-        .any(|f| f.trim() == "sandbox-fusion");
-    if let Some(p) = std::env::var_os("RSANDBOX_SF_PYTHON") {
-        return Some(p.into());
-    }
-    // SAFETY: geteuid cannot fail.
-    let venv =
-        std::env::temp_dir().join(format!("rsandbox-sf-venv-{}", unsafe { libc::geteuid() }));
-    let python = venv.join("bin/python");
-    let ok = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import sandbox_fusion"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !ok(&python) {
-        let made = Command::new("/usr/bin/python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .is_ok_and(|s| s.success())
-            && Command::new(venv.join("bin/pip"))
-                .args(["install", "-q", "sandbox-fusion"])
-                .status()
-                .is_ok_and(|s| s.success());
-        if !made || !ok(&python) {
-            assert!(
-                !expected,
-                "sandbox-fusion is expected but could not be installed from PyPI"
-            );
-            eprintln!(
-                "SKIP: the sandbox-fusion client could not be installed from PyPI; test not run"
-            );
-            return None;
-        }
-    }
-    Some(python)
+    crate::util::client_python(
+        "RSANDBOX_SF_PYTHON",
+        "sandbox-fusion",
+        "sf",
+        "sandbox_fusion",
+        &["sandbox-fusion"],
+    )
 }

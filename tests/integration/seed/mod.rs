@@ -17,52 +17,15 @@ const CLIENTS: [&str; 3] = [
 ];
 
 /// A Python with the three clients: `RSANDBOX_SEED_PYTHON` (tests/fetch-seed-clients makes
-/// it), or a venv made here with pip. `None` (with a loud SKIP, or a failure when
-/// `RSANDBOX_TEST_EXPECT` lists `seed-clients`) when neither works.
+/// it), or a venv made here with pip (see `util::client_python`).
 pub(crate) fn seed_python() -> Option<PathBuf> {
-    let expected = std::env::var("RSANDBOX_TEST_EXPECT")
-        .unwrap_or_default()
-        .split(',')
-        .any(|f| f.trim() == "seed-clients");
-    if let Some(p) = std::env::var_os("RSANDBOX_SEED_PYTHON") {
-        return Some(p.into());
-    }
-    // SAFETY: geteuid cannot fail.
-    let venv =
-        std::env::temp_dir().join(format!("rsandbox-seed-venv-{}", unsafe { libc::geteuid() }));
-    let python = venv.join("bin/python");
-    let ok = |p: &Path| {
-        Command::new(p)
-            .args([
-                "-c",
-                "import microsandbox, ai_computer, e2b_code_interpreter",
-            ])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !ok(&python) {
-        let made = Command::new("/usr/bin/python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .is_ok_and(|s| s.success())
-            && Command::new(venv.join("bin/pip"))
-                .args(["install", "-q"])
-                .args(CLIENTS)
-                .status()
-                .is_ok_and(|s| s.success());
-        if !made || !ok(&python) {
-            assert!(
-                !expected,
-                "seed-clients is expected but the clients could not be installed with pip"
-            );
-            eprintln!(
-                "SKIP: the seed systems' clients could not be installed with pip; test not run"
-            );
-            return None;
-        }
-    }
-    Some(python)
+    crate::util::client_python(
+        "RSANDBOX_SEED_PYTHON",
+        "seed-clients",
+        "seed",
+        "microsandbox, ai_computer, e2b_code_interpreter",
+        &CLIENTS,
+    )
 }
 
 /// Runs `script` with the clients' Python (`sys.argv[1]` is the daemon's URL), with `env`;
