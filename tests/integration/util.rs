@@ -395,3 +395,27 @@ pub fn client_python(
     }
     Some(python)
 }
+
+/// Runs a command to its end and returns its output, killing it (and failing the test) when
+/// it runs past `limit`.
+pub fn output_within(cmd: &mut std::process::Command, limit: Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting a command");
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("waiting for a command"),
+        Err(_) => {
+            // SAFETY: kill(2) on the child this function started and has not reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("the command ran past {limit:?} and was killed");
+        }
+    }
+}

@@ -104,10 +104,10 @@ assert r.cells[2].stdout == "out\n", r
 assert r.cells[3].error[0]["ename"] == "ZeroDivisionError", r
 print("client ok")
 "#;
-    let out = Command::new(&python)
-        .args(["-c", script, &format!("http://{}", d.tcp.unwrap())])
-        .output()
-        .unwrap();
+    let out = crate::util::output_within(
+        Command::new(&python).args(["-c", script, &format!("http://{}", d.tcp.unwrap())]),
+        crate::util::allow(180.0),
+    );
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("client ok"),
         "{}\n{}",

@@ -176,10 +176,10 @@ r = run_code(RunCodeRequest(code="import time; time.sleep(3)", language="python"
 assert r.status == RunStatus.Failed and r.run_result.status == "TimeLimitExceeded", r
 print("client ok")
 "#;
-    let out = Command::new(&python)
-        .args(["-c", script, &format!("http://{}", d.tcp.unwrap())])
-        .output()
-        .unwrap();
+    let out = crate::util::output_within(
+        Command::new(&python).args(["-c", script, &format!("http://{}", d.tcp.unwrap())]),
+        crate::util::allow(180.0),
+    );
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("client ok"),
         "{}\n{}",

@@ -93,10 +93,10 @@ fn ai_computer_client_runs_code_shell_and_files() {
     let mark = outside.path().join("pwned");
     let d = Daemon::start(&["--listen", "127.0.0.1:0", "--no-auth"]);
     let url = format!("http://{}", d.tcp.unwrap());
-    let out = std::process::Command::new(&python)
-        .args(["-c", SCRIPT, &url, mark.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = crate::util::output_within(
+        std::process::Command::new(&python).args(["-c", SCRIPT, &url, mark.to_str().unwrap()]),
+        crate::util::allow(180.0),
+    );
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("client ok"),
         "{}\n{}",
@@ -139,10 +139,15 @@ async def main():
 asyncio.run(main())
 print("client ok")
 "#;
-    let out = std::process::Command::new(&python)
-        .args(["-c", script, &format!("http://{}", d.tcp.unwrap()), token])
-        .output()
-        .unwrap();
+    let out = crate::util::output_within(
+        std::process::Command::new(&python).args([
+            "-c",
+            script,
+            &format!("http://{}", d.tcp.unwrap()),
+            token,
+        ]),
+        crate::util::allow(180.0),
+    );
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("client ok"),
         "{}\n{}",

@@ -31,12 +31,13 @@ pub(crate) fn seed_python() -> Option<PathBuf> {
 /// Runs `script` with the clients' Python (`sys.argv[1]` is the daemon's URL), with `env`;
 /// asserts that it printed "client ok".
 pub(crate) fn run_client(python: &Path, script: &str, url: &str, env: &[(&str, &str)]) {
-    let out = Command::new(python)
-        .args(["-c", script, url])
-        .env_remove("MSB_API_KEY")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
+    let out = crate::util::output_within(
+        Command::new(python)
+            .args(["-c", script, url])
+            .env_remove("MSB_API_KEY")
+            .envs(env.iter().copied()),
+        crate::util::allow(180.0),
+    );
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("client ok"),
         "{}\n{}",
