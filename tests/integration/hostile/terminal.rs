@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 use serde_json::Value;
 
@@ -34,25 +34,7 @@ except OSError as e:
 /// exit status, what it wrote to the terminal, what was queued as terminal input afterwards).
 fn on_a_pty(argv: &[&std::ffi::OsStr]) -> (std::process::ExitStatus, String, Vec<u8>) {
     use std::os::unix::process::CommandExt;
-    let (mut master, mut slave) = (0, 0);
-    // SAFETY: openpty writes two fds; the other pointers may be null.
-    let r = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(r, 0, "openpty");
-    // SAFETY: openpty gave us these fds; close-on-exec, so that programs other tests start
-    // meanwhile do not hold the terminal open.
-    let (master, slave) = unsafe {
-        libc::fcntl(master, libc::F_SETFD, libc::FD_CLOEXEC);
-        libc::fcntl(slave, libc::F_SETFD, libc::FD_CLOEXEC);
-        (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave))
-    };
+    let (master, slave) = util::openpty();
     // Raw mode: injected bytes are readable at once, without a newline and without echo.
     // SAFETY: termios calls on our own pty with a stack structure.
     unsafe {

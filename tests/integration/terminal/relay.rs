@@ -3,7 +3,7 @@
 //! the user's terminal settings afterwards, and the refusal without a terminal.
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,25 +49,7 @@ pub(super) fn settings(fd: &OwnedFd) -> (u32, u32, u32, u32, Vec<u8>) {
 impl OnPty {
     pub(super) fn start(args: &[&str], rows: u16, cols: u16) -> OnPty {
         use std::os::unix::process::CommandExt;
-        let (mut master, mut slave) = (0, 0);
-        // SAFETY: openpty writes two fds; the other pointers may be null.
-        let r = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(r, 0, "openpty");
-        // SAFETY: openpty gave us these fds; close-on-exec, so that programs other tests start
-        // meanwhile do not hold the terminal open.
-        let (master, slave) = unsafe {
-            libc::fcntl(master, libc::F_SETFD, libc::FD_CLOEXEC);
-            libc::fcntl(slave, libc::F_SETFD, libc::FD_CLOEXEC);
-            (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave))
-        };
+        let (master, slave) = util::openpty();
         set_size(&master, rows, cols);
         let mut cmd = std::process::Command::new(util::bin());
         cmd.args(args)
