@@ -7,7 +7,10 @@
 //! clients, default 2 per core; `BENCH_ROUNDS` alternating rounds, default 3; medians of the
 //! rounds are reported; `BENCH_BIN` another rsandbox binary to drive, for A/B comparisons).
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "support/serve.rs"]
+mod serve;
+
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -99,22 +102,7 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("bench.sock");
-    let bin = std::env::var_os("BENCH_BIN").unwrap_or(env!("CARGO_BIN_EXE_rsandbox").into());
-    let mut daemon = Command::new(bin)
-        .arg("serve")
-        .arg("--socket")
-        .arg(&socket)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting rsandbox serve");
-    let mut err = BufReader::new(daemon.stderr.take().unwrap());
-    let mut line = String::new();
-    while err.read_line(&mut line).unwrap_or(0) > 0 && !line.contains("ready") {
-        line.clear();
-    }
-    std::thread::spawn(move || for _ in err.lines() {});
+    let mut daemon = serve::start(&socket);
 
     let body = serde_json::json!({"code": CODE, "language": "python"}).to_string();
     let reply = post(&socket, &body);
