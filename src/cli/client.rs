@@ -120,6 +120,39 @@ pub fn env_json(env: &[(String, String)]) -> serde_json::Value {
         .into()
 }
 
+/// Connects to the daemon at `socket` and sends one request (`accept`: an Accept header).
+async fn send(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    accept: Option<&str>,
+    body: Vec<u8>,
+) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("connecting to the daemon at {}", socket.display()))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, "localhost")
+        .header(hyper::header::CONTENT_TYPE, content_type);
+    if let Some(a) = accept {
+        req = req.header(hyper::header::ACCEPT, a);
+    }
+    Ok(sender
+        .send_request(req.body(Full::new(Bytes::from(body)))?)
+        .await?)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
 /// Sends one request to the daemon at `socket`: (HTTP status, response body).
 pub fn call(
     socket: &Path,
@@ -128,26 +161,10 @@ pub fn call(
     content_type: &str,
     body: Vec<u8>,
 ) -> anyhow::Result<(u16, Bytes)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let stream = tokio::net::UnixStream::connect(socket)
-            .await
-            .with_context(|| format!("connecting to the daemon at {}", socket.display()))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        let req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, "localhost")
-            .header(hyper::header::CONTENT_TYPE, content_type)
-            .body(Full::new(Bytes::from(body)))?;
-        let resp = sender.send_request(req).await?;
+    runtime()?.block_on(async {
+        let resp = send(socket, method, path, content_type, None, body).await?;
         let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        Ok((status, bytes))
+        Ok((status, resp.into_body().collect().await?.to_bytes()))
     })
 }
 
@@ -159,24 +176,9 @@ pub fn post_stream(
     body: Vec<u8>,
     on_line: &mut dyn FnMut(&[u8]),
 ) -> anyhow::Result<(u16, Bytes)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let stream = tokio::net::UnixStream::connect(socket)
-            .await
-            .with_context(|| format!("connecting to the daemon at {}", socket.display()))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        let req = hyper::Request::builder()
-            .method("POST")
-            .uri(path)
-            .header(hyper::header::HOST, "localhost")
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::ACCEPT, "application/x-ndjson")
-            .body(Full::new(Bytes::from(body)))?;
-        let resp = sender.send_request(req).await?;
+    runtime()?.block_on(async {
+        let ndjson = Some("application/x-ndjson");
+        let resp = send(socket, "POST", path, "application/json", ndjson, body).await?;
         let status = resp.status().as_u16();
         let mut body = resp.into_body();
         if !(200..300).contains(&status) {
